@@ -1,0 +1,61 @@
+"""The ``fusiontune`` command.
+
+Each subcommand lives in its own module under ``fusiontune/commands/`` with ``HELP``,
+``add_arguments(parser)`` and ``run(args) -> int``; :data:`COMMANDS` lists them.  Command
+modules import heavy libraries (torch, matplotlib, optuna) inside ``run`` only, so that
+``fusiontune --help`` and ``fusiontune search`` stay quick.
+
+Errors in the user's input (:class:`~fusiontune.errors.InputError`) print one line,
+``fusiontune: error: ...``, on stderr and exit with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import InputError
+
+#: subcommand -> module (in the order ``--help`` lists them)
+COMMANDS = {
+    "search": "fusiontune.commands.search",
+    "simulate": "fusiontune.commands.simulate",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="fusiontune",
+        description="Multi-task score fusion for recommender ranking: search fusion weights "
+                    "on prediction logs, select A/B candidates, export them.")
+    parser.add_argument("--version", action="version", version=f"fusiontune {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, modname in COMMANDS.items():
+        mod = importlib.import_module(modname)
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except InputError as exc:
+        print(f"fusiontune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fusiontune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

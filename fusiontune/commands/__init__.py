@@ -1,0 +1,1 @@
+"""One module per ``fusiontune`` subcommand (see ``fusiontune/cli.py``)."""

@@ -1,0 +1,233 @@
+"""Fusion formulas and their parameter spaces.
+
+Every formula turns the per-task probabilities p_k of a row into one ranking score:
+
+================  ========================================  ==========================
+formula           score (the ranking it induces)            parameters
+================  ========================================  ==========================
+additive          sum_k a_k * p_k                           a_<task>
+multiplicative    prod_k p_k ** a_k  (= sum_k a_k log p_k)  a_<task>
+power             prod_k (b_k + p_k) ** a_k                 a_<task>, b_<task> (b >= 0)
+rank              sum_k a_k * pct_rank_k                    a_<task>
+================  ========================================  ==========================
+
+Multiplicative and power scores are computed as their logarithm (same ranking, no
+underflow); probabilities are clipped to ``[eps, 1]`` (``eps`` defaults to 1e-6).  The rank
+formula turns each task's score into its percentile within the row's group (or over the
+whole log with ``rank_scope = "global"``), optionally into ``buckets`` equal buckets, as
+serving engines do when they map a request's candidates onto a fixed score grid.
+
+**Scale.**  All four formulas rank rows identically when every ``a_k`` is multiplied by
+the same positive number.  The search therefore never moves the reference task's weight
+(``[fusion] reference``, default: the first task): ``a_<reference>`` stays pinned at its
+baseline value and only the other weights (and the biases ``b``) are searched.  Reported
+weights use that normalisation: *a_<reference> equals its online value*, so every other
+weight reads directly as "relative to today's reference weight".
+
+Fused scores are float32, computed per row in float64 with a fixed summation order, so a
+candidate gets bit-identical scores whether it is evaluated alone or in a batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+from .log import PredictionLog
+
+__all__ = ["FORMULAS", "Formula", "ParamSpace", "make_formula", "fused_scores"]
+
+FORMULAS = ("additive", "multiplicative", "power", "rank")
+DEFAULT_BOUNDS = {"a": (0.0, 4.0), "b": (0.0, 1.0)}
+
+
+@nb.njit(cache=True, parallel=True)
+def _linear(theta, x, out):
+    p_n, k_n = theta.shape
+    n = x.shape[0]
+    for p in nb.prange(p_n):
+        for i in range(n):
+            acc = 0.0
+            for k in range(k_n):
+                acc += theta[p, k] * x[i, k]
+            out[p, i] = acc
+
+
+@nb.njit(cache=True, parallel=True)
+def _power(a, b, x, eps, out):
+    p_n, k_n = a.shape
+    n = x.shape[0]
+    for p in nb.prange(p_n):
+        for i in range(n):
+            acc = 0.0
+            for k in range(k_n):
+                acc += a[p, k] * np.log(max(b[p, k] + x[i, k], eps))
+            out[p, i] = acc
+
+
+@dataclass
+class Formula:
+    """A fusion formula over K tasks: parameter names, a data transform, the scores."""
+
+    name: str
+    tasks: list[str]
+    eps: float = 1e-6
+    buckets: int = 0
+    rank_scope: str = "group"
+
+    @property
+    def needs_probabilities(self) -> bool:
+        return self.name in ("multiplicative", "power")
+
+    @property
+    def param_names(self) -> list[str]:
+        names = [f"a_{t}" for t in self.tasks]
+        if self.name == "power":
+            names += [f"b_{t}" for t in self.tasks]
+        return names
+
+    def prepare(self, log: PredictionLog) -> np.ndarray:
+        """The per-row matrix the formula is linear (or power) in, computed once per log."""
+        p = log.scores.astype(np.float64)
+        if self.name == "additive" or self.name == "power":
+            return np.ascontiguousarray(p)
+        if self.name == "multiplicative":
+            return np.ascontiguousarray(np.log(np.clip(p, self.eps, 1.0)))
+        if self.name == "rank":
+            return np.ascontiguousarray(self._ranks(p, log.groups))
+        raise AssertionError(self.name)
+
+    def _ranks(self, p: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+        df = pd.DataFrame(p)
+        if self.rank_scope == "group" and groups is not None:
+            r = df.groupby(groups, sort=False).rank(method="average", pct=True).to_numpy()
+        else:
+            r = df.rank(method="average", pct=True).to_numpy()
+        if self.buckets:
+            r = np.ceil(r * self.buckets) / self.buckets
+        return r
+
+    def scores(self, prepared: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """Fused scores (P, N) float32 for full parameter rows ``theta`` (P, n_params)."""
+        theta = np.atleast_2d(np.asarray(theta, dtype=np.float64))
+        out = np.empty((theta.shape[0], prepared.shape[0]), dtype=np.float32)
+        k = len(self.tasks)
+        if self.name == "power":
+            _power(np.ascontiguousarray(theta[:, :k]), np.ascontiguousarray(theta[:, k:]), prepared,
+                   self.eps, out)
+        else:
+            _linear(np.ascontiguousarray(theta), prepared, out)
+        return out
+
+
+def make_formula(name: str, tasks: list[str], options: dict | None = None, src: str = "<study>") -> Formula:
+    options = dict(options or {})
+    if name not in FORMULAS:
+        raise InputError(f"{src}: [fusion] formula must be one of {', '.join(FORMULAS)}, got {name!r}")
+    eps = float(options.get("eps", 1e-6))
+    if not 0 < eps < 1:
+        raise InputError(f"{src}: [fusion] eps must be in (0, 1), got {eps!r}")
+    buckets = int(options.get("buckets", 0))
+    if buckets < 0:
+        raise InputError(f"{src}: [fusion] buckets must be >= 0, got {buckets!r}")
+    scope = options.get("rank_scope", "group")
+    if scope not in ("group", "global"):
+        raise InputError(f"{src}: [fusion] rank_scope must be 'group' or 'global', got {scope!r}")
+    return Formula(name, list(tasks), eps, buckets, scope)
+
+
+@dataclass
+class ParamSpace:
+    """Box of the searched (free) parameters; the reference weight is pinned.
+
+    Search methods work in the unit cube ``[0, 1]^D``; :meth:`full` maps unit points to
+    complete parameter rows in the order of :attr:`Formula.param_names`.
+    """
+
+    all_names: list[str]
+    free: list[str]
+    low: np.ndarray
+    high: np.ndarray
+    pinned: dict[str, float]
+    baseline: np.ndarray  # full baseline row
+
+    @classmethod
+    def build(cls, formula: Formula, baseline: dict[str, float], bounds: dict[str, tuple[float, float]],
+              reference: str | None = None, src: str = "<study>") -> "ParamSpace":
+        names = formula.param_names
+        unknown = [k for k in baseline if k not in names]
+        if unknown:
+            raise InputError(f"{src}: [fusion.baseline] {unknown[0]!r} is not a parameter of the "
+                             f"{formula.name} formula (parameters: {', '.join(names)})")
+        missing = [k for k in names if k not in baseline]
+        if missing:
+            raise InputError(f"{src}: [fusion.baseline] is missing {', '.join(missing)} "
+                             f"(the weights running online today)")
+        for k in bounds:
+            if k not in names and k not in DEFAULT_BOUNDS:
+                raise InputError(f"{src}: [fusion.bounds] {k!r} is not a parameter (use one of "
+                                 f"{', '.join(names)}, or 'a' / 'b' for all of a kind)")
+        ref = reference or formula.tasks[0]
+        ref_name = f"a_{ref}"
+        if baseline[ref_name] <= 0:
+            raise InputError(f"{src}: [fusion.baseline] {ref_name} = {baseline[ref_name]} must be > 0: "
+                             f"it is the reference weight that fixes the scale (choose another "
+                             f"[fusion] reference)")
+        free = [k for k in names if k != ref_name]
+        lows, highs = [], []
+        for k in free:
+            kind = k.split("_", 1)[0]
+            lo, hi = bounds.get(k, bounds.get(kind, DEFAULT_BOUNDS[kind]))
+            if kind == "b" and lo < 0:
+                raise InputError(f"{src}: [fusion.bounds] {k} must be >= 0 (power bias), got {lo}")
+            if not lo <= baseline[k] <= hi:
+                raise InputError(f"{src}: baseline {k} = {baseline[k]} lies outside its bounds [{lo}, {hi}]")
+            lows.append(lo)
+            highs.append(hi)
+        full = np.array([baseline[k] for k in names], dtype=np.float64)
+        return cls(names, free, np.array(lows), np.array(highs), {ref_name: baseline[ref_name]}, full)
+
+    @property
+    def dim(self) -> int:
+        return len(self.free)
+
+    def to_unit(self, free_values: np.ndarray) -> np.ndarray:
+        return (np.asarray(free_values) - self.low) / (self.high - self.low)
+
+    def from_unit(self, u: np.ndarray) -> np.ndarray:
+        return self.low + np.clip(u, 0.0, 1.0) * (self.high - self.low)
+
+    @property
+    def baseline_unit(self) -> np.ndarray:
+        return self.to_unit(self.baseline[[self.all_names.index(k) for k in self.free]])
+
+    def full(self, u: np.ndarray) -> np.ndarray:
+        """Unit points (P, D) -> full parameter rows (P, n_params)."""
+        u = np.atleast_2d(u)
+        out = np.empty((u.shape[0], len(self.all_names)))
+        vals = self.from_unit(u)
+        for j, k in enumerate(self.free):
+            out[:, self.all_names.index(k)] = vals[:, j]
+        for k, v in self.pinned.items():
+            out[:, self.all_names.index(k)] = v
+        return out
+
+    def as_dict(self, row: np.ndarray) -> dict[str, float]:
+        return {k: float(v) for k, v in zip(self.all_names, row)}
+
+    def from_dict(self, params: dict[str, float], src: str = "<params>") -> np.ndarray:
+        """A full parameter row from a {name: value} mapping (all names required)."""
+        missing = [k for k in self.all_names if k not in params]
+        if missing:
+            raise InputError(f"{src}: missing parameter {missing[0]!r} (needs {', '.join(self.all_names)})")
+        return np.array([float(params[k]) for k in self.all_names])
+
+
+def fused_scores(formula: Formula, log: PredictionLog, params: dict[str, float]) -> np.ndarray:
+    """Fused score (N,) float32 of one parameter set on a log (for ``fusiontune score``)."""
+    row = np.array([[float(params[k]) for k in formula.param_names]])
+    return formula.scores(formula.prepare(log), row)[0]

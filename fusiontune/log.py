@@ -1,0 +1,257 @@
+"""Prediction logs: load CSV/Parquet into a columnar in-memory log, validate once, split.
+
+A prediction log has one row per impression.  Per task: a score column (probability, or
+logit when the task says ``score_scale = "logit"``) and a label column (0/1, empty/NaN =
+not observed on that row).  Optional: a group column (request or user id; GAUC needs it),
+a weight column and a time column (time-based holdout).
+
+Everything is validated here, at load; later stages trust a :class:`PredictionLog`.
+Every problem raises :class:`~fusiontune.errors.InputError` with one line that names the
+file, the column and an example value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import InputError
+
+__all__ = ["TaskColumns", "PredictionLog", "load_log", "read_table", "split_log"]
+
+
+@dataclass(frozen=True)
+class TaskColumns:
+    name: str
+    score: str
+    label: str
+    score_scale: str = "prob"  # "prob" or "logit" (logits go through a sigmoid at load)
+
+
+@dataclass
+class PredictionLog:
+    """Columnar log: ``scores`` (N, K) float32 probabilities, ``labels`` (N, K) float32
+    with NaN = not observed, optional ``groups`` (N,) int64 codes, ``weights`` (N,)
+    float64, ``time`` (N,) float64."""
+
+    tasks: list[str]
+    scores: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    time: np.ndarray | None = None
+    source: str = ""
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    group_hash: np.ndarray | None = None  # uint64 hash of the raw group id (stable holdout split)
+
+    @property
+    def n(self) -> int:
+        return self.scores.shape[0]
+
+    @property
+    def k(self) -> int:
+        return self.scores.shape[1]
+
+    def take(self, rows: np.ndarray) -> "PredictionLog":
+        """Rows by index or boolean mask (a new log; arrays are copied)."""
+        opt = lambda a: None if a is None else a[rows]  # noqa: E731
+        return replace(self, scores=self.scores[rows], labels=self.labels[rows],
+                       groups=opt(self.groups), weights=opt(self.weights), time=opt(self.time),
+                       extra={k: v[rows] for k, v in self.extra.items()}, group_hash=opt(self.group_hash))
+
+    def grouped(self) -> "PredictionLog":
+        """The same log with each group's rows contiguous (stable), as GAUC wants them."""
+        if self.groups is None:
+            return self
+        g = self.groups
+        if g.size < 2 or (np.diff(g) >= 0).all():
+            return self
+        return self.take(np.argsort(g, kind="stable"))
+
+
+# --------------------------------------------------------------------------- reading
+def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """Read a CSV or Parquet file (by extension) into an Arrow table, only ``columns``."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a .csv or .parquet file")
+    suffix = "".join(path.suffixes[-2:]).lower()
+    try:
+        if suffix.endswith(".parquet") or suffix.endswith(".pq"):
+            import pyarrow.parquet as pq
+
+            have = pq.read_schema(path).names
+            _check_columns(path, have, columns)
+            table = pq.read_table(path, columns=columns)
+        elif suffix.endswith(".csv") or suffix.endswith(".csv.gz"):
+            import pyarrow.csv as pcsv
+
+            if path.stat().st_size == 0:
+                raise InputError(f"{path}: empty file")
+            with pcsv.open_csv(path) as reader:
+                have = reader.schema.names
+            _check_columns(path, have, columns)
+            table = pcsv.read_csv(
+                path, convert_options=pcsv.ConvertOptions(include_columns=columns, strings_can_be_null=True))
+        else:
+            raise InputError(f"{path}: unknown file type {path.suffix!r} (use .csv or .parquet)")
+    except InputError:
+        raise
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: cannot read: {first}") from None
+    if table.num_rows == 0:
+        raise InputError(f"{path}: empty file (no rows)")
+    return table
+
+
+def _check_columns(path: Path, have: list[str], want: list[str] | None) -> None:
+    if want is None:
+        return
+    for col in want:
+        if col not in have:
+            shown = ", ".join(have[:12]) + (", ..." if len(have) > 12 else "")
+            raise InputError(f"{path}: missing column {col!r} (columns are: {shown})")
+
+
+def _numeric(path, table: pa.Table, col: str, what: str) -> np.ndarray:
+    """Column as float64 with nulls as NaN; a non-numeric value is an InputError."""
+    arr = table.column(col)
+    typ = arr.type
+    if pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ):
+        return arr.to_numpy(zero_copy_only=False).astype(np.float64) if arr.null_count == 0 else \
+            pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+    if pa.types.is_decimal(typ):
+        return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+    # strings or other: show the first value that is not a number
+    values = arr.to_pandas()
+    num = pd.to_numeric(values, errors="coerce")
+    bad = num.isna() & values.notna()
+    i = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else 0
+    raise InputError(f"{path}: column {col!r} ({what}) is not numeric: row {i + 1} has {values.iloc[i]!r}")
+
+
+def _first_bad(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def load_log(path: str | Path, tasks: list[TaskColumns], *, group: str | None = None,
+             weight: str | None = None, time: str | None = None,
+             need_probabilities: bool = True, extra: list[str] | None = None) -> PredictionLog:
+    """Load and validate a prediction log.  See the module docstring for the checks."""
+    path = Path(path)
+    if not tasks:
+        raise InputError(f"{path}: no tasks given")
+    cols: list[str] = []
+    for t in tasks:
+        cols += [t.score, t.label]
+    for c in (group, weight, time, *(extra or [])):
+        if c:
+            cols.append(c)
+    cols = list(dict.fromkeys(cols))
+    table = read_table(path, cols)
+    n = table.num_rows
+
+    scores = np.empty((n, len(tasks)), dtype=np.float32)
+    labels = np.empty((n, len(tasks)), dtype=np.float32)
+    for j, t in enumerate(tasks):
+        s = _numeric(path, table, t.score, f"score of task {t.name!r}")
+        bad = ~np.isfinite(s)
+        if bad.any():
+            i = _first_bad(bad)
+            raise InputError(f"{path}: column {t.score!r} (score of task {t.name!r}) must be finite: "
+                             f"row {i + 1} has {s[i]!r}")
+        if t.score_scale == "logit":
+            s = 1.0 / (1.0 + np.exp(-s))
+        elif need_probabilities:
+            bad = (s < 0) | (s > 1)
+            if bad.any():
+                i = _first_bad(bad)
+                raise InputError(
+                    f"{path}: column {t.score!r} (score of task {t.name!r}) must be a probability in [0, 1] "
+                    f"for this formula: row {i + 1} has {s[i]!r} (set score_scale = \"logit\" for logits)")
+        scores[:, j] = s
+        lab = _numeric(path, table, t.label, f"label of task {t.name!r}")
+        bad = ~np.isnan(lab) & (lab != 0) & (lab != 1)
+        if bad.any():
+            i = _first_bad(bad)
+            raise InputError(f"{path}: column {t.label!r} (label of task {t.name!r}) must be 0, 1 or empty: "
+                             f"row {i + 1} has {lab[i]!r}")
+        if not (lab == 1).any():
+            raise InputError(f"{path}: column {t.label!r} (label of task {t.name!r}) has no positive (1) row")
+        if not (lab == 0).any():
+            raise InputError(f"{path}: column {t.label!r} (label of task {t.name!r}) has no negative (0) row")
+        labels[:, j] = lab
+
+    groups = group_hash = None
+    if group:
+        arr = table.column(group)
+        if arr.null_count:
+            i = _first_bad(arr.is_null().to_numpy(zero_copy_only=False))
+            raise InputError(f"{path}: column {group!r} (group) is empty at row {i + 1}")
+        raw = arr.to_numpy(zero_copy_only=False)
+        groups = pd.factorize(raw, sort=False)[0].astype(np.int64)
+        group_hash = pd.util.hash_array(raw if raw.dtype != object else raw.astype(str))
+    weights = None
+    if weight:
+        weights = _numeric(path, table, weight, "weight")
+        bad = ~np.isfinite(weights) | (weights < 0)
+        if bad.any():
+            i = _first_bad(bad)
+            raise InputError(f"{path}: column {weight!r} (weight) must be finite and >= 0: "
+                             f"row {i + 1} has {weights[i]!r}")
+    tcol = None
+    if time:
+        arr = table.column(time)
+        if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
+            arr = pc.cast(pc.cast(arr, pa.timestamp("us")), pa.int64())
+        tcol = _numeric(path, pa.table({time: arr}), time, "time")
+        if np.isnan(tcol).any():
+            i = _first_bad(np.isnan(tcol))
+            raise InputError(f"{path}: column {time!r} (time) is empty at row {i + 1}")
+    ex = {c: table.column(c).to_numpy(zero_copy_only=False) for c in (extra or [])}
+    return PredictionLog([t.name for t in tasks], scores, labels, groups, weights, tcol, str(path), ex,
+                         group_hash)
+
+
+# --------------------------------------------------------------------------- splitting
+def split_log(log: PredictionLog, by: str, holdout: float, seed: int = 0) -> tuple[PredictionLog, PredictionLog]:
+    """Split into (search part, holdout part).
+
+    ``by="time"``: the last ``holdout`` fraction of the time column is held out (rows at
+    the cut time go to the holdout).  ``by="group"``: whole groups are held out, chosen by
+    a seeded hash of the group id, so a request never straddles the two parts.
+    ``by="random"``: rows, seeded (only sensible without groups).
+    """
+    if not 0.0 < holdout < 1.0:
+        raise InputError(f"split: holdout must be in (0, 1), got {holdout!r}")
+    if by == "time":
+        if log.time is None:
+            raise InputError("split: by = \"time\" needs a time column in the study")
+        cut = np.quantile(log.time, 1.0 - holdout)
+        mask = log.time >= cut
+    elif by == "group":
+        if log.groups is None:
+            raise InputError("split: by = \"group\" needs a group column in the study")
+        gh = log.group_hash if log.group_hash is not None else pd.util.hash_array(log.groups)
+        h = pd.util.hash_array(gh ^ np.uint64((seed * 0x9E3779B97F4A7C15 + 1) % 2**64))
+        mask = (h % np.uint64(1_000_000)) < np.uint64(round(holdout * 1_000_000))
+    elif by == "random":
+        mask = np.random.default_rng(seed).random(log.n) < holdout
+    else:
+        raise InputError(f"split: by must be \"time\", \"group\" or \"random\", got {by!r}")
+    search, hold = log.take(~mask), log.take(mask)
+    for part, name in ((search, "search"), (hold, "holdout")):
+        for j, t in enumerate(log.tasks):
+            lab = part.labels[:, j]
+            if not ((lab == 1).any() and (lab == 0).any()):
+                raise InputError(f"{log.source}: the {name} part of the split has no "
+                                 f"{'positive' if not (lab == 1).any() else 'negative'} for task {t!r}")
+    return search, hold

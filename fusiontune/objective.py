@@ -1,0 +1,105 @@
+"""The objective: business-weighted sum of per-task AUC / GAUC, with guardrails.
+
+``J(theta) = sum_k w_k * M_k(fused(theta))`` where ``M_k`` is the AUC or GAUC of task k's
+label against the fused score, on the rows where label k is observed.
+
+Guardrail: a task with ``max_drop`` is violated when ``M_k(theta) - M_k(baseline) <
+-max_drop``.  A candidate that violates any guardrail is *infeasible*: it is recorded with
+``feasible = false`` and never reported as best.  Search methods rank candidates by the
+*penalised* value ``J - PENALTY * sum_k violation_k`` (``PENALTY = 100 * sum_k w_k``), so
+any violation costs far more than the objective differences between candidates (AUC gains
+are of order 1e-3), and among infeasible candidates the least violating ranks first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+from .fusion import Formula
+from .log import PredictionLog
+from .metrics import GaucPlan, auc
+from .study import Task
+
+__all__ = ["Objective", "Evaluation"]
+
+_MAX_BATCH_BYTES = 512 * 2**20
+
+
+@dataclass
+class Evaluation:
+    """Values for a batch of P candidates."""
+
+    objective: np.ndarray  # (P,) J
+    per_task: np.ndarray  # (P, K) M_k
+    feasible: np.ndarray  # (P,) bool
+    penalised: np.ndarray  # (P,) what search methods maximise
+
+
+class Objective:
+    """Scores full parameter rows on one (part of a) log.  Build once, call many times."""
+
+    def __init__(self, tasks: list[Task], log: PredictionLog, formula: Formula, gauc_weighting: str = "rows"):
+        self.tasks = tasks
+        self.formula = formula
+        log = log.grouped()  # GAUC wants each group's rows together; fusion is row-wise
+        self.log = log
+        self.prepared = formula.prepare(log)
+        self.w = np.array([t.weight for t in tasks])
+        self.max_drop = np.array([np.inf if t.max_drop is None else t.max_drop for t in tasks])
+        self.auc_idx = np.array([i for i, t in enumerate(tasks) if t.metric == "auc"], dtype=int)
+        self.gauc_idx = np.array([i for i, t in enumerate(tasks) if t.metric == "gauc"], dtype=int)
+        self._auc_labels = np.ascontiguousarray(log.labels[:, self.auc_idx])
+        self._plan = None
+        if self.gauc_idx.size:
+            self._plan = GaucPlan(log.labels[:, self.gauc_idx], log.groups, log.weights, gauc_weighting)
+            if not self._plan.valid.all():
+                bad = tasks[int(self.gauc_idx[~self._plan.valid][0])].name
+                raise InputError(f"{log.source}: task {bad!r} uses GAUC but no group has both a positive "
+                                 f"and a negative label (use metric = \"auc\")")
+        self.baseline_per_task: np.ndarray | None = None
+        self.penalty = 100.0 * float(self.w.sum())
+        self.calls = 0
+        self.kernel_seconds = 0.0
+
+    @property
+    def n_rows(self) -> int:
+        return self.log.n
+
+    def metrics(self, theta: np.ndarray) -> np.ndarray:
+        """Per-task metrics (P, K) for full parameter rows (P, n_params), in batches."""
+        import time
+
+        theta = np.atleast_2d(theta)
+        out = np.empty((theta.shape[0], len(self.tasks)))
+        step = max(1, _MAX_BATCH_BYTES // (12 * max(self.n_rows, 1)))
+        t0 = time.perf_counter()
+        for s in range(0, theta.shape[0], step):
+            fused = self.formula.scores(self.prepared, theta[s:s + step])
+            if self.auc_idx.size:
+                out[s:s + step, self.auc_idx] = auc(fused, self._auc_labels, self.log.weights)
+            if self._plan is not None:
+                out[s:s + step, self.gauc_idx] = self._plan(fused, grouped=True)
+        self.kernel_seconds += time.perf_counter() - t0
+        self.calls += theta.shape[0]
+        return out
+
+    def set_baseline(self, baseline_row: np.ndarray) -> np.ndarray:
+        self.baseline_per_task = self.metrics(baseline_row[None, :])[0]
+        return self.baseline_per_task
+
+    def evaluate(self, theta: np.ndarray) -> Evaluation:
+        per_task = self.metrics(theta)
+        return self.judge(per_task)
+
+    def judge(self, per_task: np.ndarray) -> Evaluation:
+        j = per_task @ self.w
+        if self.baseline_per_task is None:
+            viol = np.zeros(per_task.shape[0])
+        else:
+            drop = self.baseline_per_task[None, :] - per_task  # > 0 when worse than baseline
+            viol = np.clip(drop - self.max_drop[None, :], 0.0, None).sum(axis=1)
+        feasible = viol <= 1e-12
+        return Evaluation(j, per_task, feasible, j - self.penalty * viol)

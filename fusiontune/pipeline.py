@@ -1,0 +1,160 @@
+"""The whole pipeline for one study: log -> split -> objective -> search -> result.
+
+``prepare(study)`` loads and validates everything once; ``search(...)`` runs one method
+and returns the ``result.json`` dict (contract in ``design.md``) and the trials table.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .fusion import Formula, ParamSpace, make_formula
+from .log import PredictionLog, TaskColumns, load_log, split_log
+from .objective import Objective
+from .search.base import make_searcher
+from .search.run import SearchRun, run_search
+from .study import Study
+
+__all__ = ["Prepared", "prepare", "search", "trials_frame", "metric_columns", "summarise_params"]
+
+
+@dataclass
+class Prepared:
+    study: Study
+    formula: Formula
+    space: ParamSpace
+    log: PredictionLog
+    search_log: PredictionLog
+    holdout_log: PredictionLog | None
+    objective: Objective
+    _holdout_objective: Objective | None = None
+
+    @property
+    def holdout_objective(self) -> Objective | None:
+        if self.holdout_log is None:
+            return None
+        if self._holdout_objective is None:
+            o = Objective(self.study.tasks, self.holdout_log, self.formula, self.study.gauc_weighting)
+            o.set_baseline(self.space.baseline)
+            self._holdout_objective = o
+        return self._holdout_objective
+
+
+def load_study_log(study: Study, need_probabilities: bool = True, extra: list[str] | None = None) -> PredictionLog:
+    cols = [TaskColumns(t.name, t.score, t.label, t.score_scale) for t in study.tasks]
+    return load_log(study.log, cols, group=study.group, weight=study.weight, time=study.time,
+                    need_probabilities=need_probabilities, extra=extra)
+
+
+def prepare(study: Study, log: PredictionLog | None = None) -> Prepared:
+    src = str(study.path or "<study>")
+    formula = make_formula(study.formula, study.task_names, study.fusion_options, src)
+    space = ParamSpace.build(formula, study.baseline, study.bounds, study.reference, src)
+    if log is None:
+        log = load_study_log(study, formula.needs_probabilities)
+    if study.split:
+        search_log, holdout_log = split_log(log, study.split["by"], study.split["holdout"], study.split["seed"])
+    else:
+        search_log, holdout_log = log, None
+    objective = Objective(study.tasks, search_log, formula, study.gauc_weighting)
+    objective.set_baseline(space.baseline)
+    return Prepared(study, formula, space, log, search_log, holdout_log, objective)
+
+
+def metric_columns(study: Study) -> list[str]:
+    """trials.csv column of each task's metric, e.g. ``gauc_click``."""
+    return [f"{t.metric}_{t.name}" for t in study.tasks]
+
+
+def trials_frame(prep: Prepared, run: SearchRun, start: int = 0) -> pd.DataFrame:
+    theta = run.cat("theta").reshape(-1, len(prep.space.all_names))
+    per_task = run.cat("per_task").reshape(-1, len(prep.study.tasks))
+    df = pd.DataFrame(theta, columns=prep.space.all_names)
+    df.insert(0, "generation", run.cat("generation").astype(int))
+    df.insert(0, "trial", np.arange(start, start + len(df)))
+    df["objective"] = run.cat("objective")
+    for j, c in enumerate(metric_columns(prep.study)):
+        df[c] = per_task[:, j]
+    df["feasible"] = run.cat("feasible").astype(bool)
+    df["penalised"] = run.cat("penalised")
+    return df
+
+
+def _block(prep: Prepared, per_task: np.ndarray, objective: float) -> dict:
+    return {"objective": float(objective),
+            "per_task": {t.name: float(v) for t, v in zip(prep.study.tasks, per_task)}}
+
+
+def summarise_params(prep: Prepared, trials: pd.DataFrame, method: str, seed: int, budget: int,
+                     seconds: float, stop_reason: str, extra: dict | None = None) -> dict:
+    """The result.json dict from a trials table (best feasible trial vs the baseline)."""
+    obj = prep.objective
+    base_pt = obj.baseline_per_task
+    base_j = float(base_pt @ obj.w)
+    feas = trials[trials["feasible"]] if len(trials) else trials
+    if len(feas):
+        best_row = feas.loc[feas["objective"].idxmax()]
+        best_theta = best_row[prep.space.all_names].to_numpy(dtype=float)
+        best_pt = best_row[metric_columns(prep.study)].to_numpy(dtype=float)
+        best_j, best_trial, note = float(best_row["objective"]), int(best_row["trial"]), None
+    else:  # nothing feasible: the baseline stays the answer, said plainly
+        best_theta, best_pt, best_j, best_trial = prep.space.baseline, base_pt, base_j, None
+        note = "no evaluated candidate met every guardrail; best is the baseline"
+    study = prep.study
+    result = {
+        "study": study.name, "method": method, "seed": int(seed), "budget": int(budget),
+        "evaluations": int(len(trials)), "seconds": round(float(seconds), 4), "formula": prep.formula.name,
+        "best": {"params": prep.space.as_dict(best_theta), **_block(prep, best_pt, best_j), "feasible": True},
+        "baseline": {"params": prep.space.as_dict(prep.space.baseline), **_block(prep, base_pt, base_j)},
+    }
+    hobj = prep.holdout_objective
+    if hobj is not None:
+        hb = hobj.metrics(best_theta[None, :])[0]
+        h0 = hobj.baseline_per_task
+        hev = hobj.judge(hb[None, :])
+        result["holdout"] = {"best": _block(prep, hb, float(hb @ hobj.w)),
+                             "baseline": _block(prep, h0, float(h0 @ hobj.w))}
+        result["holdout"]["best"]["feasible"] = bool(hev.feasible[0])
+    result["lift"] = {"in_sample": best_j - base_j}
+    if hobj is not None:
+        result["lift"]["holdout"] = result["holdout"]["best"]["objective"] - result["holdout"]["baseline"]["objective"]
+    result.update({
+        "best_trial": best_trial,
+        "stop_reason": stop_reason,
+        "normalisation": (f"{next(iter(prep.space.pinned))} is pinned at its baseline value "
+                          f"{next(iter(prep.space.pinned.values()))}; the formula is scale-free in the "
+                          f"weights, so only their ratios to it matter"),
+        "tasks": [{"name": t.name, "metric": t.metric, "weight": t.weight, "max_drop": t.max_drop,
+                   "score": t.score, "label": t.label} for t in study.tasks],
+        "space": {"free": prep.space.free, "low": prep.space.low.tolist(), "high": prep.space.high.tolist()},
+        "rows": {"search": prep.search_log.n, "holdout": prep.holdout_log.n if prep.holdout_log else 0},
+        "split": study.split,
+        "study_file": str(study.path.resolve()) if study.path else None,
+        "log": str(Path(study.log).resolve()),
+        "gauc_weighting": study.gauc_weighting,
+    })
+    if note:
+        result["note"] = note
+    if extra:
+        result.update(extra)
+    return result
+
+
+def search(prep: Prepared, method: str, budget: int, seed: int, population: int, patience: int = 0,
+           min_delta: float = 1e-6, options: dict | None = None, show_progress: bool | None = None):
+    """Run one search; returns (result dict, trials DataFrame)."""
+    t0 = time.perf_counter()
+    searcher = make_searcher(method, dim=prep.space.dim, x0=prep.space.baseline_unit, seed=seed,
+                             population=population, options=options, budget=budget)
+    k0 = prep.objective.kernel_seconds
+    run = run_search(searcher, prep.objective, prep.space, budget, patience, min_delta, show_progress)
+    trials = trials_frame(prep, run)
+    result = summarise_params(prep, trials, method, seed, budget, time.perf_counter() - t0, run.stop_reason,
+                              {"population": population, "options": searcher.opts,
+                               "kernel_seconds": round(prep.objective.kernel_seconds - k0, 4)})
+    return result, trials

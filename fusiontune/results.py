@@ -1,0 +1,118 @@
+"""Run directories: result.json + trials.csv, written atomically; the terminal summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+
+__all__ = ["write_run", "read_run", "atomic_write_text", "print_summary", "default_run_dir"]
+
+
+def default_run_dir(study: str, method: str, seed: int) -> Path:
+    return Path("runs") / f"{study}-{method}-{seed}"
+
+
+def _jsonable(o):
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temp file in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_run(out: Path, result: dict, trials: pd.DataFrame) -> None:
+    """trials.csv first, result.json last: a run dir with result.json is complete."""
+    out = Path(out)
+    atomic_write_text(out / "trials.csv", trials.to_csv(index=False, float_format="%.10g"))
+    atomic_write_text(out / "result.json", json.dumps(result, indent=2, default=_jsonable) + "\n")
+
+
+def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
+    run_dir = Path(run_dir)
+    rj = run_dir / "result.json"
+    if not rj.exists():
+        raise InputError(f"{rj}: not found (is {run_dir} a finished run directory?)")
+    try:
+        result = json.loads(rj.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{rj}: invalid JSON: {exc}") from None
+    tc = run_dir / "trials.csv"
+    trials = pd.read_csv(tc) if tc.exists() else pd.DataFrame()
+    return result, trials
+
+
+def _fmt_delta(d: float) -> str:
+    return f"{d:+.5f}"
+
+
+def print_summary(result: dict, out_dir: Path | None = None) -> None:
+    """One screen: best vs baseline per task, in-sample and on the holdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    import sys
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+    hold = result.get("holdout")
+    title = (f"{result['study']} · {result['method']} · seed {result['seed']} · {result['formula']} · "
+             f"{result['evaluations']} evaluations in {result['seconds']:.1f}s ({result.get('stop_reason', '')})")
+    table = Table(title=title, title_justify="left")
+    for col in ("task", "metric", "weight", "baseline", "best", "delta"):
+        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
+    if hold:
+        for col in ("holdout base", "holdout best", "holdout delta"):
+            table.add_column(col, justify="right")
+    tasks = {t["name"]: t for t in result.get("tasks", [])}
+    for name, b in result["baseline"]["per_task"].items():
+        t = tasks.get(name, {})
+        best = result["best"]["per_task"][name]
+        row = [name, t.get("metric", ""), f"{t.get('weight', 0):g}", f"{b:.5f}", f"{best:.5f}", _fmt_delta(best - b)]
+        if hold:
+            hb, hv = hold["baseline"]["per_task"][name], hold["best"]["per_task"][name]
+            row += [f"{hb:.5f}", f"{hv:.5f}", _fmt_delta(hv - hb)]
+        table.add_row(*row)
+    jb, jv = result["baseline"]["objective"], result["best"]["objective"]
+    row = ["objective", "", "", f"{jb:.5f}", f"{jv:.5f}", _fmt_delta(jv - jb)]
+    if hold:
+        hb, hv = hold["baseline"]["objective"], hold["best"]["objective"]
+        row += [f"{hb:.5f}", f"{hv:.5f}", _fmt_delta(hv - hb)]
+    table.add_row(*row, style="bold")
+    console.print(table)
+    params = ", ".join(f"{k}={v:.4g}" for k, v in result["best"]["params"].items())
+    console.print(f"best params: {params}")
+    if result.get("note"):
+        console.print(f"note: {result['note']}")
+    if hold:
+        lift = hold["best"]["objective"] - hold["baseline"]["objective"]
+        verdict = "win" if lift > 0 else "do NOT beat the baseline"
+        feas = "" if hold["best"].get("feasible", True) else " but breaks a guardrail there"
+        console.print(f"holdout lift {lift:+.5f}: the best weights {verdict} on held-out data{feas}")
+    if out_dir is not None:
+        console.print(f"wrote {Path(out_dir) / 'result.json'} and trials.csv")

@@ -1,0 +1,49 @@
+"""Gaussian-neighbourhood iteration around today's online weights.
+
+The offline search that ranking teams run by hand, made systematic:
+
+1. start from the online baseline x0;
+2. sample ``population`` neighbours from N(mean, diag(sigma^2));
+3. keep the ``top_k`` best;
+4. refit mean and variance on them (no smoothing) and go back to 2.
+
+Every sample is kept inside a **trust region** around the baseline: each free parameter
+stays within ``radius`` (a fraction of its bound width, in unit-cube coordinates) of its
+online value, so the result never strays far from what is running today; the ranking
+change an A/B test has to absorb stays small.  Sigma never falls below ``min_sigma``;
+when all of it has collapsed there the method stops with reason ``"converged"``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Searcher, register
+
+
+@register("neighborhood")
+class Neighborhood(Searcher):
+    defaults = {"radius": 0.25, "sigma": 0.08, "top_k": 0, "min_sigma": 0.003}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.radius = self._opt("radius", 0.0, 1.0)
+        self.sigma = np.full(self.dim, self._opt("sigma", 1e-6))
+        top_k = int(self._opt("top_k", 0))
+        self.top_k = top_k if top_k > 0 else max(2, self.population // 4)
+        self.min_sigma = self._opt("min_sigma", 0.0)
+        self.lo = np.clip(self.x0 - self.radius, 0.0, 1.0)
+        self.hi = np.clip(self.x0 + self.radius, 0.0, 1.0)
+        self.mean = self.x0.copy()
+
+    def ask(self) -> np.ndarray:
+        z = self.rng.standard_normal((self.population, self.dim))
+        return np.clip(self.mean + z * self.sigma, self.lo, self.hi)
+
+    def tell(self, x: np.ndarray, values: np.ndarray) -> None:
+        self.generation += 1
+        top = x[np.argsort(-values, kind="stable")[: min(self.top_k, len(values))]]
+        self.mean = top.mean(axis=0)
+        self.sigma = np.maximum(top.std(axis=0), self.min_sigma)
+        if np.all(self.sigma <= self.min_sigma * (1 + 1e-9)):
+            self.stop_reason = "converged"

@@ -1,0 +1,134 @@
+"""Simulated multi-task prediction logs with a known structure.
+
+``simulate_log`` builds the demo log: requests (groups) x candidates, four tasks with
+different base rates and correlated, partly conflicting latent utilities:
+
+* ``click``   ~10%  of impressions;
+* ``like``    ~2%,  correlated with click;
+* ``finish``  ~30%, in conflict with click (click-bait gets clicked, not finished);
+* ``convert`` ~8% of clicks, *observed only on clicked rows* (NaN elsewhere), as a
+  conversion is defined only after a click.
+
+Each row's true probabilities come from a per-request user effect plus per-item
+utilities drawn from a correlated Gaussian.  The logged model scores are calibrated but
+noisy: ``logit(score) = logit(p_true) + noise_k`` with a task-specific noise level and a
+task-specific temperature (the like model is over-confident, the convert model
+under-confident), then rounded to 5 decimals as a serving log stores them (so ties
+happen).  ``DEMO_BASELINE`` is a hand-set online weight set that over-weights click: it
+is deliberately not optimal for the demo's business weights.
+
+``simulate_known_optimum`` builds logs whose optimal fusion is known exactly: every
+task's label depends on the row only through one fused score ``s* = formula(a*)``, so
+ranking by ``s*`` maximises every task's AUC at once, and so any business-weighted sum.
+Tests use it to check that searches recover ``a*``.
+
+Everything is seeded and deterministic (numpy's PCG64).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["simulate_log", "simulate_known_optimum", "DEMO_TASKS", "DEMO_BASELINE", "write_table"]
+
+DEMO_TASKS = ("click", "like", "finish", "convert")
+# online weights of the demo (multiplicative formula): clicks dominate
+DEMO_BASELINE = {"a_click": 1.0, "a_like": 0.2, "a_finish": 0.2, "a_convert": 0.1}
+
+# latent correlation between the item utilities of click, like, finish, convert
+_CORR = np.array([
+    [1.00, 0.45, -0.15, 0.30],
+    [0.45, 1.00, 0.30, 0.20],
+    [-0.15, 0.30, 1.00, 0.10],
+    [0.30, 0.20, 0.10, 1.00],
+])
+_BIAS = np.array([-2.75, -4.6, -1.0, -2.7])  # base rates ~10%, 2%, 30%, 8% (of clicks)
+_UTIL_SCALE = np.array([1.1, 1.2, 1.0, 1.0])
+_USER_SCALE = np.array([0.6, 0.7, 0.5, 0.4])  # per-request propensity, correlated across tasks
+_NOISE = np.array([0.55, 0.85, 0.65, 0.9])  # model error on the logit scale
+_TEMPERATURE = np.array([1.0, 1.3, 1.0, 0.75])  # >1 over-confident, <1 under-confident
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _logit(p):
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.log(p) - np.log1p(-p)
+
+
+def simulate_log(requests: int = 10_000, candidates: int = 20, seed: int = 0, decimals: int = 5) -> pd.DataFrame:
+    """The demo log: ``requests * candidates`` rows, columns ``request_id, ts, item_id,
+    p_<task>, <task>`` for the four demo tasks (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    n = requests * candidates
+    k = len(DEMO_TASKS)
+    chol = np.linalg.cholesky(_CORR)
+    user = (rng.standard_normal((requests, 1)) * 0.7 + rng.standard_normal((requests, k)) * 0.7) * _USER_SCALE
+    item = rng.standard_normal((n, k)) @ chol.T * _UTIL_SCALE
+    logit_true = _BIAS + np.repeat(user, candidates, axis=0) + item
+    p_true = _sigmoid(logit_true)
+    u = rng.random((n, k))
+    y = (u < p_true).astype(np.float32)
+    y[y[:, 0] == 0, 3] = np.nan  # conversion exists only after a click
+    noisy = logit_true + rng.standard_normal((n, k)) * _NOISE
+    # temperature around each task's mean logit keeps the scores roughly calibrated on average
+    centre = noisy.mean(axis=0)
+    scores = _sigmoid(centre + (noisy - centre) * _TEMPERATURE)
+    scores = np.round(scores, decimals)
+    req = np.repeat(np.arange(requests), candidates)
+    ts = 1_700_000_000 + req * 30 + rng.integers(0, 30, n)  # requests arrive over time
+    df = pd.DataFrame({"request_id": req.astype(np.int64), "ts": ts.astype(np.int64),
+                       "item_id": rng.integers(0, 50_000, n).astype(np.int64)})
+    for j, t in enumerate(DEMO_TASKS):
+        df[f"p_{t}"] = scores[:, j].astype(np.float32)
+    for j, t in enumerate(DEMO_TASKS):
+        df[t] = y[:, j]
+    return df
+
+
+def simulate_known_optimum(weights: dict[str, float], rows: int = 50_000, groups: int = 2_500,
+                           formula: str = "multiplicative", seed: int = 0, sharpness: float = 1.5,
+                           base_rates: dict[str, float] | None = None) -> pd.DataFrame:
+    """A log whose best fusion is known: labels depend on the row only through
+    ``s* = formula(a*)`` over the logged scores, with ``a* = weights`` (task -> a_k).
+
+    Columns: ``request_id``, ``p_<task>``, ``<task>``.  Supported formulas: additive,
+    multiplicative.  Every task ranks best by ``s*``, so the optimum direction of any
+    business-weighted objective is ``a*`` (up to scale).
+    """
+    rng = np.random.default_rng(seed)
+    tasks = list(weights)
+    a = np.array([weights[t] for t in tasks], dtype=np.float64)
+    p = np.round(rng.beta(2.0, 5.0, size=(rows, len(tasks))), 5).clip(1e-5, 1.0)
+    if formula == "multiplicative":
+        s = np.log(p) @ a
+    elif formula == "additive":
+        s = p @ a
+    else:
+        raise ValueError(f"known optimum only for additive or multiplicative, got {formula!r}")
+    z = (s - s.mean()) / s.std()
+    rates = base_rates or {}
+    df = pd.DataFrame({"request_id": rng.integers(0, groups, rows).astype(np.int64)})
+    df = df.assign(**{f"p_{t}": p[:, j].astype(np.float32) for j, t in enumerate(tasks)})
+    for t in tasks:
+        b = _logit(np.array(rates.get(t, 0.2)))
+        df[t] = (rng.random(rows) < _sigmoid(b + sharpness * z)).astype(np.float32)
+    return df.sort_values("request_id", kind="stable").reset_index(drop=True)
+
+
+def write_table(df: pd.DataFrame, path) -> None:
+    """Write CSV or Parquet by extension, atomically (temp file, then rename)."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        df.to_parquet(tmp, index=False, compression="zstd")
+    else:
+        df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
