@@ -135,7 +135,16 @@ def _numeric(path, table: pa.Table, col: str, what: str) -> np.ndarray:
     num = pd.to_numeric(values, errors="coerce")
     bad = num.isna() & values.notna()
     i = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else 0
-    raise InputError(f"{path}: column {col!r} ({what}) is not numeric: row {i + 1} has {values.iloc[i]!r}")
+    raise InputError(f"{path}: column {col!r} ({what}) is not numeric: row {i + 1} has {_show(values.iloc[i])}")
+
+
+def _show(v) -> str:
+    """A value as the user wrote it: 1.5, nan, 'high' (no numpy type names)."""
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))
+    if isinstance(v, (int, np.integer)):
+        return repr(int(v))
+    return repr(v)
 
 
 def _first_bad(mask: np.ndarray) -> int:
@@ -167,7 +176,7 @@ def load_log(path: str | Path, tasks: list[TaskColumns], *, group: str | None = 
         if bad.any():
             i = _first_bad(bad)
             raise InputError(f"{path}: column {t.score!r} (score of task {t.name!r}) must be finite: "
-                             f"row {i + 1} has {s[i]!r}")
+                             f"row {i + 1} has {_show(s[i])}")
         if t.score_scale == "logit":
             s = 1.0 / (1.0 + np.exp(-s))
         elif need_probabilities:
@@ -176,14 +185,14 @@ def load_log(path: str | Path, tasks: list[TaskColumns], *, group: str | None = 
                 i = _first_bad(bad)
                 raise InputError(
                     f"{path}: column {t.score!r} (score of task {t.name!r}) must be a probability in [0, 1] "
-                    f"for this formula: row {i + 1} has {s[i]!r} (set score_scale = \"logit\" for logits)")
+                    f"for this formula: row {i + 1} has {_show(s[i])} (set score_scale = \"logit\" for logits)")
         scores[:, j] = s
         lab = _numeric(path, table, t.label, f"label of task {t.name!r}")
         bad = ~np.isnan(lab) & (lab != 0) & (lab != 1)
         if bad.any():
             i = _first_bad(bad)
             raise InputError(f"{path}: column {t.label!r} (label of task {t.name!r}) must be 0, 1 or empty: "
-                             f"row {i + 1} has {lab[i]!r}")
+                             f"row {i + 1} has {_show(lab[i])}")
         if not (lab == 1).any():
             raise InputError(f"{path}: column {t.label!r} (label of task {t.name!r}) has no positive (1) row")
         if not (lab == 0).any():
@@ -206,7 +215,7 @@ def load_log(path: str | Path, tasks: list[TaskColumns], *, group: str | None = 
         if bad.any():
             i = _first_bad(bad)
             raise InputError(f"{path}: column {weight!r} (weight) must be finite and >= 0: "
-                             f"row {i + 1} has {weights[i]!r}")
+                             f"row {i + 1} has {_show(weights[i])}")
     tcol = None
     if time:
         arr = table.column(time)
