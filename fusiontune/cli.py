@@ -21,6 +21,7 @@ from .errors import InputError
 COMMANDS = {
     "search": "fusiontune.commands.search",
     "simulate": "fusiontune.commands.simulate",
+    "select": "fusiontune.commands.select",
 }
 
 
