@@ -22,6 +22,8 @@ COMMANDS = {
     "search": "fusiontune.commands.search",
     "simulate": "fusiontune.commands.simulate",
     "select": "fusiontune.commands.select",
+    "export": "fusiontune.commands.export",
+    "eval": "fusiontune.commands.eval",
 }
 
 
