@@ -56,19 +56,23 @@ _LOW32 = np.uint64(0xFFFFFFFF)
 
 # --------------------------------------------------------------------------- encoding
 @nb.njit(cache=True)
-def _encode(lab, codes):
+def _encode(lab, codes, bad_rows):
     n, k = lab.shape
+    words = codes.shape[1]
     for i in range(n):
-        for t in range(k):
-            v = lab[i, t]
-            if v != v:  # NaN: not observed
-                continue
-            if v != 0.0 and v != 1.0:
-                return i * k + t  # first bad cell
-            w = t // 16
-            b = t - 16 * w
-            codes[i, w] |= np.uint32(1 if v == 0.0 else 3) << np.uint32(2 * b)
-    return -1
+        for w in range(words):
+            code = np.uint32(0)
+            for t in range(16 * w, min(k, 16 * (w + 1))):
+                v = lab[i, t]
+                if v != v:  # NaN: not observed
+                    continue
+                if v == 1.0:
+                    code |= np.uint32(3) << np.uint32(2 * (t - 16 * w))
+                elif v == 0.0:
+                    code |= np.uint32(1) << np.uint32(2 * (t - 16 * w))
+                else:
+                    bad_rows[i] = True
+            codes[i, w] = code
 
 
 def encode_labels(labels: np.ndarray) -> np.ndarray:
@@ -85,11 +89,13 @@ def encode_labels(labels: np.ndarray) -> np.ndarray:
     if lab.dtype not in (np.float32, np.float64):
         lab = lab.astype(np.float64)
     n, k = lab.shape
-    codes = np.zeros((n, max(1, -(-k // _TASKS_PER_WORD))), dtype=np.uint32)
-    bad = _encode(np.ascontiguousarray(lab), codes)
-    if bad >= 0:
-        r, c = divmod(bad, k)
-        raise ValueError(f"label must be 0, 1 or NaN; task {c} row {r} has {lab[r, c]!r}")
+    codes = np.empty((n, max(1, -(-k // _TASKS_PER_WORD))), dtype=np.uint32)
+    bad_rows = np.zeros(n, dtype=np.bool_)
+    _encode(np.ascontiguousarray(lab), codes, bad_rows)
+    if bad_rows.any():
+        r = int(np.flatnonzero(bad_rows)[0])
+        c = int(np.flatnonzero(~np.isnan(lab[r]) & (lab[r] != 0) & (lab[r] != 1))[0])
+        raise ValueError(f"label must be 0, 1 or NaN; task {c} row {r} has {float(lab[r, c])!r}")
     return codes
 
 
@@ -148,39 +154,43 @@ def _keys_indexed(bits, out):
             out[p, i] = (np.uint64(_ordered_u32(bits[p, i])) << np.uint64(32)) | np.uint64(i)
 
 
+@nb.njit(cache=True)
+def _scan_packed_range(keys_p, lo, hi, k_tasks, acc, pos_tot, neg_tot):
+    """Mann-Whitney sums over sorted packed keys[lo:hi]; branch-free over the label bits."""
+    pos_b = np.zeros(k_tasks, dtype=np.int64)
+    neg_b = np.zeros(k_tasks, dtype=np.int64)
+    i = lo
+    while i < hi:
+        top = keys_p[i] >> np.uint64(32)
+        pos_b[:] = 0
+        neg_b[:] = 0
+        j = i
+        while j < hi and (keys_p[j] >> np.uint64(32)) == top:
+            code = np.int64(keys_p[j] & np.uint64(0xFFFFFFFF))
+            for k in range(k_tasks):
+                obs = (code >> (2 * k)) & 1
+                pos = (code >> (2 * k + 1)) & 1
+                pos_b[k] += pos
+                neg_b[k] += obs - pos
+            j += 1
+        for k in range(k_tasks):
+            acc[k] += pos_b[k] * (neg_tot[k] + 0.5 * neg_b[k])
+            neg_tot[k] += neg_b[k]
+            pos_tot[k] += pos_b[k]
+        i = j
+
+
 @nb.njit(cache=True, parallel=True)
 def _scan_packed(keys, k_tasks, out):
     """Sorted keys carry the label code in their low 32 bits (K <= 16, no weights)."""
     p_n, n = keys.shape
     for p in nb.prange(p_n):
-        pos_b = np.zeros(k_tasks)
-        neg_b = np.zeros(k_tasks)
-        neg_below = np.zeros(k_tasks)
-        pos_tot = np.zeros(k_tasks)
         acc = np.zeros(k_tasks)
-        i = 0
-        while i < n:
-            hi = keys[p, i] >> np.uint64(32)
-            for k in range(k_tasks):
-                pos_b[k] = 0.0
-                neg_b[k] = 0.0
-            j = i
-            while j < n and (keys[p, j] >> np.uint64(32)) == hi:
-                code = np.uint32(keys[p, j] & np.uint64(0xFFFFFFFF))
-                for k in range(k_tasks):
-                    c = (code >> np.uint32(2 * k)) & np.uint32(3)
-                    if c == 3:
-                        pos_b[k] += 1.0
-                    elif c == 1:
-                        neg_b[k] += 1.0
-                j += 1
-            for k in range(k_tasks):
-                acc[k] += pos_b[k] * (neg_below[k] + 0.5 * neg_b[k])
-                neg_below[k] += neg_b[k]
-                pos_tot[k] += pos_b[k]
-            i = j
+        pos = np.zeros(k_tasks)
+        neg = np.zeros(k_tasks)
+        _scan_packed_range(keys[p], 0, n, k_tasks, acc, pos, neg)
         for k in range(k_tasks):
-            den = pos_tot[k] * neg_below[k]
+            den = pos[k] * neg[k]
             out[p, k] = acc[k] / den if den > 0 else np.nan
 
 
@@ -340,6 +350,27 @@ def _sort_rows(keys: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------- public API
+class _threads_for:
+    """Run numba kernels on one thread for a single candidate, on all for a batch.
+
+    Splitting one candidate's scan across threads gains little (the sort dominates) and
+    loses badly when the cores are busy: OpenMP regions wait for the slowest thread.  A
+    batch parallelises over whole candidates instead.
+    """
+
+    def __init__(self, n_candidates: int):
+        self.serial = n_candidates <= 1
+
+    def __enter__(self):
+        if self.serial:
+            self.before = nb.get_num_threads()
+            nb.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.serial:
+            nb.set_num_threads(self.before)
+
+
 def _prepare(labels, weights, n_expected=None):
     labels = np.asarray(labels)
     if labels.ndim == 1:
@@ -362,21 +393,22 @@ def auc(scores, labels, weights=None) -> np.ndarray:
     if n >= 2**32:
         raise ValueError("more than 2**32 rows is not supported")
     out = np.empty((s.shape[0], k))
-    if exact32:
-        keys = np.empty(s.shape, dtype=np.uint64)
-        if weights is None and codes.shape[1] == 1:
-            _keys_packed(s.view(np.uint32), codes[:, 0], keys)
-            _sort_rows(keys)
-            _scan_packed(keys, k, out)
+    with _threads_for(s.shape[0]):
+        if exact32:
+            keys = np.empty(s.shape, dtype=np.uint64)
+            if weights is None and codes.shape[1] == 1:
+                _keys_packed(s.view(np.uint32), codes[:, 0], keys)
+                _sort_rows(keys)
+                _scan_packed(keys, k, out)
+            else:
+                _keys_indexed(s.view(np.uint32), keys)
+                _sort_rows(keys)
+                w = weights if weights is not None else np.ones(n)
+                _scan_indexed(keys, codes, w, k, out)
         else:
-            _keys_indexed(s.view(np.uint32), keys)
-            _sort_rows(keys)
+            order = np.argsort(s, axis=1, kind="stable")
             w = weights if weights is not None else np.ones(n)
-            _scan_indexed(keys, codes, w, k, out)
-    else:
-        order = np.argsort(s, axis=1, kind="stable")
-        w = weights if weights is not None else np.ones(n)
-        _scan_order(order, s.view(np.uint64), codes, w, k, out)
+            _scan_order(order, s.view(np.uint64), codes, w, k, out)
     return out[0] if one else out
 
 
@@ -477,8 +509,9 @@ class GaucPlan:
             s = self.index.take(s, axis=1)
         bits = np.ascontiguousarray(s).view(np.uint32 if exact32 else np.uint64)
         out = np.empty((s.shape[0], self.k))
-        _gauc_kernel(bits, self.index.offsets, self.codes, self.weights,
-                     self.group_w, self.k, max(self.max_group, 1), exact32, out)
+        with _threads_for(s.shape[0]):
+            _gauc_kernel(bits, self.index.offsets, self.codes, self.weights,
+                         self.group_w, self.k, max(self.max_group, 1), exact32, out)
         out[:, ~self.valid] = np.nan
         return out[0] if one else out
 
