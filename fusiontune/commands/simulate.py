@@ -1,4 +1,5 @@
-"""``fusiontune simulate``: write a simulated multi-task prediction log."""
+"""``fusiontune simulate``: write a simulated multi-task prediction log, or (``--mtl``) a
+training table for ``fusiontune train``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 from .common import positive_int
 
-HELP = "generate a simulated prediction log (the demo log's generator)"
+HELP = "generate a simulated prediction log (the demo log's generator) or, with --mtl, a training table"
 
 
 def add_arguments(p) -> None:
@@ -14,6 +15,16 @@ def add_arguments(p) -> None:
     p.add_argument("--requests", type=positive_int, default=10_000, help="number of requests (groups)")
     p.add_argument("--candidates", type=positive_int, default=20, help="candidates per request")
     p.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("training tables (--mtl)")
+    g.add_argument("--mtl", action="store_true",
+                   help="write a training table for `fusiontune train` instead of a prediction log")
+    g.add_argument("--kind", choices=("mmoe", "feed"), default="mmoe",
+                   help="mmoe: the MMoE paper's two tasks (x0..x99; y1,y2 regression; c1,c2 binary); "
+                        "feed: numeric + categorical features, click/like/convert")
+    g.add_argument("--correlation", type=float, default=0.5,
+                   help="mmoe: cosine of the two tasks' weight vectors, in [-1, 1] (default 0.5)")
+    g.add_argument("--rows", type=positive_int, default=20_000, help="rows of the training table")
+    g.add_argument("--dim", type=positive_int, default=100, help="mmoe: input dimension")
 
 
 def run(args) -> int:
@@ -22,6 +33,20 @@ def run(args) -> int:
 
     if args.out.suffix.lower() not in (".parquet", ".pq", ".csv"):
         raise InputError(f"{args.out}: unknown file type {args.out.suffix!r} (use .csv or .parquet)")
+    if args.mtl:
+        from ..mtl.synthetic import feed_table, mmoe_synthetic
+
+        if args.kind == "mmoe":
+            if not -1.0 <= args.correlation <= 1.0:
+                raise InputError(f"--correlation must be in [-1, 1], got {args.correlation}")
+            df = mmoe_synthetic(args.rows, args.correlation, dim=args.dim, seed=args.seed)
+            what = f"MMoE synthetic, correlation {args.correlation}"
+        else:
+            df = feed_table(args.rows, seed=args.seed)
+            what = "feed table"
+        write_table(df, args.out)
+        print(f"wrote {len(df)} rows ({what}) to {args.out}")
+        return 0
     df = simulate_log(args.requests, args.candidates, args.seed)
     write_table(df, args.out)
     print(f"wrote {len(df)} rows ({args.requests} requests x {args.candidates} candidates) to {args.out}")
