@@ -21,6 +21,7 @@ from .errors import InputError
 COMMANDS = {
     "search": "fusiontune.commands.search",
     "simulate": "fusiontune.commands.simulate",
+    "train": "fusiontune.commands.train",
     "select": "fusiontune.commands.select",
     "export": "fusiontune.commands.export",
     "eval": "fusiontune.commands.eval",
