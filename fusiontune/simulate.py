@@ -79,7 +79,8 @@ def simulate_log(requests: int = 10_000, candidates: int = 20, seed: int = 0, de
     scores = _sigmoid(centre + (noisy - centre) * _TEMPERATURE)
     scores = np.round(scores, decimals)
     req = np.repeat(np.arange(requests), candidates)
-    ts = 1_700_000_000 + req * 30 + rng.integers(0, 30, n)  # requests arrive over time
+    # requests arrive over time; all candidates of a request share its timestamp
+    ts = np.repeat(1_700_000_000 + np.arange(requests) * 30 + rng.integers(0, 30, requests), candidates)
     df = pd.DataFrame({"request_id": req.astype(np.int64), "ts": ts.astype(np.int64),
                        "item_id": rng.integers(0, 50_000, n).astype(np.int64)})
     for j, t in enumerate(DEMO_TASKS):

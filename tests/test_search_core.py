@@ -87,3 +87,21 @@ def test_unknown_method_option_is_an_input_error(tmp_path):
     prep = prepare(known_study(tmp_path, split=False))
     with pytest.raises(InputError, match=r"\[search.cem\]: unknown option 'elite'"):
         search(prep, "cem", 10, 0, 8, options={"elite": 0.1}, show_progress=False)
+
+
+@pytest.mark.parametrize("formula, extra", [
+    ("power", "\nb_click = 0.0\nb_like = 0.0\nb_finish = 0.0\nb_convert = 0.0"),
+    ("rank", ""),
+    ("additive", ""),
+])
+def test_every_formula_searches_from_a_study(tmp_path, small_log, formula, extra):
+    from conftest import write_study
+    from fusiontune.study import load_study
+
+    prep = prepare(load_study(write_study(tmp_path, small_log, formula, extra)))
+    n_free = 7 if formula == "power" else 3
+    assert prep.space.dim == n_free
+    result, _ = search(prep, "cem", budget=96, seed=0, population=16, show_progress=False)
+    assert result["formula"] == formula
+    assert result["best"]["objective"] > result["baseline"]["objective"]
+    assert result["best"]["params"]["a_click"] == 1.0  # the pinned reference
