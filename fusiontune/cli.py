@@ -23,6 +23,7 @@ COMMANDS = {
     "simulate": "fusiontune.commands.simulate",
     "train": "fusiontune.commands.train",
     "select": "fusiontune.commands.select",
+    "report": "fusiontune.commands.report",
     "export": "fusiontune.commands.export",
     "eval": "fusiontune.commands.eval",
 }
