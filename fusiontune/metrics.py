@@ -18,8 +18,11 @@ Public API
     * ``"positives"``  its number (or weight sum) of observed positives;
     * ``"uniform"``    every qualifying group weighs 1.
 
-    ``groups`` is an array of group ids or a prepared :class:`GroupIndex` (build it once
-    when scoring many candidates on the same rows).
+    ``groups`` is an array of group ids or a prepared :class:`GroupIndex`.
+
+``AucPlan(labels, weights)`` and ``GaucPlan(labels, groups, weights, weighting)`` do the
+score-independent work (label encoding, grouping) once; call them with many score
+matrices, as a search does.
 
 How it is fast
 --------------
@@ -47,7 +50,7 @@ import os
 import numba as nb
 import numpy as np
 
-__all__ = ["auc", "gauc", "GroupIndex", "encode_labels", "WEIGHTINGS"]
+__all__ = ["auc", "gauc", "AucPlan", "GaucPlan", "GroupIndex", "encode_labels", "WEIGHTINGS"]
 
 WEIGHTINGS = ("rows", "positives", "uniform")
 _TASKS_PER_WORD = 16
@@ -386,30 +389,38 @@ def _prepare(labels, weights, n_expected=None):
     return codes, n, k, weights
 
 
+class AucPlan:
+    """Labels (and weights) encoded once; call it with many score matrices."""
+
+    def __init__(self, labels, weights=None):
+        self.codes, self.n, self.k, self.weights = _prepare(labels, weights)
+        if self.n >= 2**32:
+            raise ValueError("more than 2**32 rows is not supported")
+        self._w = self.weights if self.weights is not None else np.ones(self.n)
+
+    def __call__(self, scores) -> np.ndarray:
+        s, one, exact32 = _as_score_matrix(scores, self.n)
+        out = np.empty((s.shape[0], self.k))
+        with _threads_for(s.shape[0]):
+            if exact32:
+                keys = np.empty(s.shape, dtype=np.uint64)
+                if self.weights is None and self.codes.shape[1] == 1:
+                    _keys_packed(s.view(np.uint32), self.codes[:, 0], keys)
+                    _sort_rows(keys)
+                    _scan_packed(keys, self.k, out)
+                else:
+                    _keys_indexed(s.view(np.uint32), keys)
+                    _sort_rows(keys)
+                    _scan_indexed(keys, self.codes, self._w, self.k, out)
+            else:
+                order = np.argsort(s, axis=1, kind="stable")
+                _scan_order(order, s.view(np.uint64), self.codes, self._w, self.k, out)
+        return out[0] if one else out
+
+
 def auc(scores, labels, weights=None) -> np.ndarray:
     """Exact per-task AUC of one or many score vectors.  See the module docstring."""
-    codes, n, k, weights = _prepare(labels, weights)
-    s, one, exact32 = _as_score_matrix(scores, n)
-    if n >= 2**32:
-        raise ValueError("more than 2**32 rows is not supported")
-    out = np.empty((s.shape[0], k))
-    with _threads_for(s.shape[0]):
-        if exact32:
-            keys = np.empty(s.shape, dtype=np.uint64)
-            if weights is None and codes.shape[1] == 1:
-                _keys_packed(s.view(np.uint32), codes[:, 0], keys)
-                _sort_rows(keys)
-                _scan_packed(keys, k, out)
-            else:
-                _keys_indexed(s.view(np.uint32), keys)
-                _sort_rows(keys)
-                w = weights if weights is not None else np.ones(n)
-                _scan_indexed(keys, codes, w, k, out)
-        else:
-            order = np.argsort(s, axis=1, kind="stable")
-            w = weights if weights is not None else np.ones(n)
-            _scan_order(order, s.view(np.uint64), codes, w, k, out)
-    return out[0] if one else out
+    return AucPlan(labels, weights)(scores)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ are of order 1e-3), and among infeasible candidates the least violating ranks fi
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ import numpy as np
 from .errors import InputError
 from .fusion import Formula
 from .log import PredictionLog
-from .metrics import GaucPlan, auc
+from .metrics import AucPlan, GaucPlan
 from .study import Task
 
 __all__ = ["Objective", "Evaluation"]
@@ -52,6 +53,7 @@ class Objective:
         self.auc_idx = np.array([i for i, t in enumerate(tasks) if t.metric == "auc"], dtype=int)
         self.gauc_idx = np.array([i for i, t in enumerate(tasks) if t.metric == "gauc"], dtype=int)
         self._auc_labels = np.ascontiguousarray(log.labels[:, self.auc_idx])
+        self._auc_plan = AucPlan(self._auc_labels, log.weights) if self.auc_idx.size else None
         self._plan = None
         if self.gauc_idx.size:
             self._plan = GaucPlan(log.labels[:, self.gauc_idx], log.groups, log.weights, gauc_weighting)
@@ -70,20 +72,25 @@ class Objective:
 
     def metrics(self, theta: np.ndarray) -> np.ndarray:
         """Per-task metrics (P, K) for full parameter rows (P, n_params), in batches."""
-        import time
-
         theta = np.atleast_2d(theta)
         out = np.empty((theta.shape[0], len(self.tasks)))
         step = max(1, _MAX_BATCH_BYTES // (12 * max(self.n_rows, 1)))
-        t0 = time.perf_counter()
         for s in range(0, theta.shape[0], step):
-            fused = self.formula.scores(self.prepared, theta[s:s + step])
-            if self.auc_idx.size:
-                out[s:s + step, self.auc_idx] = auc(fused, self._auc_labels, self.log.weights)
-            if self._plan is not None:
-                out[s:s + step, self.gauc_idx] = self._plan(fused, grouped=True)
-        self.kernel_seconds += time.perf_counter() - t0
+            out[s:s + step] = self.score_metrics(self.formula.scores(self.prepared, theta[s:s + step]))
         self.calls += theta.shape[0]
+        return out
+
+    def score_metrics(self, fused: np.ndarray) -> np.ndarray:
+        """Per-task metrics (P, K) of fused scores (P, N) given in the row order of ``self.log``
+        (grouped by request), e.g. the output of a learn-to-rank fuser."""
+        t0 = time.perf_counter()
+        fused = np.atleast_2d(fused)
+        out = np.empty((fused.shape[0], len(self.tasks)))
+        if self._auc_plan is not None:
+            out[:, self.auc_idx] = self._auc_plan(fused)
+        if self._plan is not None:
+            out[:, self.gauc_idx] = self._plan(fused, grouped=True)
+        self.kernel_seconds += time.perf_counter() - t0
         return out
 
     def set_baseline(self, baseline_row: np.ndarray) -> np.ndarray:
