@@ -167,7 +167,8 @@ def auc_resampled(scores: np.ndarray, labels: np.ndarray, unit: np.ndarray, coun
     _keys_indexed(s.view(np.uint32), keys)
     _sort_rows(keys)
     base_w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
-    counts_t = np.ascontiguousarray(np.asarray(counts, dtype=np.float64).T)
+    # float32 holds the small integer counts exactly and halves the memory the scan streams
+    counts_t = np.ascontiguousarray(np.asarray(counts, dtype=np.float32).T)
     b = counts_t.shape[1]
     out = np.empty((s.shape[0], b, k))
     _auc_boot(keys, np.ascontiguousarray(unit, dtype=np.int64), codes, base_w, counts_t, k,
@@ -189,7 +190,9 @@ def group_aucs(plan: GaucPlan, scores: np.ndarray, grouped: bool = False) -> np.
 def gauc_resampled(group_auc: np.ndarray, group_w: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """GAUC under group resamples: group_auc (P, G, K), group_w (G, K), counts (B, G) -> (P, B, K)."""
     den = counts @ group_w  # (B, K)
-    num = np.einsum("bg,pgk->pbk", counts, group_auc * group_w[None])
+    p_n, g_n, k_n = group_auc.shape
+    wa = (group_auc * group_w[None]).transpose(1, 0, 2).reshape(g_n, p_n * k_n)
+    num = (counts @ wa).reshape(-1, p_n, k_n).transpose(1, 0, 2)  # one BLAS product
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den[None] > 0, num / np.where(den > 0, den, 1.0)[None], np.nan)
 

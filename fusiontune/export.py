@@ -180,7 +180,7 @@ def _block(obj, row: np.ndarray, tasks: list[str]) -> dict:
     ev = obj.judge(pt[None, :])
     base = obj.baseline_per_task
     return {"rows": int(obj.n_rows),
-            "objective": float(pt @ obj.w), "baseline_objective": float(base @ obj.w),
+            "objective": float(ev.objective[0]), "baseline_objective": float(obj.judge(base[None, :]).objective[0]),
             "gain": float((pt - base) @ obj.w),
             "per_task": {t: float(v) for t, v in zip(tasks, pt)},
             "baseline_per_task": {t: float(v) for t, v in zip(tasks, base)},
