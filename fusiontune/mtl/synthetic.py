@@ -8,7 +8,8 @@
     * ``w1 = c * u1``, ``w2 = c * (p * u1 + sqrt(1 - p^2) * u2)`` so ``cos(w1, w2) = p``;
     * ``x ~ N(0, I_d)``;
     * ``y_i = w_i^T x + sum_{j=1..m} sin(alpha_j * w_i^T x + beta_j) + eps_i``, with the same
-      ``alpha_j, beta_j ~ N(0, 1)`` for both tasks and ``eps_i ~ N(0, noise^2)``.
+      ``alpha_j, beta_j ~ N(0, 1)`` for both tasks (drawn once from ``shape_seed``) and
+      ``eps_i ~ N(0, noise^2)``.
 
     The sinusoids make the label correlation a non-linear function of ``p`` (the paper's
     point: ``p`` controls relatedness, not the Pearson correlation of the labels).
@@ -36,9 +37,13 @@ FEED_TASKS = ("click", "like", "convert")
 
 
 def mmoe_synthetic(rows: int = 20_000, correlation: float = 0.5, dim: int = 100, sinusoids: int = 10,
-                   scale: float = 1.0, noise: float = 0.1, seed: int = 0, group_size: int = 20) -> pd.DataFrame:
+                   scale: float = 1.0, noise: float = 0.1, seed: int = 0, group_size: int = 20,
+                   shape_seed: int | None = 0) -> pd.DataFrame:
     """The MMoE paper's two-task table (see the module docstring).  ``noise`` is the
-    standard deviation of eps (the paper's N(0, 0.01) is a variance of 0.01)."""
+    standard deviation of eps (the paper's N(0, 0.01) is a variance of 0.01).  The paper
+    treats ``alpha, beta`` as given: they come from ``shape_seed`` (fixed by default, so
+    seeds change the weight vectors, inputs and noise but not the shape of the
+    non-linearity); ``shape_seed=None`` draws them from ``seed`` too."""
     if not -1.0 <= correlation <= 1.0:
         raise ValueError(f"correlation must be in [-1, 1], got {correlation!r}")
     rng = np.random.default_rng(seed)
@@ -46,8 +51,9 @@ def mmoe_synthetic(rows: int = 20_000, correlation: float = 0.5, dim: int = 100,
     u1, u2 = q[:, 0], q[:, 1]
     w1 = scale * u1
     w2 = scale * (correlation * u1 + np.sqrt(max(0.0, 1.0 - correlation ** 2)) * u2)
-    alpha = rng.standard_normal(sinusoids)
-    beta = rng.standard_normal(sinusoids)
+    shape = rng if shape_seed is None else np.random.default_rng([shape_seed, 0x5EED])
+    alpha = shape.standard_normal(sinusoids)
+    beta = shape.standard_normal(sinusoids)
     x = rng.standard_normal((rows, dim))
     ys = []
     for w in (w1, w2):
