@@ -26,6 +26,8 @@ COMMANDS = {
     "report": "fusiontune.commands.report",
     "export": "fusiontune.commands.export",
     "eval": "fusiontune.commands.eval",
+    "ltr": "fusiontune.commands.ltr",
+    "score": "fusiontune.commands.score",
 }
 
 

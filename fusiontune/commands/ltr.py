@@ -1,0 +1,57 @@
+"""``fusiontune ltr``: fit a learn-to-rank fuser (GBDT or DNN) and judge it like a formula."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import add_study_argument, load
+
+HELP = "fit a GBDT or DNN fuser over the task scores, judged by the study's objective"
+
+
+def add_arguments(p) -> None:
+    add_study_argument(p)
+    p.add_argument("--model", required=True, choices=("gbdt", "dnn"), help="fuser: gbdt or dnn")
+    p.add_argument("--target", default=None, choices=("combined", "lambdarank"),
+                   help="training target (default: the study's [ltr] target, else combined)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the study's [search] seed)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run directory (default: runs/<study>-ltr-<model>[-lambdarank]-<seed>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+
+
+def run(args) -> int:
+    from ..fusion import make_formula
+    from ..ltr.config import parse_config
+    from ..ltr.fit import fit_ltr
+    from ..ltr.io import save_fuser
+    from ..pipeline import load_study_log, prepare
+    from ..results import default_run_dir, print_summary, write_run
+
+    study = load(args)
+    src = str(study.path or "<study>")
+    cfg = parse_config(study.sections.get("ltr"), None, src)
+    target = args.target or cfg.target
+    seed = study.search.get("seed", 0) if args.seed is None else args.seed
+    formula = make_formula(study.formula, study.task_names, study.fusion_options, src)
+    log = load_study_log(study, formula.needs_probabilities, extra=cfg.features or None)
+    prep = prepare(study, log)
+    result, trials, fuser = fit_ltr(prep, args.model, target, seed,
+                                    show_progress=False if args.quiet else None)
+    name = f"ltr-{args.model}" + ("-lambdarank" if target == "lambdarank" else "")
+    out = args.out or default_run_dir(study.name, name, seed)
+    result["model_files"] = save_fuser(fuser, out)
+    write_run(out, result, trials)  # result.json last: the folder is complete once it exists
+    if not args.quiet:
+        print_summary(result, out)
+        ltr = result["ltr"]
+        imp = ", ".join(f"{k}={v:+.4f}" for k, v in sorted(result["feature_importance"].items(),
+                                                            key=lambda kv: -kv[1]))
+        print(f"{fuser.name} ({ltr['backend']}, target {ltr['target']}): {ltr['iterations']} iterations, "
+              f"fit {ltr['fit_seconds']:.2f}s ({ltr['guardrails']['fits']} fit(s)), total {result['seconds']:.2f}s")
+        if ltr["guardrails"]["multipliers"]:
+            mult = ", ".join(f"{k} x{v:.3g}" for k, v in ltr["guardrails"]["multipliers"].items() if v != 1.0)
+            print(f"guardrails: training weights raised for {mult or 'no task'}")
+        print(f"permutation importance (objective drop): {imp}")
+        print(f"saved the fuser in {out} ({', '.join(result['model_files'])})")
+    return 0

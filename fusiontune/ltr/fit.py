@@ -1,0 +1,405 @@
+"""Fit a learn-to-rank fuser on a study's search part and judge it like a searched formula.
+
+``run_ltr(prep, model, target, seed, options)`` returns the ``result.json`` dict: the fuser's
+fused score goes through exactly the same metric kernel, business weights, guardrails
+(against the same baseline formula weights) and holdout as ``fusiontune search`` results,
+so the numbers can be put side by side.
+
+Data flow: the search part (in the objective's grouped row order) is split once more into
+a training part and a validation part (whole groups when the study has a group column,
+else rows; seeded).  The model is fitted on the training part only, with early stopping
+on the validation part.  "best" (in-sample) is measured on the whole search part, as for
+a searched formula; the holdout part is only ever scored.  Feature importances are
+permutation importances on the validation part, measured in the study objective: how much
+the business-weighted AUC/GAUC drops when one input column is shuffled.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..log import PredictionLog
+from ..metrics import auc
+from ..objective import Objective
+from .config import MODELS, TARGETS, LtrConfig, parse_config
+from .features import FeatureSpec
+from .targets import combined_target, relevance, relevance_grades, task_balance
+
+__all__ = ["Fuser", "Part", "fit_ltr", "run_ltr", "fused_metrics", "ensure_features"]
+
+
+# --------------------------------------------------------------------------- the fitted fuser
+@dataclass
+class Fuser:
+    """A fitted fuser: ``predict(log)`` -> fused ranking score (N,) float64."""
+
+    model: str  # "gbdt" | "dnn"
+    backend: str  # "sklearn" | "lightgbm" | "torch"
+    target: str  # "combined" | "lambdarank"
+    spec: FeatureSpec
+    estimator: object  # scikit-learn / LightGBM estimator, or a DnnState
+    settings: dict = field(default_factory=dict)  # hyper-parameters and monotone flag
+
+    @property
+    def name(self) -> str:
+        return f"ltr-{self.model}"
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        if self.model == "gbdt":
+            from .gbdt import predict_gbdt
+
+            return predict_gbdt(self.estimator, x)
+        from .dnn import predict_dnn
+
+        return predict_dnn(self.estimator, x)
+
+    def predict(self, log: PredictionLog) -> np.ndarray:
+        return self.predict_matrix(self.spec.matrix(log))
+
+
+# --------------------------------------------------------------------------- data parts
+@dataclass
+class Part:
+    """One part of the search log with the fuser's inputs and targets."""
+
+    log: PredictionLog
+    x: np.ndarray
+    ybar: np.ndarray
+    sw: np.ndarray
+    rel: np.ndarray
+    sizes: np.ndarray | None  # group sizes in row order (groups are contiguous)
+    grades: np.ndarray | None = None
+    gains: np.ndarray | None = None
+
+
+def _sizes(groups: np.ndarray | None) -> np.ndarray | None:
+    if groups is None:
+        return None
+    change = np.flatnonzero(np.diff(groups)) + 1
+    edges = np.concatenate([[0], change, [len(groups)]])
+    return np.diff(edges).astype(np.int64)
+
+
+def _part(log: PredictionLog, spec: FeatureSpec, w: np.ndarray) -> Part:
+    ybar, sw = combined_target(log.labels, w, np.asarray(spec.signs), log.weights)
+    rel = relevance(log.labels, w, np.asarray(spec.signs))
+    return Part(log, spec.matrix(log), ybar, sw, rel, _sizes(log.groups))
+
+
+def _validation_mask(log: PredictionLog, frac: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 0x17F])
+    if log.groups is not None:
+        n_groups = int(log.groups.max()) + 1
+        pick = rng.random(n_groups) < frac
+        return pick[log.groups]
+    return rng.random(log.n) < frac
+
+
+def fused_metrics(objective: Objective, fused: np.ndarray) -> np.ndarray:
+    """Per-task metrics (K,) of a fused score given in ``objective.log``'s row order, with
+    the objective's own kernels (AUC / prepared GAUC plan, row weights)."""
+    out = np.empty(len(objective.tasks))
+    if objective.auc_idx.size:
+        out[objective.auc_idx] = auc(fused, objective._auc_labels, objective.log.weights)
+    if objective._plan is not None:
+        out[objective.gauc_idx] = objective._plan(fused, grouped=True)
+    return out
+
+
+def ensure_features(prep, features: list[str]):
+    """``prep`` whose log carries the context columns (reloads the log when it does not)."""
+    if all(c in prep.log.extra for c in features):
+        return prep
+    from ..pipeline import load_study_log, prepare
+
+    log = load_study_log(prep.study, prep.formula.needs_probabilities, extra=features)
+    return prepare(prep.study, log)
+
+
+# --------------------------------------------------------------------------- fitting
+def _resolve(prep, model: str, target: str | None, options: dict | None) -> tuple[LtrConfig, str]:
+    src = str(prep.study.path or "<study>")
+    if model not in MODELS:
+        raise InputError(f"--model must be \"gbdt\" or \"dnn\", got {model!r}")
+    cfg = parse_config(prep.study.sections.get("ltr"), options, src)
+    target = target or cfg.target
+    if target not in TARGETS:
+        raise InputError(f"--target must be \"combined\" or \"lambdarank\", got {target!r}")
+    if target == "lambdarank" and prep.search_log.groups is None:
+        raise InputError(f"{src}: --target lambdarank ranks within groups and needs a group column "
+                         f"(set e.g. group = \"request_id\" in the study)")
+    return cfg, target
+
+
+def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, options: dict | None = None,
+            show_progress: bool | None = None):
+    """Fit and judge a fuser.  Returns ``(result dict, trials DataFrame, Fuser)``."""
+    t0 = time.perf_counter()
+    cfg, target = _resolve(prep, model, target, options)
+    prep = ensure_features(prep, cfg.features)
+    study = prep.study
+    spec = FeatureSpec.from_study(study, cfg.features)
+    w = np.array([t.weight for t in study.tasks], dtype=np.float64)
+
+    search = prep.objective.log  # grouped row order: the order fused_metrics expects
+    vmask = _validation_mask(search, cfg.validation, seed)
+    if vmask.all() or not vmask.any():
+        raise InputError(f"{search.source}: the search part is too small to hold out a validation part "
+                         f"([ltr] validation = {cfg.validation})")
+    train_log, val_log = search.take(~vmask), search.take(vmask)
+    if target == "combined" and not (combined_target(train_log.labels, w, np.asarray(spec.signs))[1] > 0).any():
+        raise InputError(f"{search.source}: no training row has an observed label")
+
+    val_obj = _try_objective(study, val_log, prep.formula)
+    val_score = None
+    if val_obj is not None:
+        val_obj.set_baseline(prep.space.baseline)
+
+        def val_score(fused):  # noqa: E306 - the study objective on the validation part
+            return float(fused_metrics(val_obj, fused) @ val_obj.w)
+
+    mono = spec.monotone(cfg.monotone)
+    t_fit = time.perf_counter()
+
+    def fit_once(task_w: np.ndarray):
+        train, val = _part(train_log, spec, task_w), _part(val_log, spec, task_w)
+        if target == "lambdarank":
+            grades, gains = relevance_grades(np.concatenate([train.rel, val.rel]))
+            train.grades, val.grades = grades[:len(train.rel)], grades[len(train.rel):]
+            train.gains = val.gains = gains
+        if model == "gbdt":
+            from .gbdt import fit_gbdt
+
+            est, backend, info = fit_gbdt(train, val, target, cfg.backend, cfg.gbdt, mono, seed)
+            hyper = dict(cfg.gbdt)
+        else:
+            from .dnn import fit_dnn
+
+            est, info = fit_dnn(train, val, target, cfg.dnn, spec, cfg.monotone, seed, val_score, show_progress)
+            backend, hyper = "torch", dict(cfg.dnn)
+        fuser = Fuser(model, backend, target, spec, est, {**hyper, "monotone": cfg.monotone, "seed": int(seed)})
+        return fuser, info, train, val
+
+    w_train = task_balance(train_log.labels, w, cfg.balance)
+    fuser, info, train, val, guard = _fit_with_guardrails(fit_once, w_train, val_obj, cfg.guardrail_rounds)
+    guard["training_weights"] = {t.name: float(v) for t, v in zip(study.tasks, w_train)}
+    fit_seconds = time.perf_counter() - t_fit
+
+    # ---- judge: the same objective as a searched formula
+    obj = prep.objective
+    best_pt = fused_metrics(obj, fuser.predict(obj.log))
+    ev = obj.judge(best_pt[None, :])
+    base_pt = obj.baseline_per_task
+    hobj = prep.holdout_objective
+    hold = None
+    if hobj is not None:
+        hb = fused_metrics(hobj, fuser.predict(hobj.log))
+        hold = (hb, hobj.judge(hb[None, :]), hobj.baseline_per_task)
+
+    t_imp = time.perf_counter()
+    imp_obj, imp_part, imp_where = (val_obj, val, "validation") if val_obj is not None else \
+        (obj, _part(obj.log, spec, w), "search")
+    importance = _permutation_importance(fuser, imp_obj, imp_part.x, spec.names, seed)
+    imp_seconds = time.perf_counter() - t_imp
+
+    seconds = time.perf_counter() - t0
+    result = _result(prep, fuser, cfg, info, seed, seconds, fit_seconds, best_pt, ev, base_pt, hold,
+                     train, val, val_score, importance, imp_where, imp_seconds)
+    result["ltr"]["guardrails"] = guard
+    trials = _trials(prep, fuser.name, best_pt, ev, base_pt, hold)
+    return result, trials, fuser
+
+
+def _fit_with_guardrails(fit_once, w: np.ndarray, val_obj: Objective | None, rounds: int,
+                         factor: float = 3.0, refine: int = 2):
+    """Fit; while the fuser breaks a guardrail on the validation part, multiply the training
+    weight of every violated task by ``factor`` and refit (at most ``rounds`` times), then
+    bisect (geometrically, ``refine`` fits) between the last infeasible and the first
+    feasible multipliers.  Keeps the feasible fit with the best validation objective (or,
+    when none is feasible, the last fit).  The objective's business weights never change:
+    only the training target leans towards the guarded task."""
+    mult = np.ones_like(w)
+    fits = [(mult, *fit_once(w))]
+    log = []
+
+    def judge(f, val):
+        pt = fused_metrics(val_obj, f.predict_matrix(val.x))
+        ev = val_obj.judge(pt[None, :])
+        viol = (val_obj.baseline_per_task - pt) > val_obj.max_drop + 1e-12
+        return bool(ev.feasible[0]), viol, float(ev.objective[0])
+
+    guard = {"rounds": 0, "fits": 1, "multipliers": {}, "feasible_on_validation": None, "trace": log}
+    if val_obj is None or rounds <= 0 or not np.isfinite(val_obj.max_drop).any():
+        return (*fits[0][1:], guard)
+    feas, viol, j = judge(fits[0][1], fits[0][4])
+    log.append({"multipliers": mult.tolist(), "feasible": feas, "validation_objective": j})
+    best = (j, fits[0]) if feas else None
+    lo, r = mult.copy(), 0
+    last = fits[0]
+    while best is None and r < rounds:
+        lo = mult.copy()
+        mult = mult.copy()
+        mult[viol] *= factor
+        last = (mult, *fit_once(w * mult))
+        feas, v2, j = judge(last[1], last[4])
+        viol = viol | v2
+        log.append({"multipliers": mult.tolist(), "feasible": feas, "validation_objective": j})
+        r += 1
+        if feas:
+            best = (j, last)
+    if best is not None and r > 0:
+        hi = best[1][0]
+        for _ in range(refine):
+            mid = np.sqrt(lo * hi)
+            cand = (mid, *fit_once(w * mid))
+            feas, _, j = judge(cand[1], cand[4])
+            log.append({"multipliers": mid.tolist(), "feasible": feas, "validation_objective": j})
+            r += 1
+            if feas:
+                hi = mid
+                if j > best[0]:
+                    best = (j, cand)
+            else:
+                lo = mid
+    chosen = best[1] if best is not None else last
+    tasks = [t.name for t in val_obj.tasks]
+    guard.update({"rounds": r, "fits": len(log), "feasible_on_validation": best is not None,
+                  "multipliers": {t: float(m) for t, m in zip(tasks, chosen[0])}})
+    return (*chosen[1:], guard)
+
+
+def run_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, options: dict | None = None,
+            show_progress: bool | None = False) -> dict:
+    """Fit a fuser and return the ``result.json``-shaped dict (no files written)."""
+    return fit_ltr(prep, model, target, seed, options, show_progress)[0]
+
+
+def _try_objective(study, log: PredictionLog, formula) -> Objective | None:
+    try:
+        o = Objective(study.tasks, log, formula, study.gauc_weighting)
+    except InputError:
+        return None
+    # a task with one class only in this part has no AUC: the part cannot rate fusers
+    probe = fused_metrics(o, log.scores[:, 0].astype(np.float32))
+    return None if np.isnan(probe).any() else o
+
+
+def _permutation_importance(fuser: Fuser, obj: Objective, x: np.ndarray, names: list[str], seed: int,
+                            repeats: int = 3) -> dict[str, float]:
+    rng = np.random.default_rng([seed, 0x1A9])
+    j0 = float(fused_metrics(obj, fuser.predict_matrix(x)) @ obj.w)
+    out = {}
+    for j, name in enumerate(names):
+        drops = []
+        for _ in range(repeats):
+            xp = x.copy()
+            xp[:, j] = x[rng.permutation(len(x)), j]
+            drops.append(j0 - float(fused_metrics(obj, fuser.predict_matrix(xp)) @ obj.w))
+        out[name] = float(np.mean(drops))
+    return out
+
+
+# --------------------------------------------------------------------------- result.json
+def _block(study, per_task: np.ndarray) -> dict:
+    w = np.array([t.weight for t in study.tasks])
+    return {"objective": float(per_task @ w), "per_task": {t.name: float(v) for t, v in zip(study.tasks, per_task)}}
+
+
+def _params(fuser: Fuser, info: dict, cfg: LtrConfig) -> dict[str, float]:
+    p: dict[str, float] = {}
+    for k, v in fuser.settings.items():
+        if k == "hidden":
+            for i, h in enumerate(v):
+                p[f"hidden_{i + 1}"] = float(h)
+        elif k == "seed":
+            continue
+        elif isinstance(v, (bool, int, float)):
+            p[k] = float(v)
+    p["validation"] = float(cfg.validation)
+    p["iterations"] = float(info["iterations"])
+    p["n_features"] = float(len(fuser.spec.names))
+    return p
+
+
+def _result(prep, fuser, cfg, info, seed, seconds, fit_seconds, best_pt, ev, base_pt, hold, train, val,
+            val_score, importance, imp_where, imp_seconds) -> dict:
+    study = prep.study
+    best_j = float(best_pt @ prep.objective.w)
+    base_j = float(base_pt @ prep.objective.w)
+    result = {
+        "study": study.name, "method": fuser.name, "seed": int(seed), "budget": 1, "evaluations": 1,
+        "seconds": round(float(seconds), 4), "formula": fuser.name,
+        "best": {"params": _params(fuser, info, cfg), **_block(study, best_pt), "feasible": bool(ev.feasible[0])},
+        "baseline": {"params": prep.space.as_dict(prep.space.baseline), **_block(study, base_pt)},
+    }
+    if hold is not None:
+        hb, hev, h0 = hold
+        result["holdout"] = {"best": {**_block(study, hb), "feasible": bool(hev.feasible[0])},
+                             "baseline": _block(study, h0)}
+    result["lift"] = {"in_sample": best_j - base_j}
+    if hold is not None:
+        result["lift"]["holdout"] = result["holdout"]["best"]["objective"] - result["holdout"]["baseline"]["objective"]
+    stop = "early stopping on the validation part" if info.get("stopped_early") else "iteration limit"
+    result.update({
+        "best_trial": 1,
+        "stop_reason": stop,
+        "normalisation": (f"none: the fused score is the {fuser.model.upper()} fuser's raw output "
+                          f"(a ranking score); the baseline params are the study's formula weights"),
+        "tasks": [{"name": t.name, "metric": t.metric, "weight": t.weight, "max_drop": t.max_drop,
+                   "score": t.score, "label": t.label, "sign": t.sign} for t in study.tasks],
+        "rows": {"search": prep.search_log.n, "holdout": prep.holdout_log.n if prep.holdout_log else 0,
+                 "train": int(train.log.n), "validation": int(val.log.n)},
+        "split": study.split,
+        "study_file": str(study.path.resolve()) if study.path else None,
+        "log": str(Path(study.log).resolve()),
+        "gauc_weighting": study.gauc_weighting,
+        "target": fuser.target,
+        "ltr": {
+            "model": fuser.model, "target": fuser.target, "backend": fuser.backend,
+            "features": fuser.spec.names, "context": fuser.spec.context, "monotone": cfg.monotone,
+            "monotone_constraints": dict(zip(fuser.spec.names, fuser.spec.monotone(cfg.monotone))),
+            "hyper": {k: v for k, v in fuser.settings.items()},
+            "iterations": info["iterations"], "stopped_early": bool(info.get("stopped_early")),
+            "fit_seconds": round(fit_seconds, 4),
+            "validation_objective": (None if val_score is None else
+                                     float(val_score(fuser.predict_matrix(val.x)))),
+            "early_stopping_on": ("validation objective" if fuser.model == "dnn" and val_score is not None
+                                  else "validation loss" if fuser.model == "gbdt" else "training loss"),
+            "target_construction": ("soft label ybar = sum_k w_k y_k / sum_k w_k over observed tasks, sample "
+                                    "weight = sum of observed w_k; weighted log-loss" if fuser.target == "combined"
+                                    else "graded relevance sum_k w_k y_k over observed tasks; listwise per group"),
+        },
+        "feature_importance": importance,
+        "feature_importance_method": (f"permutation on the {imp_where} part: drop of the study objective when "
+                                      f"one input column is shuffled (mean of 3 shuffles)"),
+        "importance_seconds": round(imp_seconds, 4),
+    })
+    if "history" in info:
+        result["ltr"]["history"] = info["history"]
+    if not ev.feasible[0]:
+        result["note"] = "the fuser breaks a guardrail on the search part (feasible = false)"
+    return result
+
+
+def _trials(prep, name: str, best_pt, ev, base_pt, hold) -> pd.DataFrame:
+    from ..pipeline import metric_columns
+
+    obj = prep.objective
+    bev = obj.judge(base_pt[None, :])
+    rows = []
+    for i, (cand, pt, e) in enumerate((("baseline", base_pt, bev), (name, best_pt, ev))):
+        row = {"trial": i, "candidate": cand, "objective": float(e.objective[0])}
+        row.update({c: float(v) for c, v in zip(metric_columns(prep.study), pt)})
+        row["feasible"] = bool(e.feasible[0])
+        row["penalised"] = float(e.penalised[0])
+        if hold is not None:
+            hpt = hold[2] if cand == "baseline" else hold[0]
+            row["holdout_objective"] = float(hpt @ obj.w)
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,108 @@
+"""GBDT fuser: gradient-boosted trees over the task scores, monotone in each task.
+
+* ``backend = "sklearn"`` (default): :class:`~sklearn.ensemble.HistGradientBoostingClassifier`
+  with ``monotonic_cst`` (+1 positive task, -1 negative task, 0 context).  The combined
+  target's soft label is fed as two weighted hard-label copies of each row (see
+  :mod:`fusiontune.ltr.targets`: the same log-loss).  Early stopping on the validation
+  part (``X_val``), log-loss.
+* ``backend = "lightgbm"``: ``LGBMRegressor(objective="cross_entropy")``, which takes the
+  soft label directly, with ``monotone_constraints``.
+* target ``lambdarank`` always uses LightGBM's ``LGBMRanker`` (scikit-learn has no
+  lambdarank); without LightGBM installed it is a clear error.
+
+The fused score is the model's raw output (log-odds / ranking score), not a probability,
+so that no two rows tie merely because a sigmoid rounded them together.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["fit_gbdt", "predict_gbdt", "import_lightgbm"]
+
+
+def import_lightgbm(why: str):
+    try:
+        import lightgbm
+    except ImportError:
+        raise InputError(f"{why} needs LightGBM, which is not installed "
+                         f"(pip install 'fusiontune[lightgbm]' or pip install lightgbm)") from None
+    return lightgbm
+
+
+def _doubled(x, ybar, sw):
+    """Soft labels as two hard-label copies (weights sw*ybar and sw*(1-ybar)), zero weights dropped."""
+    x2 = np.concatenate([x, x])
+    y2 = np.concatenate([np.ones(len(x)), np.zeros(len(x))])
+    w2 = np.concatenate([sw * ybar, sw * (1.0 - ybar)])
+    keep = w2 > 0
+    return x2[keep], y2[keep], w2[keep]
+
+
+def _lgb_common(h: dict, mono: list[int], seed: int) -> dict:
+    return dict(n_estimators=int(h["max_iter"]), learning_rate=float(h["learning_rate"]),
+                num_leaves=int(h["max_leaf_nodes"]), min_child_samples=int(h["min_samples_leaf"]),
+                reg_lambda=float(h["l2_regularization"]), monotone_constraints=mono,
+                monotone_constraints_method="advanced", random_state=int(seed), deterministic=True,
+                force_row_wise=True, n_jobs=2, verbose=-1)
+
+
+def fit_gbdt(train, val, target: str, backend: str, hyper: dict, mono: list[int], seed: int):
+    """Fit on ``train`` with early stopping on ``val`` (both :class:`~fusiontune.ltr.fit.Part`).
+
+    Returns ``(model, backend_used, info)``.
+    """
+    patience = int(hyper["patience"])
+    if target == "lambdarank":
+        lgb = import_lightgbm("--target lambdarank with --model gbdt")
+        max_group = int(max(train.sizes.max(), val.sizes.max() if val is not None else 1))
+        model = lgb.LGBMRanker(objective="lambdarank", label_gain=[float(g) for g in train.gains],
+                               lambdarank_truncation_level=max_group, **_lgb_common(hyper, mono, seed))
+        kw = {}
+        if val is not None and patience:
+            kw = dict(eval_set=[(val.x, val.grades)], eval_group=[val.sizes], eval_at=[max_group],
+                      callbacks=[lgb.early_stopping(patience, verbose=False)])
+        model.fit(train.x, train.grades, group=train.sizes, **kw)
+        return model, "lightgbm", _lgb_info(model, hyper)
+    if backend == "lightgbm":
+        lgb = import_lightgbm("[ltr] backend = \"lightgbm\"")
+        model = lgb.LGBMRegressor(objective="cross_entropy", **_lgb_common(hyper, mono, seed))
+        kw = {}
+        if val is not None and patience:
+            kw = dict(eval_set=[(val.x, val.ybar)], eval_sample_weight=[val.sw],
+                      callbacks=[lgb.early_stopping(patience, verbose=False)])
+        model.fit(train.x, train.ybar, sample_weight=train.sw, **kw)
+        return model, "lightgbm", _lgb_info(model, hyper)
+
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    x2, y2, w2 = _doubled(train.x, train.ybar, train.sw)
+    use_val = val is not None and patience > 0
+    model = HistGradientBoostingClassifier(
+        loss="log_loss", learning_rate=float(hyper["learning_rate"]), max_iter=int(hyper["max_iter"]),
+        max_leaf_nodes=int(hyper["max_leaf_nodes"]), min_samples_leaf=int(hyper["min_samples_leaf"]),
+        l2_regularization=float(hyper["l2_regularization"]), monotonic_cst=mono,
+        early_stopping=use_val, n_iter_no_change=max(patience, 1), tol=1e-7, random_state=int(seed))
+    kw = {}
+    if use_val:
+        xv, yv, wv = _doubled(val.x, val.ybar, val.sw)
+        kw = dict(X_val=xv, y_val=yv, sample_weight_val=wv)
+    model.fit(x2, y2, sample_weight=w2, **kw)
+    n_iter = int(model.n_iter_)
+    return model, "sklearn", {"iterations": n_iter, "stopped_early": n_iter < int(hyper["max_iter"])}
+
+
+def _lgb_info(model, hyper) -> dict:
+    best = getattr(model, "best_iteration_", None) or 0
+    n = int(best) if best else int(model.n_estimators)
+    return {"iterations": n, "stopped_early": bool(best) and best < int(hyper["max_iter"])}
+
+
+def predict_gbdt(model, x: np.ndarray) -> np.ndarray:
+    """Raw fused score (N,) float64."""
+    if hasattr(model, "decision_function"):  # scikit-learn
+        return np.asarray(model.decision_function(x), dtype=np.float64)
+    kw = {"num_iteration": model.best_iteration_} if getattr(model, "best_iteration_", None) else {}
+    return np.asarray(model.predict(x, raw_score=True, **kw), dtype=np.float64)
