@@ -107,7 +107,8 @@ def load_run(run_dir: Path):
         raise InputError(f"{run_dir / 'result.json'}: formula {result['formula']!r} but {sf} now says "
                          f"{prep.formula.name!r}; the study changed since the run")
     if len(trials):
-        need = prep.space.all_names + ["objective", "feasible"] + metric_columns(study)
+        learned = str(result.get("formula", "")).startswith("ltr-")  # a fuser: no weight columns
+        need = ([] if learned else prep.space.all_names) + ["objective", "feasible"] + metric_columns(study)
         miss = [c for c in need if c not in trials.columns]
         if miss:
             raise InputError(f"{run_dir / 'trials.csv'}: missing column {miss[0]!r} (expected {', '.join(need)})")

@@ -307,3 +307,32 @@ def test_bad_input_exits_2_with_one_line(run_dir, tmp_path, capsys):
     _one_line_error(capsys, ["export", "--run", str(run_dir), "--to", str(tmp_path / "w.txt")], ".txt")
     _one_line_error(capsys, ["report", "--run", str(run_dir), "--pareto", "click,nope"], "--pareto")
     assert not (tmp_path / "w.json").exists() and not (tmp_path / "w.txt").exists()
+
+
+def test_report_of_a_learned_fuser_shows_feature_importances(tmp_path, small_log, capsys):
+    from fusiontune.ltr.fit import fit_ltr
+    from fusiontune.pipeline import prepare
+    from fusiontune.results import write_run
+    from fusiontune.study import load_study
+
+    prep = prepare(load_study(write_study(tmp_path, small_log)))
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # a tiny fit: OpenMP threads only contend with the busy machine
+        result, trials, _ = fit_ltr(prep, "gbdt", options={"guardrail_rounds": 0, "gbdt": {"max_iter": 10}})
+    run = tmp_path / "ltr"
+    write_run(run, result, trials)
+    js = tmp_path / "ltr.json"
+    assert main(["report", "--run", str(run), "--format", "json", "--out", str(js), "--resamples", "50"]) == 0
+    rep = json.loads(js.read_text())
+    assert set(rep["ltr"]["feature_importance"]) == set(result["feature_importance"])
+    assert "arms" not in rep and "sensitivity" not in rep  # no weights to move or select
+    html = tmp_path / "ltr.html"
+    assert main(["report", "--run", str(run), "--out", str(html), "--resamples", "50"]) == 0
+    assert "feature importances" in html.read_text() and len(_imgs(html.read_text())) == 1
+    # absent importances: the section says so instead of failing
+    result.pop("feature_importance")
+    write_run(run, result, trials)
+    assert main(["report", "--run", str(run), "--format", "json", "--out", str(js)]) == 0
+    assert "no feature_importance" in json.loads(js.read_text())["ltr"]["note"]
+    capsys.readouterr()

@@ -209,7 +209,7 @@ def collect(run_dir: Path, pareto: str | None = None, resamples: int = 1000, lev
         "params": {"best": result["best"].get("params"), "baseline": result["baseline"].get("params")},
         "level": level, "resamples": resamples,
         "tasks": None,
-        "convergence": _convergence(trials),
+        "convergence": {} if ltr else _convergence(trials),  # a fitted fuser has no search history
         "warnings": [],
     }
     rep["tasks"], rep["units"] = _task_rows(result, prep, resamples, level, seed, best_row)

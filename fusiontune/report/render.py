@@ -58,7 +58,7 @@ def sections(rep: dict) -> list[Section]:
             ["split", json.dumps(s.get("split"))], ["GAUC weighting", str(s.get("gauc_weighting"))],
             ["normalisation", str(s.get("normalisation"))],
             ["best params", _params(rep["params"]["best"])], ["baseline params", _params(rep["params"]["baseline"])]]
-    sec.tables.append((["", ""], rows))
+    sec.tables.append((["item", "value"], rows))
     if s.get("note"):
         sec.warn.append(s["note"])
     out.append(sec)
@@ -153,7 +153,7 @@ _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;color:#222}
 h1{font-size:22px}h2{font-size:17px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;
-text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}
+text-align:right;vertical-align:top}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}
 .warn{background:#fff3cd;border:1px solid #e0c060;padding:6px 10px;margin:6px 0;font-size:13px}
 .cap{color:#555;font-size:12px}img{max-width:100%;border:1px solid #eee}
 """
