@@ -255,3 +255,17 @@ def test_mmoe_synthetic_correlation_controls_relatedness():
     apart = mmoe_synthetic(4000, 0.0, dim=20, seed=0)
     assert abs(np.corrcoef(apart["y1"], apart["y2"])[0, 1]) < 0.5
     assert set(np.unique(apart["c1"])) == {0.0, 1.0} and abs(apart["c1"].mean() - 0.5) < 0.01
+
+
+def test_same_seed_same_model():
+    df = mmoe_synthetic(1500, 0.5, dim=8, seed=2)
+    x = df[[f"x{i}" for i in range(8)]].to_numpy(np.float32)
+    y = df[["c1", "c2"]].to_numpy(np.float32)
+    data = Arrays(x, np.zeros((len(x), 0), np.int64), y)
+    cfg = TrainConfig(model="ple", levels=2, balance="dwa", epochs=3, batch_size=128, expert_hidden=[8],
+                      tower_hidden=[4], seed=7, threads=1)
+    p1 = predict(fit(cfg, data, None, [], show_progress=False).model, x, data.x_cat)
+    p2 = predict(fit(cfg, data, None, [], show_progress=False).model, x, data.x_cat)
+    cfg.seed = 8
+    p3 = predict(fit(cfg, data, None, [], show_progress=False).model, x, data.x_cat)
+    assert np.array_equal(p1, p2) and not np.array_equal(p1, p3)
