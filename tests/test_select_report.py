@@ -336,3 +336,49 @@ def test_report_of_a_learned_fuser_shows_feature_importances(tmp_path, small_log
     assert main(["report", "--run", str(run), "--format", "json", "--out", str(js)]) == 0
     assert "no feature_importance" in json.loads(js.read_text())["ltr"]["note"]
     capsys.readouterr()
+
+
+def test_report_warns_when_a_weight_flips_sign_across_resamples(tmp_path, capsys):
+    """t2 carries no signal (a*_t2 = 0): candidates with +-small a_t2 win resamples at random."""
+    import pandas as pd
+
+    from fusiontune.pipeline import metric_columns, prepare, summarise_params
+    from fusiontune.results import write_run
+    from fusiontune.simulate import simulate_known_optimum, write_table
+    from fusiontune.study import parse_study
+
+    log = tmp_path / "known.parquet"
+    write_table(simulate_known_optimum({"t1": 1.0, "t2": 0.0}, rows=6000, groups=600, formula="additive",
+                                       seed=3), log)
+    study = parse_study({"name": "flip", "log": str(log), "group": "request_id",
+                         "tasks": [{"name": "t1", "score": "p_t1", "label": "t1"},
+                                   {"name": "t2", "score": "p_t2", "label": "t2", "weight": 0.5}],
+                         "fusion": {"formula": "additive", "reference": "t1",
+                                    "baseline": {"a_t1": 1.0, "a_t2": 0.5}, "bounds": {"a": [-1.0, 1.0]}}},
+                        tmp_path / "flip.toml")
+    (tmp_path / "flip.toml").write_text(f'name = "flip"\nlog = "{log.as_posix()}"\ngroup = "request_id"\n'
+                                        '[[tasks]]\nname = "t1"\nscore = "p_t1"\nlabel = "t1"\n'
+                                        '[[tasks]]\nname = "t2"\nscore = "p_t2"\nlabel = "t2"\nweight = 0.5\n'
+                                        '[fusion]\nformula = "additive"\nreference = "t1"\n'
+                                        '[fusion.baseline]\na_t1 = 1.0\na_t2 = 0.5\n'
+                                        '[fusion.bounds]\na = [-1.0, 1.0]\n')
+    prep = prepare(study)
+    theta = np.array([[1.0, v] for v in (-0.02, -0.01, 0.01, 0.02)])
+    ev = prep.objective.evaluate(theta)
+    trials = pd.DataFrame(theta, columns=prep.space.all_names)
+    trials.insert(0, "generation", 1)
+    trials.insert(0, "trial", range(len(trials)))
+    trials["objective"] = ev.objective
+    for j, c in enumerate(metric_columns(study)):
+        trials[c] = ev.per_task[:, j]
+    trials["feasible"] = ev.feasible
+    trials["penalised"] = ev.penalised
+    result = summarise_params(prep, trials, "hand", 0, 4, 0.0, "budget")
+    run = tmp_path / "run"
+    write_run(run, result, trials)
+    js = tmp_path / "r.json"
+    assert main(["report", "--run", str(run), "--format", "json", "--out", str(js), "--resamples", "100",
+                 "--stability-resamples", "200"]) == 0
+    st = json.loads(js.read_text())["stability"]["params"]["a_t2"]
+    assert st["sign_flip"] and 0.2 < st["positive_share"] < 0.8, st  # seed 3: about half and half
+    assert "a_t2 flips sign" in capsys.readouterr().err
