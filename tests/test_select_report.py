@@ -345,23 +345,18 @@ def test_report_warns_when_a_weight_flips_sign_across_resamples(tmp_path, capsys
     from fusiontune.pipeline import metric_columns, prepare, summarise_params
     from fusiontune.results import write_run
     from fusiontune.simulate import simulate_known_optimum, write_table
-    from fusiontune.study import parse_study
+    from fusiontune.study import load_study
 
     log = tmp_path / "known.parquet"
     write_table(simulate_known_optimum({"t1": 1.0, "t2": 0.0}, rows=6000, groups=600, formula="additive",
                                        seed=3), log)
-    study = parse_study({"name": "flip", "log": str(log), "group": "request_id",
-                         "tasks": [{"name": "t1", "score": "p_t1", "label": "t1"},
-                                   {"name": "t2", "score": "p_t2", "label": "t2", "weight": 0.5}],
-                         "fusion": {"formula": "additive", "reference": "t1",
-                                    "baseline": {"a_t1": 1.0, "a_t2": 0.5}, "bounds": {"a": [-1.0, 1.0]}}},
-                        tmp_path / "flip.toml")
     (tmp_path / "flip.toml").write_text(f'name = "flip"\nlog = "{log.as_posix()}"\ngroup = "request_id"\n'
                                         '[[tasks]]\nname = "t1"\nscore = "p_t1"\nlabel = "t1"\n'
                                         '[[tasks]]\nname = "t2"\nscore = "p_t2"\nlabel = "t2"\nweight = 0.5\n'
                                         '[fusion]\nformula = "additive"\nreference = "t1"\n'
                                         '[fusion.baseline]\na_t1 = 1.0\na_t2 = 0.5\n'
                                         '[fusion.bounds]\na = [-1.0, 1.0]\n')
+    study = load_study(tmp_path / "flip.toml")
     prep = prepare(study)
     theta = np.array([[1.0, v] for v in (-0.02, -0.01, 0.01, 0.02)])
     ev = prep.objective.evaluate(theta)
