@@ -377,3 +377,19 @@ def test_report_warns_when_a_weight_flips_sign_across_resamples(tmp_path, capsys
     st = json.loads(js.read_text())["stability"]["params"]["a_t2"]
     assert st["sign_flip"] and 0.2 < st["positive_share"] < 0.8, st  # seed 3: about half and half
     assert "a_t2 flips sign" in capsys.readouterr().err
+
+
+def test_select_defaults_come_from_the_study_select_table(run_dir, tmp_path, capsys):
+    result = json.loads((run_dir / "result.json").read_text())
+    study = tmp_path / "with_select.toml"
+    study.write_text(Path(result["study_file"]).read_text() + '\n[select]\nk = 2\nresamples = 60\n'
+                     'diversity = "weights"\n')
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "candidates.json").unlink(missing_ok=True)
+    (run / "result.json").write_text(json.dumps({**result, "study_file": str(study)}))
+    assert main(["select", "--run", str(run), "--quiet", "--level", "0.8"]) == 0
+    c = json.loads((run / "candidates.json").read_text())
+    assert c["resamples"] == 60 and c["diversity"] == "weights" and c["level"] == 0.8 and len(c["arms"]) <= 2
+    study.write_text(study.read_text() + "typo = 1\n")
+    _one_line_error(capsys, ["select", "--run", str(run)], "typo")

@@ -6,9 +6,13 @@ import sys
 from pathlib import Path
 
 from .common import positive_int
-from .select import level_type
+from .select import level_type, study_defaults
 
 HELP = "write a self-contained report of a run: per-task CIs, convergence, sensitivity, Pareto, arms, stability"
+
+
+DEFAULTS = {"pareto": "", "resamples": 1000, "level": 0.95, "stability_resamples": 100,
+            "stability_candidates": 50, "k": 3, "seed": 0}
 
 
 def add_arguments(p) -> None:
@@ -18,14 +22,15 @@ def add_arguments(p) -> None:
     p.add_argument("--out", type=Path, default=None, help="output file (default: RUN/report.<format>)")
     p.add_argument("--pareto", default=None, help="two tasks for the Pareto plot, e.g. click,finish "
                                                   "(default: the two with the highest business weight)")
-    p.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples for the CIs")
-    p.add_argument("--level", type=level_type, default=0.95, help="confidence level (default 0.95)")
-    p.add_argument("--stability-resamples", type=positive_int, default=100,
+    p.add_argument("--resamples", type=positive_int, default=None, help="bootstrap resamples for the CIs")
+    p.add_argument("--level", type=level_type, default=None, help="confidence level (default 0.95)")
+    p.add_argument("--stability-resamples", type=positive_int, default=None,
                    help="bootstrap resamples of the search data for the stability section (default 100)")
-    p.add_argument("--stability-candidates", type=positive_int, default=50,
+    p.add_argument("--stability-candidates", type=positive_int, default=None,
                    help="best distinct feasible trials among which each resample's best is re-found")
-    p.add_argument("--k", type=positive_int, default=3, help="arms to select when candidates.json is absent")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--k", type=positive_int, default=None, help="arms to select when candidates.json is absent")
+    p.add_argument("--seed", type=int, default=None, help="bootstrap seed")
+    p.epilog = "Defaults can also be set in the study's [report] table (keys: " + ", ".join(DEFAULTS) + ")."
 
 
 def run(args) -> int:
@@ -40,8 +45,9 @@ def run(args) -> int:
             raise InputError(f"{args.out}: cannot tell the format from {args.out.suffix!r}; pass --format html|md|json")
     if not args.run.is_dir():
         raise InputError(f"{args.run}: run directory not found (run `fusiontune search --out {args.run}` first)")
+    study_defaults(args, "report", DEFAULTS)
     out = args.out or args.run / f"report.{fmt}"
-    rep = collect(args.run, args.pareto, args.resamples, args.level, args.stability_resamples,
+    rep = collect(args.run, args.pareto or None, args.resamples, args.level, args.stability_resamples,
                   args.stability_candidates, k=args.k, seed=args.seed)
     for w in rep.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
