@@ -20,7 +20,6 @@ import pandas as pd
 from fusiontune.bootstrap import paired_bootstrap, unit_counts, units_of_rows
 from fusiontune.metrics import GaucPlan, auc
 from fusiontune.pipeline import prepare
-from fusiontune.simulate import DEMO_BASELINE
 from fusiontune.study import load_study
 
 
