@@ -10,6 +10,7 @@ Example (every key optional)::
     target = "combined"      # default --target: combined | lambdarank
     balance = "variance"     # task weights in the target: variance | observed | none (see targets.py)
     guardrail_rounds = 5     # refits that up-weight a task whose guardrail breaks (0: off)
+    guardrail_margin = 0.2   # on the validation part keep drops within (1 - margin) * max_drop
 
     [ltr.gbdt]
     learning_rate = 0.1
@@ -18,15 +19,16 @@ Example (every key optional)::
     min_samples_leaf = 200
     l2_regularization = 1.0
     patience = 20            # rounds without validation improvement before stopping
+    threads = 1              # OpenMP / LightGBM threads
 
     [ltr.dnn]
     hidden = [32, 16]
     epochs = 30
     batch_size = 4096
-    lr = 0.003
+    lr = 0.01
     weight_decay = 0.0
     patience = 4             # epochs without validation improvement before stopping
-    threads = 2              # torch CPU threads
+    threads = 1              # torch CPU threads (1: spinning threads crawl on busy shared cores)
 
 ``run_ltr(..., options=...)`` takes the same structure and overrides the study's table.
 """
@@ -46,11 +48,12 @@ BACKENDS = ("sklearn", "lightgbm")
 BALANCES = ("observed", "variance", "none")
 
 GBDT_DEFAULTS: dict[str, float] = {"learning_rate": 0.1, "max_iter": 300, "max_leaf_nodes": 31,
-                                   "min_samples_leaf": 200, "l2_regularization": 1.0, "patience": 20}
-DNN_DEFAULTS: dict[str, Any] = {"hidden": [32, 16], "epochs": 30, "batch_size": 4096, "lr": 0.003,
-                                "weight_decay": 0.0, "patience": 4, "threads": 2}
+                                   "min_samples_leaf": 200, "l2_regularization": 1.0, "patience": 20,
+                                   "threads": 1}
+DNN_DEFAULTS: dict[str, Any] = {"hidden": [32, 16], "epochs": 30, "batch_size": 4096, "lr": 0.01,
+                                "weight_decay": 0.0, "patience": 4, "threads": 1}
 _INTS = {"max_iter", "max_leaf_nodes", "min_samples_leaf", "patience", "epochs", "batch_size", "threads"}
-_TOP = {"features", "backend", "monotone", "validation", "target", "guardrail_rounds", "balance", "gbdt", "dnn"}
+_TOP = {"features", "backend", "monotone", "validation", "target", "guardrail_rounds", "guardrail_margin", "balance", "gbdt", "dnn"}
 
 
 @dataclass
@@ -62,6 +65,7 @@ class LtrConfig:
     target: str = "combined"
     guardrail_rounds: int = 5
     balance: str = "variance"
+    guardrail_margin: float = 0.2
     gbdt: dict[str, float] = field(default_factory=lambda: dict(GBDT_DEFAULTS))
     dnn: dict[str, Any] = field(default_factory=lambda: dict(DNN_DEFAULTS))
 
@@ -128,12 +132,15 @@ def parse_config(section: dict | None, options: dict | None = None, src: str = "
     rounds = raw.get("guardrail_rounds", 5)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or not 0 <= rounds <= 20:
         raise InputError(f"{src}: [ltr] guardrail_rounds must be a whole number in 0..20, got {rounds!r}")
+    margin = raw.get("guardrail_margin", 0.2)
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0.0 <= margin < 1.0:
+        raise InputError(f"{src}: [ltr] guardrail_margin must be a fraction in [0, 1), e.g. 0.2, got {margin!r}")
     balance = raw.get("balance", "variance")
     if balance not in BALANCES:
         raise InputError(f"{src}: [ltr] balance must be \"observed\", \"variance\" or \"none\", got {balance!r}")
     for t in ("gbdt", "dnn"):
         if not isinstance(raw.get(t, {}), dict):
             raise InputError(f"{src}: [ltr.{t}] must be a table, got {raw[t]!r}")
-    return LtrConfig(list(feats), backend, monotone, float(val), target, rounds, balance,
+    return LtrConfig(list(feats), backend, monotone, float(val), target, rounds, balance, float(margin),
                      _hyper(src, "ltr.gbdt", raw.get("gbdt", {}), GBDT_DEFAULTS),
                      _hyper(src, "ltr.dnn", raw.get("dnn", {}), DNN_DEFAULTS))

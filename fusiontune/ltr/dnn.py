@@ -147,6 +147,10 @@ def fit_dnn(train, val, target: str, hyper: dict, spec, monotone: bool, seed: in
                   "mu": mu.tolist(), "sd": sd.tolist(), "ctx_mu": cmu.tolist(), "ctx_sd": csd.tolist(),
                   "threads": int(hyper["threads"])}
         net = build_net(k, config["n_ctx"], config["hidden"], monotone)
+        if target != "lambdarank":  # start at the base rate, not at 0.5: saves many epochs
+            m = float(np.clip((train.ybar * train.sw).sum() / max(train.sw.sum(), 1e-12), 1e-4, 1 - 1e-4))
+            with torch.no_grad():
+                net.b_out.fill_(float(np.log(m / (1 - m))))
         state = DnnState(net, config)
         z, c = (torch.from_numpy(a) for a in state.inputs(x))
         opt = torch.optim.Adam(net.parameters(), lr=float(hyper["lr"]), weight_decay=float(hyper["weight_decay"]))

@@ -54,7 +54,7 @@ class Fuser:
         if self.model == "gbdt":
             from .gbdt import predict_gbdt
 
-            return predict_gbdt(self.estimator, x)
+            return predict_gbdt(self.estimator, x, int(self.settings.get("threads", 1)))
         from .dnn import predict_dnn
 
         return predict_dnn(self.estimator, x)
@@ -161,8 +161,9 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
     if val_obj is not None:
         val_obj.set_baseline(prep.space.baseline)
 
-        def val_score(fused):  # noqa: E306 - the study objective on the validation part
-            return float(fused_metrics(val_obj, fused) @ val_obj.w)
+        def val_score(fused):  # noqa: E306 - the study objective on the validation part, with the
+            # guardrail penalty, so that early stopping never keeps an epoch that breaks one
+            return float(val_obj.judge(fused_metrics(val_obj, fused)[None, :]).penalised[0])
 
     mono = spec.monotone(cfg.monotone)
     t_fit = time.perf_counter()
@@ -187,7 +188,8 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
         return fuser, info, train, val
 
     w_train = task_balance(train_log.labels, w, cfg.balance)
-    fuser, info, train, val, guard = _fit_with_guardrails(fit_once, w_train, val_obj, cfg.guardrail_rounds)
+    fuser, info, train, val, guard = _fit_with_guardrails(fit_once, w_train, val_obj, cfg.guardrail_rounds,
+                                                          cfg.guardrail_margin)
     guard["training_weights"] = {t.name: float(v) for t, v in zip(study.tasks, w_train)}
     fit_seconds = time.perf_counter() - t_fit
 
@@ -210,18 +212,19 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
 
     seconds = time.perf_counter() - t0
     result = _result(prep, fuser, cfg, info, seed, seconds, fit_seconds, best_pt, ev, base_pt, hold,
-                     train, val, val_score, importance, imp_where, imp_seconds)
+                     train, val, val_obj, importance, imp_where, imp_seconds)
     result["ltr"]["guardrails"] = guard
     trials = _trials(prep, fuser.name, best_pt, ev, base_pt, hold)
     return result, trials, fuser
 
 
 def _fit_with_guardrails(fit_once, w: np.ndarray, val_obj: Objective | None, rounds: int,
-                         factor: float = 3.0, refine: int = 2):
+                         margin: float = 0.0, factor: float = 3.0, refine: int = 2):
     """Fit; while the fuser breaks a guardrail on the validation part, multiply the training
     weight of every violated task by ``factor`` and refit (at most ``rounds`` times), then
     bisect (geometrically, ``refine`` fits) between the last infeasible and the first
-    feasible multipliers.  Keeps the feasible fit with the best validation objective (or,
+    feasible multipliers.  On the validation part a guardrail counts as kept only within
+    ``(1 - margin) * max_drop``: a reserve for the holdout, which is another sample.  Keeps the feasible fit with the best validation objective (or,
     when none is feasible, the last fit).  The objective's business weights never change:
     only the training target leans towards the guarded task."""
     mult = np.ones_like(w)
@@ -230,9 +233,8 @@ def _fit_with_guardrails(fit_once, w: np.ndarray, val_obj: Objective | None, rou
 
     def judge(f, val):
         pt = fused_metrics(val_obj, f.predict_matrix(val.x))
-        ev = val_obj.judge(pt[None, :])
-        viol = (val_obj.baseline_per_task - pt) > val_obj.max_drop + 1e-12
-        return bool(ev.feasible[0]), viol, float(ev.objective[0])
+        viol = (val_obj.baseline_per_task - pt) > val_obj.max_drop * (1.0 - margin) + 1e-12
+        return not viol.any(), viol, float(pt @ val_obj.w)
 
     guard = {"rounds": 0, "fits": 1, "multipliers": {}, "feasible_on_validation": None, "trace": log}
     if val_obj is None or rounds <= 0 or not np.isfinite(val_obj.max_drop).any():
@@ -328,7 +330,7 @@ def _params(fuser: Fuser, info: dict, cfg: LtrConfig) -> dict[str, float]:
 
 
 def _result(prep, fuser, cfg, info, seed, seconds, fit_seconds, best_pt, ev, base_pt, hold, train, val,
-            val_score, importance, imp_where, imp_seconds) -> dict:
+            val_obj, importance, imp_where, imp_seconds) -> dict:
     study = prep.study
     best_j = float(best_pt @ prep.objective.w)
     base_j = float(base_pt @ prep.objective.w)
@@ -367,9 +369,10 @@ def _result(prep, fuser, cfg, info, seed, seconds, fit_seconds, best_pt, ev, bas
             "hyper": {k: v for k, v in fuser.settings.items()},
             "iterations": info["iterations"], "stopped_early": bool(info.get("stopped_early")),
             "fit_seconds": round(fit_seconds, 4),
-            "validation_objective": (None if val_score is None else
-                                     float(val_score(fuser.predict_matrix(val.x)))),
-            "early_stopping_on": ("validation objective" if fuser.model == "dnn" and val_score is not None
+            "validation_objective": (None if val_obj is None else
+                                     float(fused_metrics(val_obj, fuser.predict_matrix(val.x)) @ val_obj.w)),
+            "early_stopping_on": ("validation objective (guardrail-penalised)" if fuser.model == "dnn"
+                                  and val_obj is not None
                                   else "validation loss" if fuser.model == "gbdt" else "training loss"),
             "target_construction": ("soft label ybar = sum_k w_k y_k / sum_k w_k over observed tasks, sample "
                                     "weight = sum of observed w_k; weighted log-loss" if fuser.target == "combined"

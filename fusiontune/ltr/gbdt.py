@@ -46,14 +46,22 @@ def _lgb_common(h: dict, mono: list[int], seed: int) -> dict:
                 num_leaves=int(h["max_leaf_nodes"]), min_child_samples=int(h["min_samples_leaf"]),
                 reg_lambda=float(h["l2_regularization"]), monotone_constraints=mono,
                 monotone_constraints_method="advanced", random_state=int(seed), deterministic=True,
-                force_row_wise=True, n_jobs=2, verbose=-1)
+                force_row_wise=True, n_jobs=int(h.get("threads", 1)), verbose=-1)
 
 
 def fit_gbdt(train, val, target: str, backend: str, hyper: dict, mono: list[int], seed: int):
     """Fit on ``train`` with early stopping on ``val`` (both :class:`~fusiontune.ltr.fit.Part`).
 
-    Returns ``(model, backend_used, info)``.
+    Returns ``(model, backend_used, info)``.  OpenMP runs ``hyper["threads"]`` threads
+    (default 1: on busy shared cores spinning OpenMP threads are several times slower).
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(int(hyper.get("threads", 1)), user_api="openmp"):
+        return _fit_gbdt(train, val, target, backend, hyper, mono, seed)
+
+
+def _fit_gbdt(train, val, target, backend, hyper, mono, seed):
     patience = int(hyper["patience"])
     if target == "lambdarank":
         lgb = import_lightgbm("--target lambdarank with --model gbdt")
@@ -100,8 +108,15 @@ def _lgb_info(model, hyper) -> dict:
     return {"iterations": n, "stopped_early": bool(best) and best < int(hyper["max_iter"])}
 
 
-def predict_gbdt(model, x: np.ndarray) -> np.ndarray:
+def predict_gbdt(model, x: np.ndarray, threads: int = 1) -> np.ndarray:
     """Raw fused score (N,) float64."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(int(threads), user_api="openmp"):
+        return _predict(model, x)
+
+
+def _predict(model, x):
     if hasattr(model, "decision_function"):  # scikit-learn
         return np.asarray(model.decision_function(x), dtype=np.float64)
     kw = {"num_iteration": model.best_iteration_} if getattr(model, "best_iteration_", None) else {}
