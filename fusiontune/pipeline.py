@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import InputError
 from .fusion import Formula, ParamSpace, make_formula
 from .log import PredictionLog, TaskColumns, load_log, split_log
 from .objective import Objective
@@ -146,15 +147,64 @@ def summarise_params(prep: Prepared, trials: pd.DataFrame, method: str, seed: in
 
 
 def search(prep: Prepared, method: str, budget: int, seed: int, population: int, patience: int = 0,
-           min_delta: float = 1e-6, options: dict | None = None, show_progress: bool | None = None):
-    """Run one search; returns (result dict, trials DataFrame)."""
+           min_delta: float = 1e-6, options: dict | None = None, show_progress: bool | None = None,
+           storage: str | None = None, resume: bool = False, run_name: str | None = None,
+           on_batch=None):
+    """Run one search; returns (result dict, trials DataFrame).
+
+    ``storage`` (an Optuna storage URL, e.g. ``sqlite:///runs/x/study.db``) records every
+    scored generation as Optuna trials of the study ``run_name`` (default
+    ``<study>-<method>-<seed>``); with ``resume=True`` the stored trials are reused and only
+    the missing evaluations are computed (see :mod:`fusiontune.search.storage`).
+    ``on_batch(gen, x, theta, evaluation)`` sees every generation (replayed ones too).
+    """
+    from .objective import Evaluation
+    from .search.storage import StoredEvaluator, TrialStore, run_config
+
     t0 = time.perf_counter()
+    options = dict(options or {})
     searcher = make_searcher(method, dim=prep.space.dim, x0=prep.space.baseline_unit, seed=seed,
                              population=population, options=options, budget=budget)
+    if resume and not storage:
+        raise InputError("--resume needs the storage of the interrupted run (--storage URL or its run dir)")
+    name = run_name or f"{prep.study.name}-{method}-{seed}"
+    store = None
+    if storage:
+        config = run_config(prep, method, seed, population, options, budget, patience, min_delta)
+        store = TrialStore(storage, name, prep, config, resume)
+    stored = store.load() if (store is not None and resume) else {}
+    prior, done, gen0, best0 = None, 0, 0, -np.inf
+    if stored and not getattr(searcher, "replay", True):
+        # Optuna samplers resume from history: hand them every stored trial, then go on
+        prior = SearchRun()
+        for g in sorted(stored):
+            slots = sorted(stored[g].unit)
+            x = np.array([stored[g].unit[s] for s in slots])
+            ev = prep.objective.judge(np.array([stored[g].per_task[s] for s in slots]))
+            prior.unit.append(x)
+            prior.theta.append(prep.space.full(x))
+            prior.evals.append(ev)
+            prior.generation.append(np.full(len(x), g))
+        searcher.load_history(prior.cat("unit").reshape(-1, prep.space.dim),
+                              Evaluation(prior.cat("objective"), prior.cat("per_task"),
+                                         prior.cat("feasible").astype(bool), prior.cat("penalised")))
+        done, gen0, best0 = prior.n, max(stored), float(prior.cat("penalised").max())
+        stored = {}
+    evaluator = StoredEvaluator(prep.objective, store, stored)
     k0 = prep.objective.kernel_seconds
-    run = run_search(searcher, prep.objective, prep.space, budget, patience, min_delta, show_progress)
+    run = run_search(searcher, prep.objective, prep.space, budget, patience, min_delta, show_progress,
+                     on_batch=on_batch, done=done, evaluate=evaluator, generation=gen0, best=best0)
+    if prior is not None:
+        for key in ("unit", "theta", "evals", "generation"):
+            setattr(run, key, getattr(prior, key) + getattr(run, key))
     trials = trials_frame(prep, run)
-    result = summarise_params(prep, trials, method, seed, budget, time.perf_counter() - t0, run.stop_reason,
-                              {"population": population, "options": searcher.opts,
-                               "kernel_seconds": round(prep.objective.kernel_seconds - k0, 4)})
+    extra = {"population": population, "options": searcher.opts,
+             "kernel_seconds": round(prep.objective.kernel_seconds - k0, 4)}
+    if store is not None:
+        extra["storage"] = {"url": storage, "study_name": name, "resumed": bool(resume),
+                            "reused_evaluations": evaluator.replayed + (prior.n if prior is not None else 0),
+                            "new_evaluations": evaluator.evaluated}
+    result = summarise_params(prep, trials, method, seed, budget, time.perf_counter() - t0, run.stop_reason, extra)
+    if store is not None:
+        store.finish(result)
     return result, trials

@@ -67,6 +67,12 @@ class Searcher(ABC):
     @abstractmethod
     def tell(self, x: np.ndarray, values: np.ndarray) -> None: ...
 
+    def tell_evaluation(self, x: np.ndarray, ev) -> None:
+        """What the runner calls: the full :class:`~fusiontune.objective.Evaluation` of the
+        batch.  Methods that model guardrails separately (Optuna's constrained samplers)
+        override it; the rest learn from the penalised value."""
+        self.tell(x, ev.penalised)
+
     def _opt(self, key: str, lo: float | None = None, hi: float | None = None) -> float:
         v = self.opts[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (lo is not None and v < lo) or \
@@ -77,7 +83,7 @@ class Searcher(ABC):
 
 
 def make_searcher(method: str, **kwargs) -> Searcher:
-    from . import cem, neighborhood  # noqa: F401  (registration)
+    from . import cem, cmaes, gp, grid, neighborhood, random_search, tpe  # noqa: F401  (registration)
 
     if method not in METHODS:
         raise InputError(f"unknown search method {method!r} (methods: {', '.join(sorted(METHODS))})")

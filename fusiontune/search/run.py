@@ -5,7 +5,9 @@
 says it has converged, or ``patience`` generations pass without the best penalised value
 improving by more than ``min_delta`` (``patience = 0`` turns that off).  It records every
 evaluated candidate; ``on_batch`` (optional) sees each batch as it is scored, which is
-how trials reach a storage.
+how trials reach a storage.  ``evaluate`` (optional) replaces ``objective.evaluate``: the
+storage layer uses it to hand back stored evaluations when a run is resumed by replay
+(see :mod:`fusiontune.search.storage`), so replayed generations cost no kernel time.
 """
 
 from __future__ import annotations
@@ -48,19 +50,25 @@ class SearchRun:
 def run_search(searcher: Searcher, objective: Objective, space: ParamSpace, budget: int,
                patience: int = 0, min_delta: float = 1e-6, show_progress: bool | None = None,
                on_batch: Callable[[int, np.ndarray, np.ndarray, Evaluation], None] | None = None,
-               done: int = 0) -> SearchRun:
-    """Run ``searcher`` until ``budget`` evaluations (counting ``done`` earlier ones)."""
+               done: int = 0,
+               evaluate: Callable[[int, np.ndarray, np.ndarray], Evaluation] | None = None,
+               generation: int = 0, best: float = -np.inf) -> SearchRun:
+    """Run ``searcher`` until ``budget`` evaluations (counting ``done`` earlier ones).
+
+    ``evaluate(gen, x, theta)`` defaults to ``objective.evaluate(theta)``; ``generation`` and
+    ``best`` continue the generation count and best penalised value of earlier trials.
+    """
     run = SearchRun()
     t0 = time.perf_counter()
-    best, stale, gen = -np.inf, 0, 0
+    stale, gen = 0, generation
     with progress(budget, f"search {searcher.name}", show_progress) as bar:
         bar.update(advance=done)
         while done < budget:
             x = np.atleast_2d(searcher.ask())[: budget - done]
             theta = space.full(x)
-            ev = objective.evaluate(theta)
-            searcher.tell(x, ev.penalised)
             gen += 1
+            ev = objective.evaluate(theta) if evaluate is None else evaluate(gen, x, theta)
+            searcher.tell_evaluation(x, ev)
             run.unit.append(x)
             run.theta.append(theta)
             run.evals.append(ev)
