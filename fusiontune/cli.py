@@ -20,6 +20,7 @@ from .errors import InputError
 #: subcommand -> module (in the order ``--help`` lists them)
 COMMANDS = {
     "search": "fusiontune.commands.search",
+    "compare": "fusiontune.commands.compare",
     "simulate": "fusiontune.commands.simulate",
     "train": "fusiontune.commands.train",
     "select": "fusiontune.commands.select",

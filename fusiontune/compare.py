@@ -1,0 +1,158 @@
+"""Equal-budget comparison of search methods (``fusiontune compare``).
+
+The study is prepared ONCE (log, split, objectives) and every method runs with every seed
+at the same evaluation budget on the same objective.  Per method the table reports:
+
+* ``best in-sample``: the best feasible objective found on the search part (mean +- std
+  over seeds);
+* ``holdout``: the objective of that best candidate on the holdout part (mean +- std);
+* ``holdout lift``: holdout objective minus the baseline's holdout objective (mean);
+* ``holdout wins``: share of seeds whose best beats the baseline on the holdout;
+* ``evals to 99%``: evaluations a run needed before its best-so-far reached 99% of the
+  best in-sample gain (over the baseline) found by ANY search method and seed in this
+  comparison; mean over the seeds that got there, with how many did (``n/a`` for LTR
+  fusers, which do not search weights; their in-sample gain does not set the target
+  either, since a fitted model's in-sample objective is not comparable to an evaluated
+  candidate's);
+* ``seconds``: wall time per run (mean).
+
+``ltr-gbdt`` / ``ltr-dnn`` rows call :func:`fusiontune.ltr.run_ltr` (imported lazily).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+
+__all__ = ["compare", "CompareResult", "markdown_table", "LTR_METHODS"]
+
+LTR_METHODS = {"ltr-gbdt": "gbdt", "ltr-dnn": "dnn"}
+
+
+@dataclass
+class CompareResult:
+    runs: pd.DataFrame  # one row per (method, seed)
+    table: pd.DataFrame  # one row per method
+    target_gain: float | None
+
+
+def _check_methods(prep, methods: list[str], population: int, budget: int, method_options: dict) -> None:
+    from .search.base import METHODS, make_searcher
+
+    if not methods:
+        raise InputError("--methods: name at least one method, e.g. --methods cem,cma,tpe")
+    make_searcher("cem", dim=prep.space.dim, x0=prep.space.baseline_unit, population=population)  # registers all
+    for m in methods:
+        if m in LTR_METHODS:
+            continue
+        if m not in METHODS:
+            raise InputError(f"--methods: unknown method {m!r} (methods: "
+                             f"{', '.join(sorted(METHODS) + sorted(LTR_METHODS))})")
+        # unknown / bad options fail now, not after an hour of other methods
+        make_searcher(m, dim=prep.space.dim, x0=prep.space.baseline_unit, seed=0, population=population,
+                      options=method_options.get(m, {}), budget=budget)
+    if len(set(methods)) != len(methods):
+        raise InputError(f"--methods: {','.join(methods)} names a method twice")
+
+
+def _run_ltr(prep, method: str, seed: int):
+    try:
+        from .ltr import run_ltr
+    except ImportError:
+        raise InputError(f"--methods {method}: ltr fusers not available") from None
+    return run_ltr(prep, LTR_METHODS[method], target="combined", seed=seed, options=None)
+
+
+def compare(prep, methods: list[str], budget: int, seeds: int, population: int, patience: int = 0,
+            min_delta: float = 1e-6, method_options: dict | None = None, seed0: int = 0,
+            on_run=None) -> CompareResult:
+    """Run every method with seeds ``seed0 .. seed0+seeds-1`` at ``budget`` evaluations."""
+    from .pipeline import search
+
+    method_options = method_options or {}
+    _check_methods(prep, methods, population, budget, method_options)
+    base_j = float(prep.objective.baseline_per_task @ prep.objective.w)
+    rows, curves = [], {}
+    for m in methods:
+        for seed in range(seed0, seed0 + seeds):
+            t0 = time.perf_counter()
+            if m in LTR_METHODS:
+                result = _run_ltr(prep, m, seed)
+                curve = None
+            else:
+                result, trials = search(prep, m, budget, seed, population, patience, min_delta,
+                                        method_options.get(m, {}), show_progress=False)
+                obj = np.where(trials["feasible"].to_numpy(bool), trials["objective"].to_numpy(float), -np.inf)
+                curve = np.maximum.accumulate(obj) if len(obj) else obj
+            seconds = time.perf_counter() - t0
+            hold = result.get("holdout")
+            row = {"method": m, "seed": seed, "best_in_sample": float(result["best"]["objective"]),
+                   "gain_in_sample": float(result["best"]["objective"]) - base_j,
+                   "evaluations": result.get("evaluations") if curve is not None else None,
+                   "stop_reason": result.get("stop_reason", ""), "seconds": seconds}
+            if hold:
+                row["holdout"] = float(hold["best"]["objective"])
+                row["holdout_lift"] = float(hold["best"]["objective"]) - float(hold["baseline"]["objective"])
+            rows.append(row)
+            curves[(m, seed)] = curve
+            if on_run is not None:
+                on_run(row)
+    runs = pd.DataFrame(rows)
+    search_gains = [r["gain_in_sample"] for r in rows if curves[(r["method"], r["seed"])] is not None]
+    target = max(search_gains) if search_gains else None
+    evals = []
+    for r in rows:
+        c = curves[(r["method"], r["seed"])]
+        if c is None or target is None or target <= 0:
+            evals.append(np.nan)
+            continue
+        hit = np.flatnonzero(c - base_j >= 0.99 * target)
+        evals.append(float(hit[0] + 1) if hit.size else np.inf)
+    runs["evals_to_99"] = evals
+    table = []
+    for m in methods:
+        g = runs[runs["method"] == m]
+        e = g["evals_to_99"].to_numpy(float)
+        reached = e[np.isfinite(e)]
+        t = {"method": m, "runs": len(g),
+             "best_mean": g["best_in_sample"].mean(), "best_std": g["best_in_sample"].std(ddof=0),
+             "holdout_mean": g["holdout"].mean() if "holdout" in g else np.nan,
+             "holdout_std": g["holdout"].std(ddof=0) if "holdout" in g else np.nan,
+             "holdout_lift_mean": g["holdout_lift"].mean() if "holdout_lift" in g else np.nan,
+             "holdout_win_share": (g["holdout_lift"] > 0).mean() if "holdout_lift" in g else np.nan,
+             "evals_to_99_mean": reached.mean() if reached.size else np.nan,
+             "reached_99": int(reached.size) if m not in LTR_METHODS else np.nan,
+             "seconds_mean": g["seconds"].mean()}
+        table.append(t)
+    return CompareResult(runs, pd.DataFrame(table), target)
+
+
+def markdown_table(res: CompareResult, budget: int, seeds: int, baseline_holdout: float | None) -> str:
+    def pm(m, s, d=5):
+        return "n/a" if not np.isfinite(m) else f"{m:.{d}f} ± {s:.{d}f}"
+
+    lines = ["| method | best in-sample | holdout | holdout lift | holdout wins | evals to 99% | seconds/run |",
+             "|---|---|---|---|---|---|---|"]
+    for t in res.table.to_dict("records"):
+        if t["method"] in LTR_METHODS:
+            ev = "n/a"
+        elif np.isfinite(t["evals_to_99_mean"]):
+            ev = f"{t['evals_to_99_mean']:.0f} ({int(t['reached_99'])}/{t['runs']})"
+        else:
+            ev = f"> {budget} (0/{t['runs']})"
+        lift = "n/a" if not np.isfinite(t["holdout_lift_mean"]) else f"{t['holdout_lift_mean']:+.5f}"
+        wins = "n/a" if not np.isfinite(t["holdout_win_share"]) else f"{t['holdout_win_share']:.0%}"
+        lines.append(f"| {t['method']} | {pm(t['best_mean'], t['best_std'])} | {pm(t['holdout_mean'], t['holdout_std'])} "
+                     f"| {lift} | {wins} | {ev} | {t['seconds_mean']:.1f} |")
+    notes = [f"budget {budget} evaluations, {seeds} seed(s) per method; mean ± std over seeds."]
+    if res.target_gain is not None:
+        notes.append(f"99% target: best in-sample gain over the baseline found by any search method = "
+                     f"{res.target_gain:+.5f}.")
+    if baseline_holdout is not None:
+        notes.append(f"baseline holdout objective {baseline_holdout:.5f}.")
+    return "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
