@@ -70,7 +70,7 @@ def _fit_gbdt(train, val, target, backend, hyper, mono, seed):
                                lambdarank_truncation_level=max_group, **_lgb_common(hyper, mono, seed))
         kw = {}
         if val is not None and patience:
-            kw = dict(eval_set=[(val.x, val.grades)], eval_group=[val.sizes], eval_at=[max_group],
+            kw = dict(**_eval_args(model, val.x, val.grades), eval_group=[val.sizes], eval_at=[max_group],
                       callbacks=[lgb.early_stopping(patience, verbose=False)])
         model.fit(train.x, train.grades, group=train.sizes, **kw)
         return model, "lightgbm", _lgb_info(model, hyper)
@@ -79,7 +79,7 @@ def _fit_gbdt(train, val, target, backend, hyper, mono, seed):
         model = lgb.LGBMRegressor(objective="cross_entropy", **_lgb_common(hyper, mono, seed))
         kw = {}
         if val is not None and patience:
-            kw = dict(eval_set=[(val.x, val.ybar)], eval_sample_weight=[val.sw],
+            kw = dict(**_eval_args(model, val.x, val.ybar), eval_sample_weight=[val.sw],
                       callbacks=[lgb.early_stopping(patience, verbose=False)])
         model.fit(train.x, train.ybar, sample_weight=train.sw, **kw)
         return model, "lightgbm", _lgb_info(model, hyper)
@@ -100,6 +100,15 @@ def _fit_gbdt(train, val, target, backend, hyper, mono, seed):
     model.fit(x2, y2, sample_weight=w2, **kw)
     n_iter = int(model.n_iter_)
     return model, "sklearn", {"iterations": n_iter, "stopped_early": n_iter < int(hyper["max_iter"])}
+
+
+def _eval_args(model, x, y) -> dict:
+    """LightGBM >= 4.6 names the validation data eval_X / eval_y (eval_set is deprecated)."""
+    import inspect
+
+    if "eval_X" in inspect.signature(model.fit).parameters:
+        return {"eval_X": (x,), "eval_y": (y,)}
+    return {"eval_set": [(x, y)]}
 
 
 def _lgb_info(model, hyper) -> dict:
