@@ -25,7 +25,6 @@ import pandas as pd
 
 from ..errors import InputError
 from ..log import PredictionLog
-from ..metrics import auc
 from ..objective import Objective
 from .config import MODELS, TARGETS, LtrConfig, parse_config
 from .features import FeatureSpec
@@ -102,14 +101,9 @@ def _validation_mask(log: PredictionLog, frac: float, seed: int) -> np.ndarray:
 
 
 def fused_metrics(objective: Objective, fused: np.ndarray) -> np.ndarray:
-    """Per-task metrics (K,) of a fused score given in ``objective.log``'s row order, with
+    """Per-task metrics (K,) of one fused score given in ``objective.log``'s row order, with
     the objective's own kernels (AUC / prepared GAUC plan, row weights)."""
-    out = np.empty(len(objective.tasks))
-    if objective.auc_idx.size:
-        out[objective.auc_idx] = auc(fused, objective._auc_labels, objective.log.weights)
-    if objective._plan is not None:
-        out[objective.gauc_idx] = objective._plan(fused, grouped=True)
-    return out
+    return objective.score_metrics(np.asarray(fused)[None, :])[0]
 
 
 def ensure_features(prep, features: list[str]):
@@ -145,6 +139,13 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
     prep = ensure_features(prep, cfg.features)
     study = prep.study
     spec = FeatureSpec.from_study(study, cfg.features)
+    if model == "dnn":  # its inputs are log-probabilities
+        bad = (prep.log.scores < 0) | (prep.log.scores > 1)
+        if bad.any():
+            i, j = (int(v[0]) for v in np.nonzero(bad))
+            raise InputError(f"{prep.log.source}: column {spec.scores[j]!r} (score of task {spec.tasks[j]!r}) must "
+                             f"be a probability in [0, 1] for the DNN fuser: a row has {prep.log.scores[i, j]!r} "
+                             f"(set score_scale = \"logit\" for logits)")
     w = np.array([t.weight for t in study.tasks], dtype=np.float64)
 
     search = prep.objective.log  # grouped row order: the order fused_metrics expects
