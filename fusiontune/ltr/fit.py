@@ -12,6 +12,14 @@ on the validation part.  "best" (in-sample) is measured on the whole search part
 a searched formula; the holdout part is only ever scored.  Feature importances are
 permutation importances on the validation part, measured in the study objective: how much
 the business-weighted AUC/GAUC drops when one input column is shuffled.
+
+Training weights per task are the business weights times a balance factor (``[ltr]
+balance``, see :mod:`fusiontune.ltr.targets`).  Guardrails: a fuser is fitted without
+knowing them, so after each fit they are checked on the validation part, and a task whose
+guardrail breaks gets its training weight raised and the fuser is refitted
+(:func:`_fit_with_guardrails`).  Unlike a search, which only ever reports a feasible
+candidate, an LTR result can come out with ``best.feasible = false``: it is reported so.
+LightGBM's lambdarank ignores the log's row weights (it has query-level weighting only).
 """
 
 from __future__ import annotations
