@@ -165,6 +165,8 @@ def search(prep: Prepared, method: str, budget: int, seed: int, population: int,
     options = dict(options or {})
     searcher = make_searcher(method, dim=prep.space.dim, x0=prep.space.baseline_unit, seed=seed,
                              population=population, options=options, budget=budget)
+    if hasattr(searcher, "constrained"):  # Optuna samplers: guardrails as constraints, when there are any
+        searcher.constrained = any(t.max_drop is not None for t in prep.study.tasks)
     if resume and not storage:
         raise InputError("--resume needs the storage of the interrupted run (--storage URL or its run dir)")
     name = run_name or f"{prep.study.name}-{method}-{seed}"

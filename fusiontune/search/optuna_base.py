@@ -9,7 +9,7 @@ parameters in unit-cube coordinates (``FloatDistribution(0, 1)``).  ``ask`` asks
 e.g. TPE with ``constant_liar``, spread the batch out), the runner scores the whole batch
 in one kernel call, and the trials are completed with the objective ``J`` as their value
 (Optuna maximises it) and the guardrail violation as an Optuna *constraint*
-(``constraints_func``; ``<= 0`` is feasible).  Both samplers model constraints
+(``Trial.set_constraint``; ``<= 0`` is feasible).  Both samplers model constraints
 separately from the objective, which suits them far better than the penalised value: the
 penalty is a cliff of height ~100x the objective range, and a GP or a Parzen estimator
 fitted across that cliff learns little about where the objective is high.  Persistence is not the sampler's business: the run's storage records
@@ -38,12 +38,16 @@ class OptunaSearcher(Searcher):
         import optuna
         from optuna.distributions import FloatDistribution
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         self.names = [f"x{j}" for j in range(self.dim)]
         self.dists = {n: FloatDistribution(0.0, 1.0) for n in self.names}
+        self._study = None
+        #: model guardrails as Optuna constraints; the runner turns it off for a study without
+        #: guardrails (a constant-zero constraint only costs the GP a second model fit)
+        self.constrained = True
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # ExperimentalWarning for sampler options
-            self.study = optuna.create_study(direction="maximize", sampler=self.make_sampler())
+            warnings.simplefilter("ignore")
+            self.make_sampler()  # validates the options now (the study's sampler is built on first use)
         batch = int(self._opt("batch", 0)) if "batch" in self.opts else 0
         self.batch = batch if batch > 0 else self.population
         self._pending: list = []
@@ -54,10 +58,16 @@ class OptunaSearcher(Searcher):
     def make_sampler(self):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    @staticmethod
-    def constraints(trial) -> tuple[float]:
-        """Guardrail violation of a finished trial (``<= 0``: feasible)."""
-        return (float(trial.user_attrs.get("violation", 0.0)),)
+    @property
+    def study(self):
+        if self._study is None:
+            import optuna
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # ExperimentalWarning for sampler options
+                self._study = optuna.create_study(direction="maximize", sampler=self.make_sampler())
+        return self._study
+
 
     def ask(self) -> np.ndarray:
         n = self.batch
@@ -80,7 +90,8 @@ class OptunaSearcher(Searcher):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for t, v, c in zip(self._pending, values, viol):
-                t.set_user_attr("violation", float(c))
+                if self.constrained:
+                    t.set_constraint("guardrails", float(c))
                 self.study.tell(t, float(v))
             for t in self._pending[len(values):]:  # cut by the budget: never scored
                 self.study.tell(t, state=TrialState.FAIL)
@@ -92,7 +103,6 @@ class OptunaSearcher(Searcher):
 
     def load_history(self, x: np.ndarray, ev) -> None:
         """Condition the sampler on earlier (stored) trials of a resumed run."""
-        from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
         from optuna.trial import create_trial
 
         x = np.atleast_2d(np.asarray(x, dtype=np.float64))
@@ -102,8 +112,7 @@ class OptunaSearcher(Searcher):
         for row, val, c in zip(x, ev.objective, violation(ev)):
             trials.append(create_trial(params={k: float(v) for k, v in zip(self.names, row)},
                                        distributions=self.dists, value=float(val),
-                                       user_attrs={"violation": float(c)},
-                                       system_attrs={_CONSTRAINTS_KEY: (float(c),)}))
+                                       system_attrs={"constraints:guardrails": float(c)} if self.constrained else {}))
         self.study.add_trials(trials)
         self._told += len(x)
         self._enqueue_baseline = False

@@ -29,5 +29,4 @@ class TPE(OptunaSearcher):
                 raise InputError(f"[search.tpe] {key} must be true or false, got {self.opts[key]!r}")
         return TPESampler(seed=self.seed, n_startup_trials=int(self._opt("n_startup_trials", 0)),
                           n_ei_candidates=int(self._opt("n_ei_candidates", 1)),
-                          multivariate=self.opts["multivariate"], constant_liar=self.opts["constant_liar"],
-                          constraints_func=self.constraints)
+                          multivariate=self.opts["multivariate"], constant_liar=self.opts["constant_liar"])
