@@ -57,6 +57,9 @@ def fit_gbdt(train, val, target: str, backend: str, hyper: dict, mono: list[int]
     """
     from threadpoolctl import threadpool_limits
 
+    # load scikit-learn's OpenMP runtime first: threadpoolctl only limits libraries already loaded
+    import sklearn.ensemble  # noqa: F401
+
     with threadpool_limits(int(hyper.get("threads", 1)), user_api="openmp"):
         return _fit_gbdt(train, val, target, backend, hyper, mono, seed)
 
