@@ -62,6 +62,7 @@ class TrainConfig:
     gradnorm_alpha: float = 1.5
     dwa_temperature: float = 2.0
     threads: int | None = None
+    lr_schedule: str = "constant"  # "constant" | "cosine" (per step, from lr down to 0 at the last epoch)
 
 
 @dataclass
@@ -202,6 +203,9 @@ def fit(config: TrainConfig, train: Arrays, valid: Arrays | None, cardinalities:
     t0 = _time.perf_counter()
     steps = 0
     desc = description or f"train {config.model}"
+    if config.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
+    total_steps = config.epochs * steps_per_epoch
     with progress(config.epochs * steps_per_epoch, desc, enabled=show_progress) as bar:
         for epoch in range(1, config.epochs + 1):
             perm = torch.randperm(n, generator=gen)
@@ -212,6 +216,9 @@ def fit(config: TrainConfig, train: Arrays, valid: Arrays | None, cardinalities:
                 losses = task_losses(model, out, y[idx], config.task_type)
                 balancer.prepare(losses, shared_layer)
                 terms = balancer.terms(losses)
+                if config.lr_schedule == "cosine":
+                    for group in opt.param_groups:
+                        group["lr"] = config.lr * 0.5 * (1.0 + math.cos(math.pi * steps / total_steps))
                 opt.zero_grad(set_to_none=True)
                 _backward(model, terms, config.pcgrad, gen)
                 opt.step()
@@ -222,7 +229,8 @@ def fit(config: TrainConfig, train: Arrays, valid: Arrays | None, cardinalities:
                     bar.update(advance=(s % 20) + 1, info=f"epoch {epoch} loss {float(losses.detach().sum()):.4f}")
             train_loss = (sums / steps_per_epoch).numpy()
             balancer.end_epoch(train_loss)
-            row = {"epoch": epoch, "train_loss": train_loss.tolist(), "weights": balancer.weights().tolist()}
+            row = {"epoch": epoch, "train_loss": train_loss.tolist(), "weights": balancer.weights().tolist(),
+                   "lr": float(opt.param_groups[0]["lr"])}  # the learning rate of the epoch's last step
             if valid is not None and valid.n:
                 vl = evaluate_losses(model, valid, config.task_type)
                 row["valid_loss"] = vl.tolist()
