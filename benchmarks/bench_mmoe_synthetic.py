@@ -63,7 +63,20 @@ def run_one(model: str, table, split, seed: int, args, bottom: int) -> dict:
     res = fit(cfg, tr, va, [], show_progress=False)
     return {"test": float(np.mean(evaluate_losses(res.model, te, "regression"))),
             "train": float(np.mean(evaluate_losses(res.model, tr, "regression"))),
+            "dead": dead_tower_units(res.model, te.x_num),
             "best_epoch": res.best_epoch, "seconds": res.seconds}
+
+
+def dead_tower_units(model, x: np.ndarray) -> int:
+    """Tower hidden ReLUs (of 2 x 8) that are never active on ``x``: a dead unit is lost capacity."""
+    import torch
+
+    seen = []
+    hook = model.towers.layers[0].register_forward_hook(lambda mod, inp, out: seen.append(out))
+    with torch.no_grad():
+        model(torch.from_numpy(x), torch.zeros((len(x), 0), dtype=torch.long))
+    hook.remove()
+    return int((seen[0].amax(0) <= 0).sum())  # (B, tasks, units) -> never positive
 
 
 def _ms(v) -> str:
@@ -105,10 +118,12 @@ def main() -> None:
                 r = run_one(m, table, split, s, args, bottom)
                 res.setdefault((c, m), []).append(r)
                 print(f"  corr={c:.2f} seed={s} {names[m]:13s} test MSE {r['test']:.4f}  train {r['train']:.4f}  "
-                      f"best epoch {r['best_epoch']:>2}/{args.epochs}  {r['seconds']:.0f}s", flush=True)
+                      f"dead tower units {r['dead']:>2}/16  best epoch {r['best_epoch']:>2}/{args.epochs}  {r['seconds']:.0f}s",
+                      flush=True)
     wall = time.perf_counter() - t0
     test = {k: np.array([r["test"] for r in v]) for k, v in res.items()}
     train = {k: np.array([r["train"] for r in v]) for k, v in res.items()}
+    dead = {k: np.array([r["dead"] for r in v]) for k, v in res.items()}
 
     print(f"\nMMoE synthetic: {args.rows} rows (60/20/20), {args.epochs} epochs x batch {args.batch_size}, "
           f"Adam lr {args.lr:g} cosine->0, {args.seeds} seeds, {len(corrs) * args.seeds * len(models)} fits, "
@@ -126,6 +141,10 @@ def main() -> None:
           "under-fitting")
     for c in corrs:
         print(f"{c:>5.2f} | " + " | ".join(f"{_ms(train[(c, m)]):>28}" for m in models))
+    print("\ndead tower ReLUs (never active on the test rows, of 2 x 8), mean over seeds [max]")
+    for c in corrs:
+        print(f"{c:>5.2f} | " + " | ".join(f"{f'{dead[(c, m)].mean():.1f} [{dead[(c, m)].max()}]':>28}"
+                                           for m in models))
 
     print("\npaired ratios per seed (same table, split and init seed): mean +- std of the per-seed ratio "
           "[median], and seeds where the numerator is lower")
