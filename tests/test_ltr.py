@@ -195,6 +195,27 @@ def test_score_command_round_trip(known, tmp_path, capsys):
     assert np.array_equal(pd.read_parquet(out3)["fused_score"].to_numpy(), s)
 
 
+def test_score_reads_an_exported_weights_file(known, tmp_path):
+    """`fusiontune search` -> `fusiontune export` -> `fusiontune score`: the column it writes
+    ranks the log exactly as the exported weights do."""
+    path, _ = known
+    run = tmp_path / "search"
+    assert main(["search", "--study", str(path), "--budget", "16", "--population", "8", "--out", str(run),
+                 "--quiet"]) == 0
+    commands = __import__("fusiontune.cli", fromlist=["COMMANDS"]).COMMANDS
+    if "export" not in commands:
+        pytest.skip("fusiontune export is not part of this build")
+    weights = tmp_path / "w.yaml"
+    assert main(["export", "--run", str(run), "--to", str(weights)]) == 0
+    log = path.parent / "log.parquet"
+    out = tmp_path / "scored.parquet"
+    assert main(["score", "--log", str(log), "--out", str(out), "--params", str(weights)]) == 0
+    best = json.loads((run / "result.json").read_text())["best"]["params"]
+    src = pd.read_parquet(log)
+    expect = sum(best[f"a_{t}"] * np.log(np.clip(src[f"p_{t}"].to_numpy(np.float64), 1e-6, 1)) for t in A_STAR)
+    assert np.allclose(pd.read_parquet(out)["fused_score"].to_numpy(), expect, atol=1e-5)
+
+
 # --------------------------------------------------------------------------- backends
 def test_lightgbm_backend_is_monotone(signed):
     pytest.importorskip("lightgbm")

@@ -6,8 +6,9 @@
                   its folder), whose ``best.params`` are used.
 
 Task score columns come from ``--study`` when given, else from the file (``tasks``: a list
-of ``{name, score}`` tables, a ``{task: column}`` table or a list of columns in parameter
-order), else from the study recorded in a ``result.json`` (``study_file``).
+of ``{name, score}`` / ``{name, score_column}`` tables, a ``{task: column}`` table or a list
+of columns in parameter order), else from the study recorded in a ``result.json``
+(``study_file``).  ``eps`` / ``buckets`` / ``rank_scope`` in the file override the study's.
 """
 
 from __future__ import annotations
@@ -64,8 +65,11 @@ def read_weights(path: Path) -> dict:
     for k, v in params.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise InputError(f"{path}: params {k!r} must be a number, got {v!r}")
+    source = data.get("source") if isinstance(data.get("source"), dict) else {}
     return {"formula": formula, "params": {k: float(v) for k, v in params.items()}, "tasks": data.get("tasks"),
-            "study_file": data.get("study_file"), "group": data.get("group"), "source": str(path)}
+            "study_file": data.get("study_file") or source.get("study_file"), "group": data.get("group"),
+            "options": {k: data[k] for k in ("eps", "buckets", "rank_scope") if k in data},
+            "source": str(path)}
 
 
 def _task_columns(ws: dict, names: list[str], study) -> tuple[list[str], list[str]]:
@@ -84,9 +88,10 @@ def _task_columns(ws: dict, names: list[str], study) -> tuple[list[str], list[st
     if isinstance(tasks, dict):
         cols = {str(k): str(v) for k, v in tasks.items()}
     elif isinstance(tasks, list) and all(isinstance(t, dict) for t in tasks):
-        for t in tasks:
-            if "name" in t and "score" in t:
-                cols[str(t["name"])] = str(t["score"])
+        for t in tasks:  # {name, score} as in result.json, {name, score_column} as `fusiontune export` writes
+            col = t.get("score", t.get("score_column"))
+            if "name" in t and col:
+                cols[str(t["name"])] = str(col)
                 scales[str(t["name"])] = str(t.get("score_scale", "prob"))
     elif isinstance(tasks, list) and all(isinstance(t, str) for t in tasks) and len(tasks) == len(names):
         cols = dict(zip(names, tasks))
@@ -111,7 +116,8 @@ def _score_params(args, study) -> tuple:
         raise InputError(f"{src}: params has no task weight a_<task> (got {', '.join(ws['params'])})")
     if study is None and ws["tasks"] is None and ws["study_file"] and Path(ws["study_file"]).exists():
         study = load_study(ws["study_file"])
-    formula = make_formula(ws["formula"], names, study.fusion_options if study else {}, src)
+    options = {**(study.fusion_options if study else {}), **ws["options"]}  # the file's own eps etc. win
+    formula = make_formula(ws["formula"], names, options, src)
     missing = [k for k in formula.param_names if k not in ws["params"]]
     if missing:
         raise InputError(f"{src}: params is missing {missing[0]!r} (the {formula.name} formula needs "
