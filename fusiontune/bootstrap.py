@@ -233,7 +233,7 @@ class _Resampling:
             if obj._plan is not None:
                 ga = group_aucs(obj._plan, fused, grouped=obj._plan.index.perm is None)
                 out[s:s + step, :, obj.gauc_idx] = gauc_resampled(ga, obj._plan.group_w, counts)
-        return out
+        return obj.orient(out)
 
 
 def resample_metrics(objective, theta: np.ndarray, resamples: int, seed: int = 0,

@@ -3,6 +3,11 @@
 ``J(theta) = sum_k w_k * M_k(fused(theta))`` where ``M_k`` is the AUC or GAUC of task k's
 label against the fused score, on the rows where label k is observed.
 
+A task with ``sign = -1`` (dislike, skip, report: events the feed should rank *low*) is
+measured the other way round: ``M_k = 1 - AUC`` (or ``1 - GAUC``), exactly the AUC of ranking
+its positives below its negatives (ties count one half either way).  A higher ``M_k`` is
+better for every task, so business weights stay >= 0 and guardrails read the same.
+
 Guardrail: a task with ``max_drop`` is violated when ``M_k(theta) - M_k(baseline) <
 -max_drop``.  A candidate that violates any guardrail is *infeasible*: it is recorded with
 ``feasible = false`` and never reported as best.  Search methods rank candidates by the
@@ -50,6 +55,7 @@ class Objective:
         self.prepared = formula.prepare(log)
         self.w = np.array([t.weight for t in tasks])
         self.max_drop = np.array([np.inf if t.max_drop is None else t.max_drop for t in tasks])
+        self.flip = np.array([t.sign < 0 for t in tasks], dtype=bool)
         self.auc_idx = np.array([i for i, t in enumerate(tasks) if t.metric == "auc"], dtype=int)
         self.gauc_idx = np.array([i for i, t in enumerate(tasks) if t.metric == "gauc"], dtype=int)
         self._auc_labels = np.ascontiguousarray(log.labels[:, self.auc_idx])
@@ -91,7 +97,13 @@ class Objective:
         if self._plan is not None:
             out[:, self.gauc_idx] = self._plan(fused, grouped=True)
         self.kernel_seconds += time.perf_counter() - t0
-        return out
+        return self.orient(out)
+
+    def orient(self, per_task: np.ndarray) -> np.ndarray:
+        """Turn raw AUC/GAUC values (..., K) into M_k in place: 1 - value for sign = -1 tasks."""
+        if self.flip.any():
+            per_task[..., self.flip] = 1.0 - per_task[..., self.flip]
+        return per_task
 
     def set_baseline(self, baseline_row: np.ndarray) -> np.ndarray:
         self.baseline_per_task = self.metrics(baseline_row[None, :])[0]

@@ -28,7 +28,7 @@ class Task:
     metric: str = "auc"  # "auc" or "gauc"
     max_drop: float | None = None  # guardrail: largest allowed drop vs the baseline
     score_scale: str = "prob"  # "prob" or "logit"
-    sign: int = 1  # +1: a higher score should rank higher; -1 (e.g. dislike): lower (LTR monotonicity)
+    sign: int = 1  # +1: positives should rank high; -1 (dislike...): low -> M_k = 1 - AUC, LTR monotone decreasing
 
 
 @dataclass

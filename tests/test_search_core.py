@@ -105,3 +105,26 @@ def test_every_formula_searches_from_a_study(tmp_path, small_log, formula, extra
     assert result["formula"] == formula
     assert result["best"]["objective"] > result["baseline"]["objective"]
     assert result["best"]["params"]["a_click"] == 1.0  # the pinned reference
+
+
+def test_negative_task_is_measured_as_ranking_its_positives_low(tmp_path):
+    """sign = -1: M_k = 1 - AUC, i.e. the AUC of the flipped label; search then pushes it down."""
+    from fusiontune.metrics import auc
+
+    study = known_study(tmp_path, split=False)
+    study.tasks[2] = dataclasses.replace(study.tasks[2], sign=-1, weight=3.0)
+    prep = prepare(study)
+    obj = prep.objective
+    m = obj.metrics(prep.space.baseline[None])[0]
+    fused = obj.formula.scores(obj.prepared, prep.space.baseline[None])[0]
+    y = obj.log.labels[:, 2]
+    flipped = np.where(np.isnan(y), np.nan, 1.0 - y)
+    assert m[2] == pytest.approx(auc(fused, flipped[:, None])[0], abs=1e-12)
+    result, _ = search(prep, "cem", budget=192, seed=0, population=24, show_progress=False)
+    # t3's label follows the same s* as t1/t2; with weight 3 > 1 + 0.5 the objective wants it
+    # ranked low. Weights are bounded at 0, so the search drops t3's own score (a_t3 -> 0)
+    # and gives up t1/t2 to push t3's positives down.
+    best, base = result["best"]["per_task"], result["baseline"]["per_task"]
+    assert best["t3"] > base["t3"] + 0.01
+    assert result["best"]["params"]["a_t3"] < 0.01
+    assert best["t1"] < base["t1"] and result["best"]["objective"] > result["baseline"]["objective"]
