@@ -24,7 +24,7 @@ Why 100k rows: with 20k rows (12k to train) the MoE models overfit (train MSE ~0
 test ~0.025) while a 128-unit Shared-Bottom was still far from converged after 20 epochs,
 so the old table measured sample size and training length, not task relatedness.
 
-    python benchmarks/bench_mmoe_synthetic.py                  # 36 fits, ~6-7 min on one busy core
+    python benchmarks/bench_mmoe_synthetic.py                  # 36 fits, 316 s wall on the shared 2-core box
     python benchmarks/bench_mmoe_synthetic.py --seeds 2 --correlations 0.5   # quick look
 """
 
