@@ -23,7 +23,7 @@ from .base import Searcher, register
 
 @register("cma")
 class CMA(Searcher):
-    defaults = {"sigma0": 0.25, "tolx": 1e-3, "restarts": 2, "restart_shrink": 0.5}
+    defaults = {"sigma0": 0.1, "tolx": 1e-3, "restarts": 2, "restart_shrink": 0.5}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

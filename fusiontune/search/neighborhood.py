@@ -11,7 +11,10 @@ Every sample is kept inside a **trust region** around the baseline: each free pa
 stays within ``radius`` (a fraction of its bound width, in unit-cube coordinates) of its
 online value, so the result never strays far from what is running today; the ranking
 change an A/B test has to absorb stays small.  Sigma never falls below ``min_sigma``;
-when all of it has collapsed there the method stops with reason ``"converged"``.
+when all of it has collapsed there the iteration restarts from the best point seen with
+``sigma * restart_shrink^r`` (r = restart number), up to ``restarts`` times (a collapse
+after a handful of generations is usually premature: the top-k refit has no smoothing),
+and then stops with reason ``"converged"``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from .base import Searcher, register
 
 @register("neighborhood")
 class Neighborhood(Searcher):
-    defaults = {"radius": 0.25, "sigma": 0.08, "top_k": 0, "min_sigma": 0.003}
+    defaults = {"radius": 0.25, "sigma": 0.08, "top_k": 0, "min_sigma": 0.01, "restarts": 2,
+                "restart_shrink": 0.5}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -35,6 +39,12 @@ class Neighborhood(Searcher):
         self.lo = np.clip(self.x0 - self.radius, 0.0, 1.0)
         self.hi = np.clip(self.x0 + self.radius, 0.0, 1.0)
         self.mean = self.x0.copy()
+        self.sigma0 = float(self.sigma[0]) if self.dim else 0.0
+        self.restarts = int(self._opt("restarts", 0))
+        self.shrink = self._opt("restart_shrink", 0.0, 1.0)
+        self.restarts_done = 0
+        self.best_x = self.x0.copy()
+        self.best_value = -np.inf
 
     def ask(self) -> np.ndarray:
         z = self.rng.standard_normal((self.population, self.dim))
@@ -42,8 +52,16 @@ class Neighborhood(Searcher):
 
     def tell(self, x: np.ndarray, values: np.ndarray) -> None:
         self.generation += 1
+        i = int(np.argmax(values))
+        if values[i] > self.best_value:
+            self.best_value, self.best_x = float(values[i]), x[i].copy()
         top = x[np.argsort(-values, kind="stable")[: min(self.top_k, len(values))]]
         self.mean = top.mean(axis=0)
         self.sigma = np.maximum(top.std(axis=0), self.min_sigma)
         if np.all(self.sigma <= self.min_sigma * (1 + 1e-9)):
-            self.stop_reason = "converged"
+            if self.restarts_done < self.restarts:
+                self.restarts_done += 1
+                self.mean = self.best_x.copy()
+                self.sigma = np.full(self.dim, self.sigma0 * self.shrink ** self.restarts_done)
+            else:
+                self.stop_reason = "converged"
