@@ -117,7 +117,10 @@ class TrialStore:
             self.study = optuna.create_study(study_name=name, storage=self.storage, direction="maximize")
             self.study.set_user_attr("fusiontune", json.loads(json.dumps(config, default=str)))
             self.config = config
-        self._fast = hasattr(self.storage, "_get_prepared_new_trial") and hasattr(self.storage, "scoped_session")
+        from optuna.distributions import distribution_to_json
+
+        self._dist_json = {k: distribution_to_json(d) for k, d in self.dists.items()}
+        self._fast = hasattr(self.storage, "scoped_session")
 
     # -- reading -------------------------------------------------------------------------
     def load(self) -> dict[int, Stored]:
@@ -158,15 +161,41 @@ class TrialStore:
         if not trials:
             return
         if self._fast:
-            from optuna.storages._rdb import models
-            from optuna.storages._rdb.storage import _create_scoped_session
-
-            with _create_scoped_session(self.storage.scoped_session) as session:
-                models.StudyModel.find_or_raise_by_id(self.study._study_id, session, for_update=True)
-                for tr in trials:
-                    self.storage._get_prepared_new_trial(self.study._study_id, tr, session)
+            self._bulk_insert(trials)
         else:  # other storages: one trial at a time (slot numbers keep a partial generation unambiguous)
             self.study.add_trials(trials)
+
+    def _bulk_insert(self, trials) -> None:
+        """All trials of a generation in one transaction, with batched INSERTs (Optuna's own
+        ``add_trials`` commits each trial and each attribute separately: ~10 ms a trial)."""
+        from datetime import datetime
+
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+        from optuna.trial import TrialState
+
+        sid = self.study._study_id
+        now = datetime.now()
+        with _create_scoped_session(self.storage.scoped_session) as session:
+            models.StudyModel.find_or_raise_by_id(sid, session, for_update=True)  # serialises writers
+            n0 = session.query(models.TrialModel).filter(models.TrialModel.study_id == sid).count()
+            rows = [models.TrialModel(study_id=sid, number=n0 + i, state=TrialState.COMPLETE,
+                                      datetime_start=now, datetime_complete=now) for i in range(len(trials))]
+            session.add_all(rows)
+            session.flush()  # assigns trial ids
+            children = []
+            for row, tr in zip(rows, trials):
+                v, vt = models.TrialValueModel.value_to_stored_repr(tr.value)
+                children.append(models.TrialValueModel(trial_id=row.trial_id, objective=0, value=v, value_type=vt))
+                for k, val in tr.params.items():
+                    d = tr.distributions[k]
+                    children.append(models.TrialParamModel(
+                        trial_id=row.trial_id, param_name=k, param_value=d.to_internal_repr(val),
+                        distribution_json=self._dist_json[k]))
+                for k, val in tr.user_attrs.items():
+                    children.append(models.TrialUserAttributeModel(trial_id=row.trial_id, key=k,
+                                                                   value_json=json.dumps(val)))
+            session.add_all(children)
 
     def finish(self, result: dict) -> None:
         self.study.set_user_attr("fusiontune_result", {"stop_reason": result.get("stop_reason"),
