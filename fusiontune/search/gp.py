@@ -25,7 +25,15 @@ class GP(OptunaSearcher):
     defaults = {"batch": 4, "n_startup_trials": 10, "deterministic_objective": True}
 
     def make_sampler(self):
+        import importlib.util
+
         from optuna.samplers import GPSampler
+
+        if importlib.util.find_spec("torch") is None:
+            from ..errors import InputError
+
+            raise InputError("--method gp needs torch (Optuna's GP sampler): "
+                             "pip install 'torch==2.13.0' (or the 'gp' extra of fusiontune)")
 
         if not isinstance(self.opts["deterministic_objective"], bool):
             from ..errors import InputError
