@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from .metrics import GaucPlan, GroupIndex, _group_auc_one, _keys_indexed, _label_of, _sort_rows, encode_labels
+from .metrics import GaucPlan, GroupIndex, _keys_indexed, _label_of, _sort_rows, encode_labels
 
 __all__ = ["BootstrapResult", "unit_counts", "resample_metrics", "paired_bootstrap", "auc_resampled",
            "gauc_resampled", "group_aucs", "units_of_rows"]
@@ -106,33 +106,6 @@ def _auc_boot(keys, unit, codes, base_w, counts_t, k_tasks, b_chunk, out):
                 out[p, b0 + bb, k] = acc[k, bb] / den if den > 0 else np.nan
 
 
-@nb.njit(cache=True, parallel=True)
-def _group_aucs(bits, offsets, codes, weights, group_w, k_tasks, max_group, use_keys, out):
-    """Per-group AUC of every task, out (P, G, K); 0 where the group does not count."""
-    p_n = bits.shape[0]
-    g_n = offsets.shape[0] - 1
-    chunk = 256
-    n_chunks = (g_n + chunk - 1) // chunk
-    for t in nb.prange(p_n * n_chunks):
-        p = t // n_chunks
-        c = t - p * n_chunks
-        keys = np.empty(max_group, dtype=np.uint64)
-        auc_g = np.empty(k_tasks)
-        for g in range(c * chunk, min(g_n, (c + 1) * chunk)):
-            has = False
-            for k in range(k_tasks):
-                out[p, g, k] = 0.0
-                if group_w[g, k] > 0:
-                    has = True
-            if not has:
-                continue
-            _group_auc_one(bits[p], offsets[g], offsets[g + 1], codes, weights, k_tasks, keys, use_keys, auc_g)
-            for k in range(k_tasks):
-                if group_w[g, k] > 0:
-                    out[p, g, k] = auc_g[k]
-
-
-# --------------------------------------------------------------------------- building blocks
 def unit_counts(n_units: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
     """(B, U) float64: how often each unit is drawn in each of B resamples of U draws."""
     idx = rng.integers(0, n_units, size=(resamples, n_units))
@@ -178,13 +151,7 @@ def auc_resampled(scores: np.ndarray, labels: np.ndarray, unit: np.ndarray, coun
 
 def group_aucs(plan: GaucPlan, scores: np.ndarray, grouped: bool = False) -> np.ndarray:
     """Per-group AUCs (P, G, K) of fused scores under a prepared :class:`GaucPlan`."""
-    s = np.ascontiguousarray(np.atleast_2d(scores), dtype=np.float32)
-    if not grouped:
-        s = np.ascontiguousarray(plan.index.take(s, axis=1))
-    out = np.empty((s.shape[0], plan.index.n_groups, plan.k))
-    _group_aucs(s.view(np.uint32), plan.index.offsets, plan.codes, plan.weights, plan.group_w, plan.k,
-                max(plan.max_group, 1), True, out)
-    return out
+    return plan.group_aucs(np.atleast_2d(scores), grouped)
 
 
 def gauc_resampled(group_auc: np.ndarray, group_w: np.ndarray, counts: np.ndarray) -> np.ndarray:

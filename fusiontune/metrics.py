@@ -302,14 +302,14 @@ def _group_auc_one(bits_p, start, stop, codes, weights, k_tasks, keys, use_keys,
 
 
 @nb.njit(cache=True, parallel=True)
-def _gauc_kernel(bits, offsets, codes, weights, group_w, k_tasks, max_group, use_keys, out):
-    """bits (P, N): float32 (use_keys) or float64 score bits in grouped row order;
-    group_w (G, K) is 0 for the groups a task skips."""
+def _group_aucs(bits, offsets, codes, weights, group_w, k_tasks, max_group, use_keys, out):
+    """Per-group AUC of every task, out (P, G, K), 0 where the group does not count
+    (group_w == 0).  bits (P, N): float32 (use_keys) or float64 score bits in grouped row
+    order.  Work is split over (candidate, block of 256 groups) pairs."""
     p_n = bits.shape[0]
     g_n = offsets.shape[0] - 1
     chunk = 256
     n_chunks = (g_n + chunk - 1) // chunk
-    partial = np.zeros((p_n, n_chunks, k_tasks))
     for t in nb.prange(p_n * n_chunks):
         p = t // n_chunks
         c = t - p * n_chunks
@@ -318,21 +318,15 @@ def _gauc_kernel(bits, offsets, codes, weights, group_w, k_tasks, max_group, use
         for g in range(c * chunk, min(g_n, (c + 1) * chunk)):
             has = False
             for k in range(k_tasks):
+                out[p, g, k] = 0.0
                 if group_w[g, k] > 0:
                     has = True
             if not has:
                 continue
-            _group_auc_one(bits[p], offsets[g], offsets[g + 1], codes, weights, k_tasks,
-                           keys, use_keys, auc_g)
+            _group_auc_one(bits[p], offsets[g], offsets[g + 1], codes, weights, k_tasks, keys, use_keys, auc_g)
             for k in range(k_tasks):
                 if group_w[g, k] > 0:
-                    partial[p, c, k] += group_w[g, k] * auc_g[k]
-    for p in range(p_n):
-        for k in range(k_tasks):
-            s = 0.0
-            for c in range(n_chunks):
-                s += partial[p, c, k]
-            out[p, k] = s
+                    out[p, g, k] = auc_g[k]
 
 
 # --------------------------------------------------------------------------- sorting
@@ -513,16 +507,22 @@ class GaucPlan:
         sizes = np.diff(index.offsets)
         self.max_group = int(sizes.max()) if sizes.size else 0
 
-    def __call__(self, scores, grouped: bool = False) -> np.ndarray:
-        """GAUC per task; ``grouped=True`` means the scores are already in grouped order."""
-        s, one, exact32 = _as_score_matrix(scores, self.n)
+    def group_aucs(self, scores, grouped: bool = False) -> np.ndarray:
+        """Per-group AUCs (P, G, K), 0 for the (group, task) pairs GAUC skips."""
+        s, _, exact32 = _as_score_matrix(scores, self.n)
         if not grouped:
             s = self.index.take(s, axis=1)
         bits = np.ascontiguousarray(s).view(np.uint32 if exact32 else np.uint64)
-        out = np.empty((s.shape[0], self.k))
+        out = np.empty((s.shape[0], self.index.n_groups, self.k))
         with _threads_for(s.shape[0]):
-            _gauc_kernel(bits, self.index.offsets, self.codes, self.weights,
-                         self.group_w, self.k, max(self.max_group, 1), exact32, out)
+            _group_aucs(bits, self.index.offsets, self.codes, self.weights, self.group_w, self.k,
+                        max(self.max_group, 1), exact32, out)
+        return out
+
+    def __call__(self, scores, grouped: bool = False) -> np.ndarray:
+        """GAUC per task; ``grouped=True`` means the scores are already in grouped order."""
+        one = np.ndim(scores) == 1
+        out = np.einsum("pgk,gk->pk", self.group_aucs(scores, grouped), self.group_w)
         out[:, ~self.valid] = np.nan
         return out[0] if one else out
 
