@@ -65,13 +65,19 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget", type=int, default=300)
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--population", type=int, default=32)
+    ap.add_argument("--population", type=int, default=None,
+                    help="one population for every method (default: the study's, incl. per-method overrides)")
     ap.add_argument("--gp", action="store_true", help="include the GP sampler (slow)")
     args = ap.parse_args()
     study = load_study(ROOT / "studies" / "demo.toml")
     prep = prepare(study)
     methods = ["cem", "cma", "neighborhood", "tpe", "random", "grid"] + (["gp"] if args.gp else [])
-    res = compare(prep, methods, args.budget, args.seeds, args.population, method_options=study.method_options)
+    options = {m: dict(o) for m, o in study.method_options.items()}
+    if args.population is not None:
+        for o in options.values():
+            o.pop("population", None)
+    population = args.population or study.search["population"]
+    res = compare(prep, methods, args.budget, args.seeds, population, method_options=options)
     base_j = float(prep.objective.baseline_per_task @ prep.objective.w)
     hb = prep.holdout_objective
     base_h = float(hb.baseline_per_task @ hb.w)
@@ -83,7 +89,8 @@ def main() -> int:
     plain = [plain_tpe(prep, args.budget, s) for s in range(args.seeds)]
     rows["optuna-tpe (plain)"] = {k: np.array([p[k] for p in plain]) for k in ("gain", "holdout", "seconds")}
     best_gain = max(float(r["gain"].max()) for r in rows.values())
-    print(f"demo study, budget {args.budget}, seeds 0..{args.seeds - 1}, population {args.population}; "
+    print(f"demo study, budget {args.budget}, seeds 0..{args.seeds - 1}, population {population} "
+          f"(per-method overrides: {dict((m, o['population']) for m, o in options.items() if 'population' in o)}); "
           f"baseline objective {base_j:.5f} (holdout {base_h:.5f}); best in-sample gain by any method "
           f"{best_gain:+.5f}")
     print(f"{'method':<20} {'gain mean':>10} {'% of best':>9} {'worst seed %':>12} {'holdout mean':>12} "

@@ -42,7 +42,7 @@ class CompareResult:
 
 
 def _check_methods(prep, methods: list[str], population: int, budget: int, method_options: dict) -> None:
-    from .search.base import METHODS, make_searcher
+    from .search.base import METHODS, make_searcher, method_population
 
     if not methods:
         raise InputError("--methods: name at least one method, e.g. --methods cem,cma,tpe")
@@ -54,8 +54,9 @@ def _check_methods(prep, methods: list[str], population: int, budget: int, metho
             raise InputError(f"--methods: unknown method {m!r} (methods: "
                              f"{', '.join(sorted(METHODS) + sorted(LTR_METHODS))})")
         # unknown / bad options fail now, not after an hour of other methods
-        make_searcher(m, dim=prep.space.dim, x0=prep.space.baseline_unit, seed=0, population=population,
-                      options=method_options.get(m, {}), budget=budget)
+        pop, opts = method_population(population, method_options.get(m, {}))
+        make_searcher(m, dim=prep.space.dim, x0=prep.space.baseline_unit, seed=0, population=pop,
+                      options=opts, budget=budget)
     if len(set(methods)) != len(methods):
         raise InputError(f"--methods: {','.join(methods)} names a method twice")
 

@@ -17,7 +17,7 @@ from .errors import InputError
 from .fusion import Formula, ParamSpace, make_formula
 from .log import PredictionLog, TaskColumns, load_log, split_log
 from .objective import Objective
-from .search.base import make_searcher
+from .search.base import make_searcher, method_population
 from .search.run import SearchRun, run_search
 from .study import Study
 
@@ -162,7 +162,7 @@ def search(prep: Prepared, method: str, budget: int, seed: int, population: int,
     from .search.storage import StoredEvaluator, TrialStore, run_config
 
     t0 = time.perf_counter()
-    options = dict(options or {})
+    population, options = method_population(population, options)
     searcher = make_searcher(method, dim=prep.space.dim, x0=prep.space.baseline_unit, seed=seed,
                              population=population, options=options, budget=budget)
     if hasattr(searcher, "constrained"):  # Optuna samplers: guardrails as constraints, when there are any

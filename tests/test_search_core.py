@@ -128,3 +128,15 @@ def test_negative_task_is_measured_as_ranking_its_positives_low(tmp_path):
     assert best["t3"] > base["t3"] + 0.01
     assert result["best"]["params"]["a_t3"] < 0.01
     assert best["t1"] < base["t1"] and result["best"]["objective"] > result["baseline"]["objective"]
+
+
+def test_a_method_table_may_set_its_own_population(tmp_path):
+    from fusiontune.search.base import method_population
+
+    assert method_population(16, {"population": 32, "radius": 0.2}) == (32, {"radius": 0.2})
+    assert method_population(16, {"radius": 0.2}) == (16, {"radius": 0.2})
+    with pytest.raises(InputError, match="population must be a whole number"):
+        method_population(16, {"population": 0})
+    prep = prepare(known_study(tmp_path, split=False))
+    result, trials = search(prep, "cem", 40, 0, 8, options={"population": 20}, show_progress=False)
+    assert trials.groupby("generation").size().tolist() == [20, 20]

@@ -62,8 +62,11 @@ def run(args) -> int:
                 s[key] = stored[key]
     prep = prepare(study)
     try:
+        options = dict(study.method_options.get(s["method"], {}))
+        if args.population is not None:  # the flag beats a per-method population in the study
+            options.pop("population", None)
         result, trials = search(prep, s["method"], s["budget"], s["seed"], s["population"], s["patience"],
-                                s["min_delta"], study.method_options.get(s["method"], {}),
+                                s["min_delta"], options,
                                 show_progress=False if args.quiet else None, storage=url, resume=args.resume,
                                 run_name=name)
     except KeyboardInterrupt:

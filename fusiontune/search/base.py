@@ -82,6 +82,20 @@ class Searcher(ABC):
         return float(v)
 
 
+def method_population(population: int, options: dict | None) -> tuple[int, dict]:
+    """A ``population`` key in a method's ``[search.<method>]`` table overrides the study-wide
+    ``[search] population`` for that method (population-based methods differ in what suits
+    them: CMA-ES and CEM converge in more, smaller generations, the neighbourhood search in
+    fewer, larger ones).  Returns (population, options without that key)."""
+    options = dict(options or {})
+    if "population" in options:
+        p = options.pop("population")
+        if isinstance(p, bool) or not isinstance(p, int) or p < 1:
+            raise InputError(f"population must be a whole number >= 1, got {p!r}")
+        population = p
+    return population, options
+
+
 def make_searcher(method: str, **kwargs) -> Searcher:
     from . import cem, cmaes, gp, grid, neighborhood, random_search, tpe  # noqa: F401  (registration)
 

@@ -5,7 +5,9 @@ The offline search that ranking teams run by hand, made systematic:
 1. start from the online baseline x0;
 2. sample ``population`` neighbours from N(mean, diag(sigma^2));
 3. keep the ``top_k`` best;
-4. refit mean and variance on them (no smoothing) and go back to 2.
+4. refit mean and variance on them and go back to 2.  The variance may be smoothed,
+   ``sigma <- sigma_alpha * std(top) + (1 - sigma_alpha) * sigma`` (default 1: the plain
+   refit), which keeps it from collapsing after a few generations.
 
 Every sample is kept inside a **trust region** around the baseline: each free parameter
 stays within ``radius`` (a fraction of its bound width, in unit-cube coordinates) of its
@@ -26,8 +28,8 @@ from .base import Searcher, register
 
 @register("neighborhood")
 class Neighborhood(Searcher):
-    defaults = {"radius": 0.25, "sigma": 0.08, "top_k": 0, "min_sigma": 0.01, "restarts": 2,
-                "restart_shrink": 0.5}
+    defaults = {"radius": 0.25, "sigma": 0.08, "top_k": 0, "sigma_alpha": 1.0, "min_sigma": 0.01,
+                "restarts": 2, "restart_shrink": 0.5}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -36,6 +38,7 @@ class Neighborhood(Searcher):
         top_k = int(self._opt("top_k", 0))
         self.top_k = top_k if top_k > 0 else max(2, self.population // 4)
         self.min_sigma = self._opt("min_sigma", 0.0)
+        self.sigma_alpha = self._opt("sigma_alpha", 0.0, 1.0)
         self.lo = np.clip(self.x0 - self.radius, 0.0, 1.0)
         self.hi = np.clip(self.x0 + self.radius, 0.0, 1.0)
         self.mean = self.x0.copy()
@@ -57,7 +60,8 @@ class Neighborhood(Searcher):
             self.best_value, self.best_x = float(values[i]), x[i].copy()
         top = x[np.argsort(-values, kind="stable")[: min(self.top_k, len(values))]]
         self.mean = top.mean(axis=0)
-        self.sigma = np.maximum(top.std(axis=0), self.min_sigma)
+        sa = self.sigma_alpha
+        self.sigma = np.maximum(sa * top.std(axis=0) + (1 - sa) * self.sigma, self.min_sigma)
         if np.all(self.sigma <= self.min_sigma * (1 + 1e-9)):
             if self.restarts_done < self.restarts:
                 self.restarts_done += 1
