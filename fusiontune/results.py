@@ -115,7 +115,7 @@ def print_summary(result: dict, out_dir: Path | None = None) -> None:
     if hold:
         lift = hold["best"]["objective"] - hold["baseline"]["objective"]
         verdict = "win" if lift > 0 else "do NOT beat the baseline"
-        feas = "" if hold["best"].get("feasible", True) else " but breaks a guardrail there"
+        feas = "" if hold["best"].get("feasible", True) else " but break a guardrail there"
         console.print(f"holdout lift {lift:+.5f}: the best weights {verdict} on held-out data{feas}")
     if out_dir is not None:
         console.print(f"wrote {Path(out_dir) / 'result.json'} and trials.csv")
