@@ -63,7 +63,6 @@ def main():
     from sklearn.metrics import roc_auc_score
 
     labels = obj.log.labels
-    groups = obj.log.groups
     ns = 2
     t = time.perf_counter()
     for b in range(ns):

@@ -32,12 +32,11 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from .metrics import GaucPlan, GroupIndex, _keys_indexed, _label_of, _sort_rows, encode_labels
+from .metrics import _LOW32, GaucPlan, GroupIndex, _keys_indexed, _label_of, _sort_rows, encode_labels
 
 __all__ = ["BootstrapResult", "unit_counts", "resample_metrics", "paired_bootstrap", "auc_resampled",
            "gauc_resampled", "group_aucs", "units_of_rows"]
 
-_LOW32 = np.uint64(0xFFFFFFFF)
 _COUNT_BYTES = 96 * 2**20  # memory budget of one chunk of resample count vectors
 
 

@@ -368,7 +368,7 @@ class _threads_for:
             nb.set_num_threads(self.before)
 
 
-def _prepare(labels, weights, n_expected=None):
+def _prepare(labels, weights):
     labels = np.asarray(labels)
     if labels.ndim == 1:
         labels = labels[:, None]

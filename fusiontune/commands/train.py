@@ -198,8 +198,7 @@ def run(args) -> int:
     try:
         import torch  # noqa: F401
     except ImportError:  # pragma: no cover - depends on the install
-        raise InputError("fusiontune train needs torch: pip install torch==2.13.0 "
-                         "--index-url https://download.pytorch.org/whl/cpu") from None
+        raise InputError("fusiontune train needs torch: pip install torch==2.13.0") from None
     from ..mtl.train import train_to_log
 
     metrics = train_to_log(spec, show_progress=False if args.quiet else None)
