@@ -22,6 +22,21 @@ task's label depends on the row only through one fused score ``s* = formula(a*)`
 ranking by ``s*`` maximises every task's AUC at once, and so any business-weighted sum.
 Tests use it to check that searches recover ``a*``.
 
+``simulate_feed6`` builds the higher-dimensional benchmark log of ``studies/feed6.toml``:
+six tasks (click, like, finish, share, comment, convert) meant for the power formula
+``prod_k (b_k + p_k) ** a_k`` (11 free parameters with the click weight pinned).  It adds
+two things the demo lacks, both common in production logs:
+
+* **conflict**: click-bait items are clicked but not finished, shared or converted
+  (negative latent correlations of click with finish and with share), so weighting the
+  business tasks up costs click GAUC, and the study's click guardrail binds;
+* **noisy low tails** on the sparse tasks (share, comment): their models separate the
+  few likely items well, but below ~1% the score is mostly model noise (the logit noise
+  grows as the true probability falls).  In a product of scores, ``log p`` of such a task
+  spreads that noise over the whole ranking; a bias ``b_k`` flattens the low tail
+  (``log(b_k + p_k)`` is nearly constant for ``p_k << b_k``), so the best ``b_k`` are
+  interior and matter, which is what the power formula exists for.
+
 Everything is seeded and deterministic (numpy's PCG64).
 """
 
@@ -30,7 +45,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["simulate_log", "simulate_known_optimum", "DEMO_TASKS", "DEMO_BASELINE", "write_table"]
+__all__ = ["simulate_log", "simulate_known_optimum", "simulate_feed6", "DEMO_TASKS", "DEMO_BASELINE",
+           "FEED6_TASKS", "FEED6_BASELINE", "write_table"]
 
 DEMO_TASKS = ("click", "like", "finish", "convert")
 # online weights of the demo (multiplicative formula): clicks dominate
@@ -86,6 +102,58 @@ def simulate_log(requests: int = 10_000, candidates: int = 20, seed: int = 0, de
     for j, t in enumerate(DEMO_TASKS):
         df[f"p_{t}"] = scores[:, j].astype(np.float32)
     for j, t in enumerate(DEMO_TASKS):
+        df[t] = y[:, j]
+    return df
+
+
+FEED6_TASKS = ("click", "like", "finish", "share", "comment", "convert")
+# online weights of feed6 (power formula): click-heavy, a small bias on every task
+FEED6_BASELINE = {"a_click": 1.0, "a_like": 0.3, "a_finish": 0.3, "a_share": 0.2, "a_comment": 0.2,
+                  "a_convert": 0.2, "b_click": 0.01, "b_like": 0.01, "b_finish": 0.01, "b_share": 0.01,
+                  "b_comment": 0.01, "b_convert": 0.01}
+_F6_CORR = np.array([  # click, like, finish, share, comment, convert
+    [1.00, 0.35, -0.35, -0.20, 0.10, 0.25],
+    [0.35, 1.00, 0.30, 0.45, 0.40, 0.15],
+    [-0.35, 0.30, 1.00, 0.35, 0.20, 0.20],
+    [-0.20, 0.45, 0.35, 1.00, 0.35, 0.10],
+    [0.10, 0.40, 0.20, 0.35, 1.00, 0.05],
+    [0.25, 0.15, 0.20, 0.10, 0.05, 1.00],
+])
+_F6_BIAS = np.array([-2.7, -4.2, -1.0, -5.3, -4.6, -2.4])  # ~10%, 2.5%, 30%, 0.8%, 1.5%, 10% of clicks
+_F6_UTIL = np.array([1.1, 1.2, 1.0, 1.3, 1.2, 1.0])
+_F6_USER = np.array([0.6, 0.7, 0.5, 0.6, 0.6, 0.4])
+_F6_NOISE = np.array([0.5, 0.8, 0.6, 0.7, 0.8, 0.85])  # logit noise at the top of the range
+_F6_TAIL = np.array([0.0, 0.3, 0.0, 1.6, 1.2, 0.0])  # extra noise per unit of logit below the task's mean
+_F6_TEMP = np.array([1.0, 1.25, 1.0, 1.0, 1.1, 0.8])
+
+
+def simulate_feed6(requests: int = 4_000, candidates: int = 20, seed: int = 0, decimals: int = 5) -> pd.DataFrame:
+    """The feed6 log: ``requests * candidates`` rows, columns ``request_id, ts, item_id,
+    p_<task>, <task>`` for the six :data:`FEED6_TASKS` (see the module docstring).
+    ``convert`` is observed only on clicked rows."""
+    rng = np.random.default_rng(seed)
+    n = requests * candidates
+    k = len(FEED6_TASKS)
+    chol = np.linalg.cholesky(_F6_CORR)
+    user = (rng.standard_normal((requests, 1)) * 0.7 + rng.standard_normal((requests, k)) * 0.7) * _F6_USER
+    item = rng.standard_normal((n, k)) @ chol.T * _F6_UTIL
+    logit_true = _F6_BIAS + np.repeat(user, candidates, axis=0) + item
+    y = (rng.random((n, k)) < _sigmoid(logit_true)).astype(np.float32)
+    y[y[:, 0] == 0, 5] = np.nan  # conversion exists only after a click
+    # below a task's typical logit the model's extra error grows with the distance, but it
+    # stays in the tail: it shuffles the unlikely items, it does not lift them to the top
+    below = np.clip(_F6_BIAS - logit_true, 0.0, None)
+    tail = np.minimum(logit_true + rng.standard_normal((n, k)) * _F6_TAIL * below, _F6_BIAS)
+    noisy = np.where(below > 0, tail, logit_true) + rng.standard_normal((n, k)) * _F6_NOISE
+    centre = noisy.mean(axis=0)
+    scores = np.round(_sigmoid(centre + (noisy - centre) * _F6_TEMP), decimals).clip(10.0 ** -decimals, 1.0)
+    req = np.repeat(np.arange(requests), candidates)
+    ts = np.repeat(1_700_000_000 + np.arange(requests) * 30 + rng.integers(0, 30, requests), candidates)
+    df = pd.DataFrame({"request_id": req.astype(np.int64), "ts": ts.astype(np.int64),
+                       "item_id": rng.integers(0, 50_000, n).astype(np.int64)})
+    for j, t in enumerate(FEED6_TASKS):
+        df[f"p_{t}"] = scores[:, j].astype(np.float32)
+    for j, t in enumerate(FEED6_TASKS):
         df[t] = y[:, j]
     return df
 

@@ -12,6 +12,9 @@ HELP = "generate a simulated prediction log (the demo log's generator) or, with 
 
 def add_arguments(p) -> None:
     p.add_argument("--out", type=Path, required=True, help="output file (.parquet or .csv)")
+    p.add_argument("--preset", choices=("demo", "feed6"), default="demo",
+                   help="which prediction log: demo (4 tasks, studies/demo.toml) or feed6 (6 tasks with "
+                        "conflicts and noisy sparse tasks, for the power formula, studies/feed6.toml)")
     p.add_argument("--requests", type=positive_int, default=10_000, help="number of requests (groups)")
     p.add_argument("--candidates", type=positive_int, default=20, help="candidates per request")
     p.add_argument("--seed", type=int, default=0)
@@ -29,7 +32,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..errors import InputError
-    from ..simulate import simulate_log, write_table
+    from ..simulate import simulate_feed6, simulate_log, write_table
 
     if args.out.suffix.lower() not in (".parquet", ".pq", ".csv"):
         raise InputError(f"{args.out}: unknown file type {args.out.suffix!r} (use .csv or .parquet)")
@@ -47,7 +50,8 @@ def run(args) -> int:
         write_table(df, args.out)
         print(f"wrote {len(df)} rows ({what}) to {args.out}")
         return 0
-    df = simulate_log(args.requests, args.candidates, args.seed)
+    make = simulate_feed6 if args.preset == "feed6" else simulate_log
+    df = make(args.requests, args.candidates, args.seed)
     write_table(df, args.out)
     print(f"wrote {len(df)} rows ({args.requests} requests x {args.candidates} candidates) to {args.out}")
     return 0
