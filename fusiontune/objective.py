@@ -50,6 +50,7 @@ class Objective:
     def __init__(self, tasks: list[Task], log: PredictionLog, formula: Formula, gauc_weighting: str = "rows"):
         self.tasks = tasks
         self.formula = formula
+        self.gauc_weighting = gauc_weighting
         log = log.grouped()  # GAUC wants each group's rows together; fusion is row-wise
         self.log = log
         self.prepared = formula.prepare(log)
