@@ -12,7 +12,7 @@ file, the column and an example value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import InitVar, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from .errors import InputError
 
-__all__ = ["TaskColumns", "PredictionLog", "load_log", "read_table", "split_log"]
+__all__ = ["TaskColumns", "PredictionLog", "load_log", "read_table", "split_log", "encode_label_codes"]
 
 
 @dataclass(frozen=True)
@@ -33,21 +33,70 @@ class TaskColumns:
     score_scale: str = "prob"  # "prob" or "logit" (logits go through a sigmoid at load)
 
 
+LABEL_MISSING, LABEL_NEGATIVE, LABEL_POSITIVE = 0, 1, 3  # bit 0: observed, bit 1: positive
+_DECODE = np.array([np.nan, 0.0, np.nan, 1.0], dtype=np.float32)
+
+
+def encode_label_codes(labels: np.ndarray) -> np.ndarray:
+    """(N, K) labels (1, 0 or NaN) -> (N, K) uint8 codes: 0 not observed, 1 negative, 3 positive.
+
+    Any other label raises ``ValueError`` naming the first bad (row, task)."""
+    lab = np.asarray(labels)
+    if lab.ndim == 1:
+        lab = lab[:, None]
+    if lab.dtype.kind not in "fiub":
+        lab = lab.astype(np.float64)
+    pos = lab == 1
+    neg = lab == 0
+    bad = ~(pos | neg)
+    if lab.dtype.kind == "f":
+        bad &= ~np.isnan(lab)
+    if bad.any():
+        r, c = (int(x[0]) for x in np.nonzero(bad))
+        raise ValueError(f"label must be 0, 1 or NaN; task {c} row {r} has {lab[r, c].item()!r}")
+    return (neg.view(np.uint8) | (pos.view(np.uint8) * np.uint8(LABEL_POSITIVE))).astype(np.uint8, copy=False)
+
+
 @dataclass
 class PredictionLog:
-    """Columnar log: ``scores`` (N, K) float32 probabilities, ``labels`` (N, K) float32
-    with NaN = not observed, optional ``groups`` (N,) int64 codes, ``weights`` (N,)
-    float64, ``time`` (N,) float64."""
+    """Compact columnar log: ``scores`` (N, K) float32 probabilities, ``label_codes`` (N, K)
+    uint8 (0 not observed, 1 negative, 3 positive: one byte per task), optional ``groups``
+    (N,) int32 codes, ``weights`` (N,) float64, ``time`` (N,) float64.
+
+    ``labels`` is accepted by the constructor as (N, K) 0/1/NaN and read back as a
+    float32 (N, K) matrix with NaN = not observed; reading it decodes ``label_codes`` into
+    a NEW array every time, so hot paths should use ``label_codes`` (or take the matrix
+    once)."""
 
     tasks: list[str]
     scores: np.ndarray
-    labels: np.ndarray
+    labels: InitVar[np.ndarray | None] = None
     groups: np.ndarray | None = None
     weights: np.ndarray | None = None
     time: np.ndarray | None = None
     source: str = ""
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     group_hash: np.ndarray | None = None  # uint64 hash of the raw group id (stable holdout split)
+    label_codes: np.ndarray | None = None
+
+    def __post_init__(self, labels):
+        self.scores = np.ascontiguousarray(self.scores, dtype=np.float32)
+        if labels is not None:
+            self.label_codes = encode_label_codes(labels)
+        if self.label_codes is None:
+            raise ValueError("PredictionLog needs labels (or label_codes)")
+        self.label_codes = np.ascontiguousarray(self.label_codes, dtype=np.uint8)
+        if self.label_codes.shape != self.scores.shape:
+            raise ValueError(f"labels have shape {self.label_codes.shape}, scores {self.scores.shape}")
+        if self.groups is not None:
+            g = np.asarray(self.groups)
+            if g.dtype.kind in "iu" and g.size and (g.min() < 0 or g.max() >= 2**31):
+                g = np.unique(g, return_inverse=True)[1]  # re-code ids that int32 cannot hold
+            self.groups = g.astype(np.int32, copy=False) if g.dtype.kind in "iub" else \
+                np.unique(g, return_inverse=True)[1].astype(np.int32)
+
+    def _get_labels(self) -> np.ndarray:
+        return _DECODE[self.label_codes]
 
     @property
     def n(self) -> int:
@@ -57,10 +106,17 @@ class PredictionLog:
     def k(self) -> int:
         return self.scores.shape[1]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the log's row arrays (what a search's memory is measured against)."""
+        arrays = [self.scores, self.label_codes, self.groups, self.weights, self.time, self.group_hash,
+                  *self.extra.values()]
+        return int(sum(a.nbytes for a in arrays if isinstance(a, np.ndarray)))
+
     def take(self, rows: np.ndarray) -> "PredictionLog":
         """Rows by index or boolean mask (a new log; arrays are copied)."""
         opt = lambda a: None if a is None else a[rows]  # noqa: E731
-        return replace(self, scores=self.scores[rows], labels=self.labels[rows],
+        return replace(self, scores=self.scores[rows], labels=None, label_codes=self.label_codes[rows],
                        groups=opt(self.groups), weights=opt(self.weights), time=opt(self.time),
                        extra={k: v[rows] for k, v in self.extra.items()}, group_hash=opt(self.group_hash))
 
@@ -72,6 +128,10 @@ class PredictionLog:
         if g.size < 2 or (np.diff(g) >= 0).all():
             return self
         return self.take(np.argsort(g, kind="stable"))
+
+
+# ``labels`` is an init-only argument (float 0/1/NaN) and a read-only decoded view.
+PredictionLog.labels = property(PredictionLog._get_labels, doc=PredictionLog._get_labels.__doc__)
 
 
 # --------------------------------------------------------------------------- reading
@@ -169,7 +229,7 @@ def load_log(path: str | Path, tasks: list[TaskColumns], *, group: str | None = 
     n = table.num_rows
 
     scores = np.empty((n, len(tasks)), dtype=np.float32)
-    labels = np.empty((n, len(tasks)), dtype=np.float32)
+    codes = np.empty((n, len(tasks)), dtype=np.uint8)
     for j, t in enumerate(tasks):
         s = _numeric(path, table, t.score, f"score of task {t.name!r}")
         bad = ~np.isfinite(s)
@@ -197,7 +257,7 @@ def load_log(path: str | Path, tasks: list[TaskColumns], *, group: str | None = 
             raise InputError(f"{path}: column {t.label!r} (label of task {t.name!r}) has no positive (1) row")
         if not (lab == 0).any():
             raise InputError(f"{path}: column {t.label!r} (label of task {t.name!r}) has no negative (0) row")
-        labels[:, j] = lab
+        codes[:, j] = (lab == 0).view(np.uint8) | ((lab == 1).view(np.uint8) * np.uint8(LABEL_POSITIVE))
 
     groups = group_hash = None
     if group:
@@ -206,7 +266,7 @@ def load_log(path: str | Path, tasks: list[TaskColumns], *, group: str | None = 
             i = _first_bad(arr.is_null().to_numpy(zero_copy_only=False))
             raise InputError(f"{path}: column {group!r} (group) is empty at row {i + 1}")
         raw = arr.to_numpy(zero_copy_only=False)
-        groups = pd.factorize(raw, sort=False)[0].astype(np.int64)
+        groups = pd.factorize(raw, sort=False)[0].astype(np.int32)
         group_hash = pd.util.hash_array(raw if raw.dtype != object else raw.astype(str))
     weights = None
     if weight:
@@ -226,8 +286,8 @@ def load_log(path: str | Path, tasks: list[TaskColumns], *, group: str | None = 
             i = _first_bad(np.isnan(tcol))
             raise InputError(f"{path}: column {time!r} (time) is empty at row {i + 1}")
     ex = {c: table.column(c).to_numpy(zero_copy_only=False) for c in (extra or [])}
-    return PredictionLog([t.name for t in tasks], scores, labels, groups, weights, tcol, str(path), ex,
-                         group_hash)
+    return PredictionLog([t.name for t in tasks], scores, None, groups, weights, tcol, str(path), ex,
+                         group_hash, label_codes=codes)
 
 
 # --------------------------------------------------------------------------- splitting
@@ -259,8 +319,9 @@ def split_log(log: PredictionLog, by: str, holdout: float, seed: int = 0) -> tup
     search, hold = log.take(~mask), log.take(mask)
     for part, name in ((search, "search"), (hold, "holdout")):
         for j, t in enumerate(log.tasks):
-            lab = part.labels[:, j]
-            if not ((lab == 1).any() and (lab == 0).any()):
+            lab = part.label_codes[:, j]
+            has_pos, has_neg = bool((lab == LABEL_POSITIVE).any()), bool((lab == LABEL_NEGATIVE).any())
+            if not (has_pos and has_neg):
                 raise InputError(f"{log.source}: the {name} part of the split has no "
-                                 f"{'positive' if not (lab == 1).any() else 'negative'} for task {t!r}")
+                                 f"{'positive' if not has_pos else 'negative'} for task {t!r}")
     return search, hold
