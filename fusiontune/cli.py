@@ -5,8 +5,10 @@ Each subcommand lives in its own module under ``fusiontune/commands/`` with ``HE
 modules import heavy libraries (torch, matplotlib, optuna) inside ``run`` only, so that
 ``fusiontune --help`` and ``fusiontune search`` stay quick.
 
-Errors in the user's input (:class:`~fusiontune.errors.InputError`) print one line,
-``fusiontune: error: ...``, on stderr and exit with code 2, without a traceback.
+Errors in the user's input (:class:`~fusiontune.errors.FusiontuneError` and its subclasses)
+print one line, ``fusiontune: error: ...``, on stderr and exit with code 2, without a
+traceback.  Core modules name the Python parameter or study key at fault (``exc.param``);
+:func:`flag_hint` maps it to this command's option, e.g. ``level`` -> ``--level``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import InputError
+from .errors import FusiontuneError
 
 #: subcommand -> module (in the order ``--help`` lists them)
 COMMANDS = {
@@ -45,8 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
         mod = importlib.import_module(modname)
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _parser=p)
     return parser
+
+
+def flag_hint(parser: argparse.ArgumentParser | None, param: str | None) -> str:
+    """`` (option --x)`` when ``param`` is set by an option of ``parser``, else ``""``."""
+    if parser is None or not param:
+        return ""
+    for action in parser._actions:
+        if action.dest == param and action.option_strings:
+            return f" (option {action.option_strings[-1]})"
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except InputError as exc:
-        print(f"fusiontune: error: {exc}", file=sys.stderr)
+    except FusiontuneError as exc:
+        msg = " ".join(str(exc).split("\n"))
+        print(f"fusiontune: error: {msg}{flag_hint(getattr(args, '_parser', None), exc.param)}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fusiontune: interrupted", file=sys.stderr)

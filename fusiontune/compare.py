@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
+from .errors import DependencyError, InputError
 
 __all__ = ["compare", "CompareResult", "markdown_table", "LTR_METHODS"]
 
@@ -45,27 +45,27 @@ def _check_methods(prep, methods: list[str], population: int, budget: int, metho
     from .search.base import METHODS, make_searcher, method_population
 
     if not methods:
-        raise InputError("--methods: name at least one method, e.g. --methods cem,cma,tpe")
+        raise InputError("methods: name at least one method, e.g. ['cem', 'cma', 'tpe']", param="methods")
     make_searcher("cem", dim=prep.space.dim, x0=prep.space.baseline_unit, population=population)  # registers all
     for m in methods:
         if m in LTR_METHODS:
             continue
         if m not in METHODS:
-            raise InputError(f"--methods: unknown method {m!r} (methods: "
-                             f"{', '.join(sorted(METHODS) + sorted(LTR_METHODS))})")
+            raise InputError(f"methods: unknown method {m!r} (methods: "
+                             f"{', '.join(sorted(METHODS) + sorted(LTR_METHODS))})", param="methods")
         # unknown / bad options fail now, not after an hour of other methods
         pop, opts = method_population(population, method_options.get(m, {}))
         make_searcher(m, dim=prep.space.dim, x0=prep.space.baseline_unit, seed=0, population=pop,
                       options=opts, budget=budget)
     if len(set(methods)) != len(methods):
-        raise InputError(f"--methods: {','.join(methods)} names a method twice")
+        raise InputError(f"methods: {','.join(methods)} names a method twice", param="methods")
 
 
 def _run_ltr(prep, method: str, seed: int):
     try:
         from .ltr import run_ltr
     except ImportError:
-        raise InputError(f"--methods {method}: ltr fusers not available") from None
+        raise DependencyError(f"methods: {method!r} needs the ltr fusers, which cannot be imported") from None
     return run_ltr(prep, LTR_METHODS[method], target="combined", seed=seed, options=None)
 
 

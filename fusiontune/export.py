@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, RunError
 
 __all__ = ["EXPRESSIONS", "weights_document", "resolve_arm", "write_weights", "read_weights",
            "params_row", "evaluate_params"]
@@ -58,8 +58,8 @@ def resolve_arm(run_dir: Path, result: dict, arm: str | None) -> tuple[str, dict
         return name, dict(block["params"]), extra
     cpath = Path(run_dir) / "candidates.json"
     if not cpath.exists():
-        raise InputError(f"{cpath}: not found; --arm {name!r} needs `fusiontune select --run {run_dir}` first "
-                         f"(or use --arm best / baseline)")
+        raise RunError(f"{cpath}: not found; arm {name!r} needs the A/B arms selected from {run_dir} first "
+                       f"(or use arm 'best' / 'baseline')", param="arm")
     try:
         cands = json.loads(cpath.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -116,7 +116,7 @@ def write_weights(path: Path, doc: dict) -> None:
         import yaml
 
         header = ("# fusiontune weights: see 'expression' for how to compute the score from the task\n"
-                  "# probabilities; 'params' is what `fusiontune eval --params` reads back.\n")
+                  "# probabilities; 'params' is the weight set `fusiontune eval` reads back.\n")
         text = header + yaml.safe_dump(json.loads(json.dumps(doc, default=_jsonable)), sort_keys=False,
                                        allow_unicode=True)
     atomic_write_text(path, text)

@@ -168,7 +168,7 @@ def search(prep: Prepared, method: str, budget: int, seed: int, population: int,
     if hasattr(searcher, "constrained"):  # Optuna samplers: guardrails as constraints, when there are any
         searcher.constrained = any(t.max_drop is not None for t in prep.study.tasks)
     if resume and not storage:
-        raise InputError("--resume needs the storage of the interrupted run (--storage URL or its run dir)")
+        raise InputError("resume needs the storage of the interrupted run (its storage URL or run directory)", param="resume")
     name = run_name or f"{prep.study.name}-{method}-{seed}"
     store = None
     if storage:

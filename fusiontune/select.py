@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
+from .errors import InputError, RunError
 
 __all__ = ["pareto_front", "farthest_point", "rank_distance", "weight_distance", "select_arms",
            "load_run", "distinct_feasible"]
@@ -96,7 +96,7 @@ def load_run(run_dir: Path):
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise InputError(f"{run_dir}: run directory not found (run `fusiontune search --out {run_dir}` first)")
+        raise RunError(f"{run_dir}: run directory not found (write a search run there first)")
     result, trials = read_run(run_dir)
     sf = result.get("study_file")
     if not sf:
@@ -138,9 +138,9 @@ def select_arms(run_dir: Path, k: int = 3, resamples: int = 1000, level: float =
     from .bootstrap import paired_bootstrap
 
     if diversity not in DIVERSITY:
-        raise InputError(f"--diversity must be one of {', '.join(DIVERSITY)}, got {diversity!r}")
+        raise InputError(f"diversity must be one of {', '.join(DIVERSITY)}, got {diversity!r}", param="diversity")
     if not 0 < level < 1:
-        raise InputError(f"--level must be in (0, 1), e.g. 0.95; got {level}")
+        raise InputError(f"level must be in (0, 1), e.g. 0.95; got {level}", param="level")
     t0 = time.perf_counter()
     result, trials, prep = loaded or load_run(run_dir)
     names = prep.space.all_names

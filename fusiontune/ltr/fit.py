@@ -128,13 +128,13 @@ def ensure_features(prep, features: list[str]):
 def _resolve(prep, model: str, target: str | None, options: dict | None) -> tuple[LtrConfig, str]:
     src = str(prep.study.path or "<study>")
     if model not in MODELS:
-        raise InputError(f"--model must be \"gbdt\" or \"dnn\", got {model!r}")
+        raise InputError(f"model must be \"gbdt\" or \"dnn\", got {model!r}", param="model")
     cfg = parse_config(prep.study.sections.get("ltr"), options, src)
     target = target or cfg.target
     if target not in TARGETS:
-        raise InputError(f"--target must be \"combined\" or \"lambdarank\", got {target!r}")
+        raise InputError(f"target must be \"combined\" or \"lambdarank\", got {target!r}", param="target")
     if target == "lambdarank" and prep.search_log.groups is None:
-        raise InputError(f"{src}: --target lambdarank ranks within groups and needs a group column "
+        raise InputError(f"{src}: target 'lambdarank' ranks within groups and needs a group column "
                          f"(set e.g. group = \"request_id\" in the study)")
     return cfg, target
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, missing_dependency
 
 __all__ = ["fit_gbdt", "predict_gbdt", "import_lightgbm"]
 
@@ -27,8 +27,8 @@ def import_lightgbm(why: str):
     try:
         import lightgbm
     except ImportError:
-        raise InputError(f"{why} needs LightGBM, which is not installed "
-                         f"(pip install 'fusiontune[lightgbm]' or pip install lightgbm)") from None
+        raise missing_dependency("LightGBM", why,
+                                 "pip install 'fusiontune[lightgbm]' or pip install lightgbm") from None
     return lightgbm
 
 
@@ -67,7 +67,7 @@ def fit_gbdt(train, val, target: str, backend: str, hyper: dict, mono: list[int]
 def _fit_gbdt(train, val, target, backend, hyper, mono, seed):
     patience = int(hyper["patience"])
     if target == "lambdarank":
-        lgb = import_lightgbm("--target lambdarank with --model gbdt")
+        lgb = import_lightgbm("target='lambdarank' with model='gbdt'")
         max_group = int(max(train.sizes.max(), val.sizes.max() if val is not None else 1))
         model = lgb.LGBMRanker(objective="lambdarank", label_gain=[float(g) for g in train.gains],
                                lambdarank_truncation_level=max_group, **_lgb_common(hyper, mono, seed))

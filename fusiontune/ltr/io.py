@@ -66,9 +66,10 @@ def load_fuser(folder: str | Path) -> Fuser:
     folder = Path(folder)
     cfg = folder / FUSER_FILE
     if not cfg.exists():
-        hint = (" (it is a search run: use --params with its result.json)"
-                if (folder / "result.json").exists() else "")
-        raise InputError(f"{cfg}: not found: {folder} is not a saved LTR fuser{hint}")
+        search_run = (folder / "result.json").exists()
+        hint = " (it is a search run: score its weights, i.e. params, instead)" if search_run else ""
+        raise InputError(f"{cfg}: not found: {folder} is not a saved LTR fuser{hint}",
+                         param="params" if search_run else None)
     try:
         meta = json.loads(cfg.read_text(encoding="utf-8"))
         spec = FeatureSpec.from_dict(meta["features"])

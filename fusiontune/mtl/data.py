@@ -100,9 +100,9 @@ def load_table(path, features: list[str], categorical: list[str], tasks: list[st
 
     path = Path(path)
     if not tasks:
-        raise InputError(f"{path}: no tasks given (e.g. --tasks click,like)")
+        raise InputError(f"{path}: no tasks given (tasks, e.g. ['click', 'like'])", param="tasks")
     if not features and not categorical:
-        raise InputError(f"{path}: no feature columns given (e.g. --features age,price --categorical city)")
+        raise InputError(f"{path}: no feature columns given (features, e.g. ['age', 'price'], categorical, e.g. ['city'])", param="features")
     seen: dict[str, str] = {}
     for role, cols in (("feature", features), ("categorical feature", categorical), ("task label", tasks)):
         for c in cols:
@@ -122,7 +122,7 @@ def load_table(path, features: list[str], categorical: list[str], tasks: list[st
             if bad.any():
                 i = int(np.flatnonzero(bad.to_numpy())[0])
                 raise InputError(f"{path}: numeric feature column {c!r} is not numeric: row {i + 1} has "
-                                 f"{df[c].iloc[i]!r} (list it under --categorical instead)")
+                                 f"{df[c].iloc[i]!r} (list it under categorical instead)", param="categorical")
             df[c] = num
     labels = np.empty((len(df), len(tasks)), np.float32)
     for j, t in enumerate(tasks):

@@ -271,23 +271,23 @@ class TrainSpec:
 def _check_spec(spec: TrainSpec) -> None:
     cfg = spec.config
     if cfg.model == "esmm" and len(spec.tasks) != 2:
-        raise InputError(f"--model esmm needs exactly 2 tasks (the click task, then the conversion task), "
-                         f"got --tasks {','.join(spec.tasks)}")
+        raise InputError(f"model esmm needs exactly 2 tasks (the click task, then the conversion task), "
+                         f"got tasks {spec.tasks}", param="tasks")
     if cfg.model == "esmm" and cfg.task_type != "binary":
-        raise InputError("--model esmm trains binary tasks only (got --task-type regression)")
+        raise InputError("model esmm trains binary tasks only (got task_type 'regression')", param="task_type")
     if cfg.model == "esmm" and cfg.balance == "gradnorm" and not spec.categorical:
-        raise InputError("--balance gradnorm with --model esmm needs categorical features (ESMM shares only "
+        raise InputError("balance gradnorm with model esmm needs categorical features (ESMM shares only "
                          "the embeddings, GradNorm's shared layer)")
     if cfg.weights is not None and len(cfg.weights) != len(spec.tasks):
-        raise InputError(f"--weights needs one number per task ({len(spec.tasks)}), got {cfg.weights}")
+        raise InputError(f"weights needs one number per task ({len(spec.tasks)}), got {cfg.weights}", param="weights")
     if spec.study_out and cfg.task_type != "binary":
-        raise InputError("--study-out needs binary tasks: a study ranks by AUC (got --task-type regression)")
+        raise InputError("study_out needs binary tasks: a study ranks by AUC (got task_type 'regression')", param="study_out")
     if spec.out.suffix.lower() not in (".parquet", ".pq", ".csv"):
         raise InputError(f"{spec.out}: unknown file type {spec.out.suffix!r} (use .csv or .parquet)")
     names = {f"p_{t}" for t in spec.tasks} | set(spec.tasks)
     for c in spec.pass_through:
         if c in names - set(spec.tasks):
-            raise InputError(f"--pass-through column {c!r} would clash with a score column of the log")
+            raise InputError(f"pass_through column {c!r} would clash with a score column of the log", param="pass_through")
 
 
 def metrics_path(out: Path) -> Path:

@@ -195,8 +195,8 @@ def collect(run_dir: Path, pareto: str | None = None, resamples: int = 1000, lev
     if pareto:
         pair = tuple(p.strip() for p in pareto.split(","))
         if len(pair) != 2 or any(p not in tasks for p in pair) or pair[0] == pair[1]:
-            raise InputError(f"--pareto must name two different tasks separated by a comma, e.g. "
-                             f"{tasks[0]},{tasks[-1]}; got {pareto!r} (tasks: {', '.join(tasks)})")
+            raise InputError(f"pareto must name two different tasks separated by a comma, e.g. "
+                             f"{tasks[0]},{tasks[-1]}; got {pareto!r} (tasks: {', '.join(tasks)})", param="pareto")
     else:
         order = sorted(prep.study.tasks, key=lambda t: -t.weight)
         pair = (order[0].name, order[1].name) if len(order) > 1 else None

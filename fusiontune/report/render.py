@@ -99,7 +99,7 @@ def sections(rep: dict) -> list[Section]:
         p = rep["pareto"]
         out.append(Section(f"Pareto front: {p['tasks'][0]} vs {p['tasks'][1]}", figure="pareto",
                            caption="In-sample metric deltas of every trial; the orange line is the front of "
-                                   "feasible trials on these two tasks (choose them with --pareto)."))
+                                   "feasible trials on these two tasks (choose them with the pareto setting)."))
     arms = rep.get("arms")
     if arms is not None:
         sec = Section("Selected A/B arms", figure="arms" if arms.get("arms") else None)

@@ -30,10 +30,10 @@ class GP(OptunaSearcher):
         from optuna.samplers import GPSampler
 
         if importlib.util.find_spec("torch") is None:
-            from ..errors import InputError
+            from ..errors import missing_dependency
 
-            raise InputError("--method gp needs torch (Optuna's GP sampler): "
-                             "pip install 'torch==2.13.0' (or the 'gp' extra of fusiontune)")
+            raise missing_dependency("torch", "method 'gp' (Optuna's GP sampler)",
+                                     "pip install 'torch==2.13.0' (or the 'gp' extra of fusiontune)")
 
         if not isinstance(self.opts["deterministic_objective"], bool):
             from ..errors import InputError

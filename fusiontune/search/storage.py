@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, RunError
 from ..objective import Evaluation, Objective
 
 __all__ = ["TrialStore", "StoredEvaluator", "default_storage_url", "run_config"]
@@ -91,24 +91,25 @@ class TrialStore:
         try:
             self.storage = optuna.storages.RDBStorage(url)
         except Exception as exc:  # bad URL, missing driver, unreachable server
-            raise InputError(f"--storage {url}: cannot open it as an Optuna storage "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+            raise InputError(f"storage {url}: cannot open it as an Optuna storage "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+                             param="storage") from None
         names = [s.study_name for s in optuna.get_all_study_summaries(self.storage, include_best_trial=False)]
         if resume:
             if name not in names:
-                raise InputError(f"--resume: no stored run {name!r} in {url} (nothing to resume; "
-                                 f"run without --resume to start it)")
+                raise RunError(f"resume: no stored run {name!r} in {url} (nothing to resume; "
+                               f"start it without resume)", param="resume")
             self.study = optuna.load_study(study_name=name, storage=self.storage)
             stored = self.study.user_attrs.get("fusiontune")
             if not stored:
-                raise InputError(f"--resume: {name!r} in {url} was not written by fusiontune search")
+                raise RunError(f"resume: {name!r} in {url} was not written by fusiontune search", param="resume")
             for key, value in config.items():
                 if key in _NOT_COMPARED:
                     continue
                 if json.dumps(stored.get(key), sort_keys=True) != json.dumps(value, sort_keys=True, default=str):
-                    raise InputError(f"--resume: the stored run {name!r} was made with {key} = "
+                    raise RunError(f"resume: the stored run {name!r} was made with {key} = "
                                      f"{json.dumps(stored.get(key), default=str)}, now {json.dumps(value, default=str)}; "
-                                     f"resume with the same settings or start a new run")
+                                     f"resume with the same settings or start a new run", param="resume")
             self.config = stored
         else:
             if name in names:  # a new run of the same study/method/seed replaces the old one
@@ -224,10 +225,10 @@ class StoredEvaluator:
                 if s >= n:
                     continue
                 if self.check and not np.allclose(u, x[s], rtol=0, atol=1e-9):
-                    raise InputError(f"--resume: generation {gen} does not replay (candidate {s} was "
+                    raise RunError(f"resume: generation {gen} does not replay (candidate {s} was "
                                      f"{np.round(u, 6).tolist()}, now {np.round(x[s], 6).tolist()}); "
                                      f"the stored run was made with another version of the method; "
-                                     f"start a new run")
+                                     f"start a new run", param="resume")
                 per_task[s] = got.per_task[s]
                 have[s] = True
         missing = np.flatnonzero(~have)
@@ -259,5 +260,5 @@ def stored_config(url: str, name: str) -> dict | None:
     except KeyError:
         return None
     except Exception as exc:
-        raise InputError(f"--storage {url}: cannot open it as an Optuna storage ({type(exc).__name__})") from None
+        raise InputError(f"storage {url}: cannot open it as an Optuna storage ({type(exc).__name__})", param="storage") from None
     return study.user_attrs.get("fusiontune")
