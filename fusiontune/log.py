@@ -22,7 +22,8 @@ import pyarrow.compute as pc
 
 from .errors import InputError
 
-__all__ = ["TaskColumns", "PredictionLog", "load_log", "read_table", "split_log", "encode_label_codes"]
+__all__ = ["TaskColumns", "PredictionLog", "load_log", "read_table", "split_log", "encode_label_codes",
+           "split_roles", "SplitParts", "holdout_column", "split_info"]
 
 
 @dataclass(frozen=True)
@@ -291,37 +292,151 @@ def load_log(path: str | Path, tasks: list[TaskColumns], *, group: str | None = 
 
 
 # --------------------------------------------------------------------------- splitting
-def split_log(log: PredictionLog, by: str, holdout: float, seed: int = 0) -> tuple[PredictionLog, PredictionLog]:
-    """Split into (search part, holdout part).
+SEARCH, SELECT, HOLDOUT = 0, 1, 2  # row roles (see :func:`split_roles`)
+ROLE_NAMES = ("search", "select", "holdout")
 
-    ``by="time"``: the last ``holdout`` fraction of the time column is held out (rows at
-    the cut time go to the holdout).  ``by="group"``: whole groups are held out, chosen by
-    a seeded hash of the group id, so a request never straddles the two parts.
-    ``by="random"``: rows, seeded (only sensible without groups).
+
+@dataclass
+class SplitParts:
+    """The log cut into its three roles (see :func:`split_roles`).
+
+    ``search``: the rows the search optimises on; ``select``: the rows A/B arms are picked on
+    (None without a ``select`` share); ``holdout``: the rows the report judges on, which
+    nothing chooses on (None without a split).  ``role`` (N,) int8 holds each row's role
+    (0 search, 1 select, 2 holdout) in the original row order; ``info`` the true shares."""
+
+    search: PredictionLog
+    select: PredictionLog | None
+    holdout: PredictionLog | None
+    role: np.ndarray
+    info: dict
+
+
+def _unit_hash(log: PredictionLog, seed: int) -> np.ndarray:
+    """A seeded number in [0, 1) per row, equal for every row of a group (by its raw id)."""
+    gh = log.group_hash if log.group_hash is not None else pd.util.hash_array(log.groups)
+    h = pd.util.hash_array(gh ^ np.uint64((seed * 0x9E3779B97F4A7C15 + 1) % 2**64))
+    return (h % np.uint64(1_000_000)).astype(np.float64) / 1_000_000
+
+
+def holdout_column(log: PredictionLog, column: str) -> np.ndarray:
+    """The explicit 0/1 holdout column ``column`` (loaded as an extra column) as a bool mask.
+
+    Anything but 0/1 (true/false) is an InputError naming the file, column, row and value."""
+    if column not in log.extra:
+        raise InputError(f"{log.source}: [split] column {column!r} was not loaded with the log")
+    raw = log.extra[column]
+    values = pd.Series(raw)
+    if values.dtype == bool:
+        return values.to_numpy(dtype=bool)
+    num = pd.to_numeric(values, errors="coerce")
+    bad = ~num.isin([0, 1]).to_numpy()
+    if bad.any():
+        i = _first_bad(bad)
+        v = values.iloc[i]
+        shown = "an empty value" if v is None or (isinstance(v, float) and np.isnan(v)) else _show(v)
+        raise InputError(f"{log.source}: column {column!r} ([split] column) must be 0 or 1 (1 = holdout): "
+                         f"row {i + 1} has {shown}")
+    return num.to_numpy(dtype=np.float64) == 1
+
+
+def split_roles(log: PredictionLog, by: str = "time", holdout: float | None = 0.3, select: float = 0.0,
+                seed: int = 0, column: str | None = None) -> SplitParts:
+    """Cut the log into search / select / holdout rows (disjoint; every row has one role).
+
+    The holdout (the rows the report judges on): with ``column``, the rows where that 0/1
+    column is 1; else the share ``holdout`` of the rows by ``by``:
+
+    * ``"time"``: the latest rows (rows at the cut time go to the holdout);
+    * ``"group"``: whole groups, by a seeded hash of the group id (a request never straddles
+      two parts);
+    * ``"random"``: rows, seeded (only sensible without groups).
+
+    The select part (the rows A/B arms are picked on), a share ``select`` of the whole log,
+    is taken from the remaining rows the same way: by time the rows just before the holdout,
+    by group the next band of the group hash, at random the next band of the same draw.  The
+    holdout rows are therefore the same with or without a ``select`` share; the search part
+    shrinks.
     """
-    if not 0.0 < holdout < 1.0:
-        raise InputError(f"split: holdout must be in (0, 1), got {holdout!r}")
-    if by == "time":
-        if log.time is None:
-            raise InputError("split: by = \"time\" needs a time column in the study")
-        cut = np.quantile(log.time, 1.0 - holdout)
-        mask = log.time >= cut
-    elif by == "group":
-        if log.groups is None:
-            raise InputError("split: by = \"group\" needs a group column in the study")
-        gh = log.group_hash if log.group_hash is not None else pd.util.hash_array(log.groups)
-        h = pd.util.hash_array(gh ^ np.uint64((seed * 0x9E3779B97F4A7C15 + 1) % 2**64))
-        mask = (h % np.uint64(1_000_000)) < np.uint64(round(holdout * 1_000_000))
-    elif by == "random":
-        mask = np.random.default_rng(seed).random(log.n) < holdout
+    select = float(select or 0.0)
+    if column is None:
+        if holdout is None or not 0.0 < holdout < 1.0:
+            raise InputError(f"{log.source}: [split] holdout must be in (0, 1), got {holdout!r}")
+    elif holdout is not None:
+        raise InputError(f"{log.source}: [split] holdout and column are exclusive: the column {column!r} "
+                         f"already says which rows are held out")
+    if not 0.0 <= select < 1.0 or (holdout is not None and holdout + select >= 1.0):
+        raise InputError(f"{log.source}: [split] select must be in [0, 1) with holdout + select < 1, "
+                         f"got select = {select!r}, holdout = {holdout!r}")
+    if by not in ("time", "group", "random"):
+        raise InputError(f"{log.source}: [split] by must be \"time\", \"group\" or \"random\", got {by!r}")
+    if by == "time" and log.time is None and (column is None or select > 0):
+        raise InputError(f"{log.source}: [split] by = \"time\" needs a time column in the study")
+    if by == "group" and log.groups is None and (column is None or select > 0):
+        raise InputError(f"{log.source}: [split] by = \"group\" needs a group column in the study")
+
+    n = log.n
+    role = np.zeros(n, dtype=np.int8)
+    u = None
+    if column is not None:
+        hold = holdout_column(log, column)
+    elif by == "time":
+        hold = log.time >= np.quantile(log.time, 1.0 - holdout)
     else:
-        raise InputError(f"split: by must be \"time\", \"group\" or \"random\", got {by!r}")
-    search, hold = log.take(~mask), log.take(mask)
-    for part, name in ((search, "search"), (hold, "holdout")):
+        u = _unit_hash(log, seed) if by == "group" else np.random.default_rng(seed).random(n)
+        hold = u < holdout
+    role[hold] = HOLDOUT
+    if select > 0:
+        rest = ~hold
+        n_rest = int(rest.sum())
+        frac = select * n / max(n_rest, 1)  # share of the remaining rows that makes `select` of all
+        if frac >= 1.0:
+            raise InputError(f"{log.source}: [split] select = {select} is more than the rows left after the "
+                             f"holdout ({n_rest} of {n})")
+        if by == "time":
+            cut = np.quantile(log.time[rest], 1.0 - frac)
+            sel = rest & (log.time >= cut)
+        elif column is None:  # the band of the same hash / draw just above the holdout's
+            sel = rest & (u < holdout + select)
+        else:
+            v = _unit_hash(log, seed) if by == "group" else np.random.default_rng(seed).random(n)
+            sel = rest & (v < frac)
+        role[sel] = SELECT
+    parts = {r: log.take(role == r) for r in (SEARCH, SELECT, HOLDOUT) if (role == r).any()}
+    for r in (SEARCH, HOLDOUT) if column is None else (SEARCH,):
+        if r not in parts:
+            raise InputError(f"{log.source}: the {ROLE_NAMES[r]} part of the split is empty")
+    if select > 0 and SELECT not in parts:
+        raise InputError(f"{log.source}: the select part of the split is empty (select = {select})")
+    for r, part in parts.items():
         for j, t in enumerate(log.tasks):
             lab = part.label_codes[:, j]
             has_pos, has_neg = bool((lab == LABEL_POSITIVE).any()), bool((lab == LABEL_NEGATIVE).any())
             if not (has_pos and has_neg):
-                raise InputError(f"{log.source}: the {name} part of the split has no "
+                raise InputError(f"{log.source}: the {ROLE_NAMES[r]} part of the split has no "
                                  f"{'positive' if not has_pos else 'negative'} for task {t!r}")
-    return search, hold
+    info = split_info(log, role)
+    info.update({"by": by, "holdout": holdout, "select": select, "seed": int(seed), "column": column})
+    return SplitParts(parts[SEARCH], parts.get(SELECT), parts.get(HOLDOUT), role, info)
+
+
+def split_info(log: PredictionLog, role: np.ndarray) -> dict:
+    """True row and group counts and shares of each role; groups that have rows in two roles."""
+    rows = {ROLE_NAMES[r]: int((role == r).sum()) for r in (SEARCH, SELECT, HOLDOUT)}
+    info: dict = {"rows": rows, "share": {"rows": {k: v / max(log.n, 1) for k, v in rows.items()}}}
+    if log.groups is not None:
+        n_g = int(log.groups.max()) + 1 if log.n else 0
+        seen = np.zeros((3, n_g), dtype=bool)
+        for r in (SEARCH, SELECT, HOLDOUT):
+            seen[r, np.unique(log.groups[role == r])] = True
+        groups = {ROLE_NAMES[r]: int(seen[r].sum()) for r in (SEARCH, SELECT, HOLDOUT)}
+        info["groups"] = groups
+        info["share"]["groups"] = {k: v / max(n_g, 1) for k, v in groups.items()}
+        info["groups_in_two_parts"] = int((seen.sum(axis=0) > 1).sum())
+    return info
+
+
+def split_log(log: PredictionLog, by: str, holdout: float, seed: int = 0) -> tuple[PredictionLog, PredictionLog]:
+    """Split into (search part, holdout part): :func:`split_roles` without a select share."""
+    parts = split_roles(log, by, holdout, 0.0, seed)
+    return parts.search, parts.holdout

@@ -15,13 +15,13 @@ import pandas as pd
 
 from .errors import InputError
 from .fusion import Formula, ParamSpace, make_formula
-from .log import PredictionLog, TaskColumns, load_log, split_log
+from .log import PredictionLog, TaskColumns, load_log, split_roles
 from .objective import Objective
 from .search.base import make_searcher, method_population
 from .search.run import SearchRun, run_search
 from .study import Study
 
-__all__ = ["Prepared", "prepare", "search", "trials_frame", "metric_columns", "summarise_params"]
+__all__ = ["Prepared", "prepare", "search", "trials_frame", "metric_columns", "summarise_params", "split_summary"]
 
 
 @dataclass
@@ -34,6 +34,20 @@ class Prepared:
     holdout_log: PredictionLog | None
     objective: Objective
     _holdout_objective: Objective | None = None
+    select_log: PredictionLog | None = None  # the rows A/B arms are picked on ([split] select)
+    split_info: dict | None = None  # true rows/groups and shares of each part (log.split_info)
+    _select_objective: Objective | None = None
+
+    @property
+    def select_objective(self) -> Objective | None:
+        """Objective on the select part (None without a ``[split] select`` share)."""
+        if self.select_log is None:
+            return None
+        if self._select_objective is None:
+            o = Objective(self.study.tasks, self.select_log, self.formula, self.study.gauc_weighting)
+            o.set_baseline(self.space.baseline)
+            self._select_objective = o
+        return self._select_objective
 
     @property
     def holdout_objective(self) -> Objective | None:
@@ -48,6 +62,9 @@ class Prepared:
 
 def load_study_log(study: Study, need_probabilities: bool = True, extra: list[str] | None = None) -> PredictionLog:
     cols = [TaskColumns(t.name, t.score, t.label, t.score_scale) for t in study.tasks]
+    column = (study.split or {}).get("column")
+    if column and column not in (extra or []):
+        extra = [*(extra or []), column]  # the explicit holdout column
     return load_log(study.log, cols, group=study.group, weight=study.weight, time=study.time,
                     need_probabilities=need_probabilities, extra=extra)
 
@@ -58,13 +75,37 @@ def prepare(study: Study, log: PredictionLog | None = None) -> Prepared:
     space = ParamSpace.build(formula, study.baseline, study.bounds, study.reference, src)
     if log is None:
         log = load_study_log(study, formula.needs_probabilities)
-    if study.split:
-        search_log, holdout_log = split_log(log, study.split["by"], study.split["holdout"], study.split["seed"])
+    sp = study.split
+    if sp:
+        if sp.get("column") and sp["column"] not in log.extra:  # a log handed in without the column
+            raise InputError(f"{log.source}: [split] column {sp['column']!r} is not in the log")
+        parts = split_roles(log, sp["by"], sp.get("holdout"), sp.get("select", 0.0), sp.get("seed", 0),
+                            sp.get("column"))
+        search_log, select_log, holdout_log, info = parts.search, parts.select, parts.holdout, parts.info
     else:
-        search_log, holdout_log = log, None
+        search_log, select_log, holdout_log, info = log, None, None, None
     objective = Objective(study.tasks, search_log, formula, study.gauc_weighting)
     objective.set_baseline(space.baseline)
-    return Prepared(study, formula, space, log, search_log, holdout_log, objective)
+    return Prepared(study, formula, space, log, search_log, holdout_log, objective, select_log=select_log,
+                    split_info=info)
+
+
+def split_summary(prep: Prepared) -> dict | None:
+    """result.json's ``split``: the study's [split] keys plus the true rows, groups and shares of
+    each part (``holdout_share``: the share of rows and of groups the report judges on)."""
+    if not prep.study.split:
+        return None
+    info = prep.split_info or {}
+    out = dict(prep.study.split)
+    out["rows"] = info.get("rows")
+    if "groups" in info:
+        out["groups"] = info["groups"]
+        out["groups_in_two_parts"] = info.get("groups_in_two_parts", 0)
+    share = info.get("share", {})
+    out["holdout_share"] = {k: round(v["holdout"], 6) for k, v in share.items()}
+    if prep.select_log is not None:
+        out["select_share"] = {k: round(v["select"], 6) for k, v in share.items()}
+    return out
 
 
 def metric_columns(study: Study) -> list[str]:
@@ -133,8 +174,9 @@ def summarise_params(prep: Prepared, trials: pd.DataFrame, method: str, seed: in
         "tasks": [{"name": t.name, "metric": t.metric, "weight": t.weight, "max_drop": t.max_drop,
                    "score": t.score, "label": t.label} for t in study.tasks],
         "space": {"free": prep.space.free, "low": prep.space.low.tolist(), "high": prep.space.high.tolist()},
-        "rows": {"search": prep.search_log.n, "holdout": prep.holdout_log.n if prep.holdout_log else 0},
-        "split": study.split,
+        "rows": {"search": prep.search_log.n, "holdout": prep.holdout_log.n if prep.holdout_log else 0,
+                 **({"select": prep.select_log.n} if prep.select_log is not None else {})},
+        "split": split_summary(prep),
         "study_file": str(study.path.resolve()) if study.path else None,
         "log": str(Path(study.log).resolve()),
         "gauc_weighting": study.gauc_weighting,

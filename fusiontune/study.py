@@ -45,7 +45,7 @@ class Study:
     baseline: dict[str, float] = field(default_factory=dict)
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
     gauc_weighting: str = "rows"
-    split: dict[str, Any] | None = None  # {"by": ..., "holdout": ..., "seed": ...}
+    split: dict[str, Any] | None = None  # {"by", "holdout", "seed"} (+ "select", "column" when set)
     search: dict[str, Any] = field(default_factory=dict)  # method, budget, seed, population, patience
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # [search.<method>]
     sections: dict[str, Any] = field(default_factory=dict)  # other tables ([ltr], [select], ...)
@@ -61,11 +61,46 @@ _OPEN_SECTIONS = {"ltr", "select", "report", "train"}  # read by the commands th
 _TASK = {"name", "score", "label", "weight", "metric", "max_drop", "score_scale", "sign"}
 _FUSION = {"formula", "reference", "baseline", "bounds", "eps", "buckets", "rank_scope"}
 _OBJECTIVE = {"gauc_weighting"}
-_SPLIT = {"by", "holdout", "seed"}
+_SPLIT = {"by", "holdout", "select", "seed", "column"}
 _SEARCH = {"method", "budget", "seed", "population", "patience", "min_delta"}
 
 SEARCH_DEFAULTS = {"method": "cem", "budget": 600, "seed": 0, "population": 32, "patience": 0,
                    "min_delta": 1e-6}
+
+
+def _parse_split(raw: dict, src: str, time: str | None, group: str | None) -> dict:
+    """[split]: by, holdout (share held out for the report), select (share on which A/B arms
+    are picked), seed, column (an explicit 0/1 holdout column instead of a holdout share)."""
+    column = raw.get("column")
+    if column is not None and (not isinstance(column, str) or not column):
+        raise InputError(f"{src}: [split] column must be a column name, got {column!r}")
+    if column is not None and "holdout" in raw:
+        raise InputError(f"{src}: [split] holdout and column are exclusive: column {column!r} already says "
+                         f"which rows are held out")
+    holdout = None if column else _num(src, "[split] holdout", raw.get("holdout", 0.3))
+    select = _num(src, "[split] select", raw.get("select", 0.0))
+    if holdout is not None and not 0.0 < holdout < 1.0:
+        raise InputError(f"{src}: [split] holdout must be in (0, 1), got {holdout!r}")
+    if not 0.0 <= select < 1.0 or (holdout is not None and holdout + select >= 1.0):
+        raise InputError(f"{src}: [split] select must be in [0, 1) and holdout + select < 1, got select = "
+                         f"{select!r}" + (f", holdout = {holdout!r}" if holdout is not None else ""))
+    by = raw.get("by", "time" if time else "group")
+    if by not in ("time", "group", "random"):
+        raise InputError(f"{src}: [split] by must be \"time\", \"group\" or \"random\", got {by!r}")
+    if "by" in raw or not column or select > 0:  # `by` is used: its column must exist
+        if by == "time" and not time:
+            raise InputError(f"{src}: [split] by = \"time\" needs a 'time' column in the study")
+        if by == "group" and not group:
+            raise InputError(f"{src}: [split] by = \"group\" needs a 'group' column in the study")
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InputError(f"{src}: [split] seed must be an integer, got {seed!r}")
+    out = {"by": by, "holdout": holdout, "seed": seed}
+    if select:
+        out["select"] = select
+    if column:
+        out["column"] = column
+    return out
 
 
 def _unknown(where: str, got: dict, allowed: set, src: str) -> None:
@@ -168,9 +203,7 @@ def parse_study(data: dict, path: Path | None = None) -> Study:
     split = data.get("split")
     if split is not None:
         _unknown("[split]", split, _SPLIT, src)
-        split = {"by": split.get("by", "time" if time else "group"),
-                 "holdout": _num(src, "[split] holdout", split.get("holdout", 0.3)),
-                 "seed": int(split.get("seed", 0))}
+        split = _parse_split(split, src, time, group)
 
     search_raw = dict(data.get("search", {}))
     method_options = {k: search_raw.pop(k) for k in list(search_raw) if isinstance(search_raw[k], dict)}
