@@ -15,17 +15,19 @@ import pytest
 from fusiontune.cli import main
 from fusiontune.ltr import fit_ltr, load_fuser, run_ltr, save_fuser
 from fusiontune.ltr.features import FeatureSpec
+from fusiontune.ltr.io import PickleRefused
 from fusiontune.ltr.targets import combined_target, relevance_grades, task_balance
 from fusiontune.pipeline import prepare
 from fusiontune.simulate import simulate_known_optimum, write_table
 from fusiontune.study import load_study
 
 A_STAR = {"click": 1.0, "like": 0.5, "finish": 2.0}
-FAST_DNN = {"dnn": {"epochs": 8, "hidden": [16, 8]}}
+FAST_DNN = {"dnn": {"epochs": 60, "hidden": [16, 8], "batch_size": 1024, "lr": 0.01}}
 
 
 def write_study(folder: Path, df: pd.DataFrame, *, group: bool = True, signs: dict | None = None,
-                ltr: str = "", metrics=("gauc", "auc", "gauc"), max_drop: float | None = None) -> Path:
+                ltr: str = "", metrics=("gauc", "auc", "gauc"), max_drop: float | None = None,
+                baseline: dict | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     write_table(df, folder / "log.parquet")
     text = 'name = "known"\nlog = "log.parquet"\n' + ('group = "request_id"\n' if group else "")
@@ -35,8 +37,9 @@ def write_study(folder: Path, df: pd.DataFrame, *, group: bool = True, signs: di
             text += f"sign = {signs[t]}\n"
         if max_drop is not None and t == "click":
             text += f"max_drop = {max_drop}\n"
-    text += ('[fusion]\nformula = "multiplicative"\n[fusion.baseline]\na_click = 1.0\na_like = 1.0\n'
-             'a_finish = 1.0\n')
+    base = {"a_click": 1.0, "a_like": 1.0, "a_finish": 1.0, **(baseline or {})}
+    text += '[fusion]\nformula = "multiplicative"\n[fusion.baseline]\n'
+    text += "".join(f"{k} = {v}\n" for k, v in base.items())
     text += f'[split]\nby = "{"group" if group else "random"}"\nholdout = 0.3\n'
     text += ltr
     (folder / "study.toml").write_text(text)
@@ -124,7 +127,9 @@ def signed(tmp_path_factory):
     df["p_like"] = (1.0 - df["p_like"]).astype(np.float32)
     df["like"] = 1.0 - df["like"]
     df["hour"] = np.random.default_rng(0).integers(0, 24, len(df)).astype(float)
-    path = write_study(folder, df, signs={"like": -1}, ltr='[ltr]\nfeatures = ["hour"]\n')
+    # the baseline ignores the negative task (a formula weight >= 0 on it would rank dislikes up): the
+    # residual DNN starts from that formula and is monotone only if the formula it starts from is
+    path = write_study(folder, df, signs={"like": -1}, ltr='[ltr]\nfeatures = ["hour"]\n', baseline={"a_like": 0.0})
     return path, prepare(load_study(path))
 
 
@@ -153,9 +158,17 @@ def test_saved_fuser_reloads_and_scores_identically(known, tmp_path, model):
     _, _, fuser = fit_ltr(prep, model, "combined", 0, FAST_DNN)
     files = save_fuser(fuser, tmp_path / "run")
     assert set(files) <= {p.name for p in (tmp_path / "run").iterdir()}
-    again = load_fuser(tmp_path / "run")
+    again = load_fuser(tmp_path / "run")  # the safe default: model.npz (DNN) or model.onnx (sklearn GBDT)
     log = prep.holdout_log
-    assert np.array_equal(fuser.predict(log), again.predict(log))
+    if model == "dnn":
+        assert np.array_equal(fuser.predict(log), again.predict(log))
+    else:  # ONNX scores in float32: equal to 1e-5, and the pickle (trusted) is the very estimator
+        assert np.allclose(fuser.predict(log), again.predict(log), rtol=0, atol=1e-5)
+        (tmp_path / "run" / "model.onnx").unlink()
+        with pytest.raises(PickleRefused):
+            load_fuser(tmp_path / "run")
+        trusted = load_fuser(tmp_path / "run", trust_pickle=True)
+        assert np.array_equal(fuser.predict(log), trusted.predict(log))
     assert again.spec == fuser.spec and again.model == model
 
 

@@ -21,14 +21,17 @@ Example (every key optional)::
     patience = 20            # rounds without validation improvement before stopping
     threads = 1              # OpenMP / LightGBM threads
 
-    [ltr.dnn]
+    [ltr.dnn]                # the residual DNN: baseline formula + a correction that starts at 0
     hidden = [32, 16]
-    epochs = 30
+    epochs = 200             # upper bound; early stopping on the validation objective cuts it
     batch_size = 4096
-    lr = 0.01
+    lr = 0.003
     weight_decay = 0.0
-    patience = 4             # epochs without validation improvement before stopping
+    patience = 8             # epochs without validation improvement before stopping
     threads = 1              # torch CPU threads (1: spinning threads crawl on busy shared cores)
+    finetune = 0             # extra epochs on the smooth AUC surrogate (fusiontune.surrogate)
+    finetune_lr = 0.001
+    finetune_steps = 10      # full-batch surrogate steps per fine-tune epoch
 
 ``run_ltr(..., options=...)`` takes the same structure and overrides the study's table.
 """
@@ -50,9 +53,11 @@ BALANCES = ("observed", "variance", "none")
 GBDT_DEFAULTS: dict[str, float] = {"learning_rate": 0.1, "max_iter": 300, "max_leaf_nodes": 31,
                                    "min_samples_leaf": 200, "l2_regularization": 1.0, "patience": 20,
                                    "threads": 1}
-DNN_DEFAULTS: dict[str, Any] = {"hidden": [32, 16], "epochs": 30, "batch_size": 4096, "lr": 0.01,
-                                "weight_decay": 0.0, "patience": 4, "threads": 1}
-_INTS = {"max_iter", "max_leaf_nodes", "min_samples_leaf", "patience", "epochs", "batch_size", "threads"}
+DNN_DEFAULTS: dict[str, Any] = {"hidden": [32, 16], "epochs": 200, "batch_size": 4096, "lr": 0.003,
+                                "weight_decay": 0.0, "patience": 8, "threads": 1, "finetune": 0,
+                                "finetune_lr": 0.001, "finetune_steps": 10}
+_INTS = {"max_iter", "max_leaf_nodes", "min_samples_leaf", "patience", "epochs", "batch_size", "threads",
+         "finetune", "finetune_steps"}
 _TOP = {"features", "backend", "monotone", "validation", "target", "guardrail_rounds", "guardrail_margin", "balance", "gbdt", "dnn"}
 
 
@@ -95,13 +100,13 @@ def _hyper(src: str, table: str, got: dict, defaults: dict) -> dict:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise InputError(f"{src}: [{table}] {k} must be a number, got {v!r}")
         if k in _INTS:
-            if int(v) != v or v < (0 if k == "patience" else 1):
-                raise InputError(f"{src}: [{table}] {k} must be a whole number >= "
-                                 f"{0 if k == 'patience' else 1}, got {v!r}")
+            low = 0 if k in ("patience", "finetune") else 1
+            if int(v) != v or v < low:
+                raise InputError(f"{src}: [{table}] {k} must be a whole number >= {low}, got {v!r}")
             v = int(v)
-        elif v < 0 or (k in ("learning_rate", "lr") and v == 0):
-            raise InputError(f"{src}: [{table}] {k} must be {'> 0' if k in ('learning_rate', 'lr') else '>= 0'}, "
-                             f"got {v!r}")
+        elif v < 0 or (k in ("learning_rate", "lr", "finetune_lr") and v == 0):
+            raise InputError(f"{src}: [{table}] {k} must be "
+                             f"{'> 0' if k in ('learning_rate', 'lr', 'finetune_lr') else '>= 0'}, got {v!r}")
         out[k] = v
     return out
 

@@ -1,98 +1,160 @@
-"""DNN fuser: a small PyTorch MLP over the task scores (torch is imported only in here).
+"""Residual DNN fuser: the study's baseline formula plus a learned correction that starts at zero.
 
-Inputs.  Each task score p_k becomes ``z_k = sign_k * (log(max(p_k, eps)) - mu_k) / sd_k``
-(standardised on the training part; ``sign_k = -1`` for a negative task), so a network that
-increases in ``z`` increases in every positive task and decreases in every negative one.
-Context columns are standardised, missing values set to the mean (0).
+The network takes the raw inputs (task probabilities, then context columns) and computes::
 
-Architecture (``hidden = [h1, h2, ...]``)::
+    phi_k = p_k                          (additive)
+          = log(clip(p_k, eps, 1))       (multiplicative)
+          = log(max(b_k + p_k, eps))     (power, b_k: the baseline bias)
+    base  = sum_k a_k phi_k              the baseline formula, a_k its weights (fixed)
+    lin   = sum_k d_k phi_k              learned change of the formula's weights, d = 0 at start
+    z_k   = sign_k (log(max(p_k, 1e-6)) - mu_k) / sd_k        standardised log scores
+    c     = (ctx - ctx_mu) / ctx_sd, NaN -> 0                  standardised context
+    h_1   = tanh(z @ W_1z + c @ W_1c + b_1),  h_l = tanh(h_{l-1} @ W_l + b_l)
+    mlp   = h_L @ w_out                  w_out = 0 at start
+    score = base + lin + mlp
 
-    h_1 = tanh(z @ |W_1z| + c @ W_1c + b_1)        # task part: non-negative weights
-    h_l = tanh(h_{l-1} @ |W_l| + b_l)              # non-negative weights
-    f   = h_L @ |w_out| + z @ |a| + b              # plus a linear skip on the log scores
+At initialisation ``d = 0`` and ``w_out = 0``, so the score *is* the baseline formula's
+score and ranks every log exactly as the formula does.  Training can only replace it
+by something better on the validation part (see below).  The rank formula (per-group
+percentiles) is not supported: use the GBDT fuser there.
 
-With ``monotone = true`` every weight on a path from a task score to the output is
-non-negative (stored as a free parameter, used through ``abs``) and tanh is increasing, so
-``f`` can never decrease when a positive task's score rises, whatever the context (which
-enters unconstrained).  The skip term ``z @ |a|`` is exactly the multiplicative formula
-``sum_k a_k log p_k``, so the network starts from the formula family and learns what a
-formula cannot.  With ``monotone = false`` the same network uses the raw weights.
+**Monotone** (``[ltr] monotone = true``).  The correction never turns the score the wrong
+way in a task: ``W_1z``, every ``W_l`` and ``w_out`` are kept ``>= 0`` by projection
+after each optimiser step (clipping, so a weight can sit at exactly 0 and still receive a
+gradient), ``tanh`` is increasing and ``z_k`` carries the task's sign, so ``mlp`` never
+decreases when a positive task's score rises.  The formula part is constrained to
+``sign_k (a_k + d_k) >= min(0, sign_k a_k)``: it may move a weight towards the task's
+direction, never further against it.  When the baseline's weights already follow the
+signs, the whole score is monotone; context columns enter unconstrained.
 
-Losses.  ``combined``: binary cross-entropy with logits on the soft label, weighted by the
-row's business weight (:mod:`fusiontune.ltr.targets`).  ``lambdarank``: listwise softmax
-cross-entropy per group (ListNet top-one): the target distribution is the group's
-relevance normalised to sum 1, groups without relevance are skipped, each group weighs its
-number of rows (as GAUC's default "rows" weighting does).
+**Training.**  The ranking score is calibrated for the loss by two free scalars,
+``logit = exp(t) * score + c`` (initialised by a 1-D logistic fit of the baseline score), which
+never change the ranking.  ``combined``: binary cross-entropy with the soft label,
+weighted by the row's business weight (:mod:`fusiontune.ltr.targets`).  ``lambdarank``:
+listwise softmax cross-entropy per group on ``exp(t) * score``.  Adam, shuffled
+mini-batches, seeded.  After every epoch the validation part is scored with the study's
+objective (guardrail-penalised); the best epoch is kept and training stops after
+``patience`` epochs without improvement.  Epoch 0 is the zero correction itself, so
+the kept network is never below the baseline formula on the validation part: when no
+epoch beats it the fuser *is* the formula and ``info["kept_formula"]`` says so.
 
-Training: Adam, shuffled mini-batches (whole groups for the listwise loss), seeded
-(``torch.manual_seed`` + a numpy generator for the batch order, deterministic CPU kernels),
-``threads`` CPU threads (default 2).  After every epoch the validation part is scored with
-the study's objective (the same business-weighted AUC/GAUC); the best epoch's weights are
-kept and training stops after ``patience`` epochs without improvement.
+**Fine-tune** (``[ltr.dnn] finetune = N``): N more epochs on the smooth AUC surrogate of the
+business objective from :mod:`fusiontune.surrogate` (the same surrogate as the ``grad``
+search method), with the same early stopping on the validation objective.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fit_dnn", "predict_dnn", "build_net", "DnnState"]
+__all__ = ["fit_dnn", "predict_dnn", "build_net", "DnnState", "RESIDUAL_FORMULAS"]
 
 LOG_EPS = 1e-6
+RESIDUAL_FORMULAS = ("additive", "multiplicative", "power")
 
 
 class DnnState:
-    """A fitted DNN fuser: the torch module and everything needed to rebuild its inputs."""
+    """A fitted DNN fuser: the torch module and the JSON-able config that rebuilds it."""
 
     def __init__(self, net, config: dict):
         self.net = net
-        self.config = config  # k, n_ctx, hidden, monotone, signs, mu, sd, ctx_mu, ctx_sd
+        self.config = config  # k, n_ctx, hidden, monotone, signs, mu, sd, ctx_mu, ctx_sd, base
 
-    def inputs(self, x: np.ndarray):
-        c = self.config
-        k = c["k"]
-        z = (np.log(np.maximum(x[:, :k], LOG_EPS)) - np.asarray(c["mu"])) / np.asarray(c["sd"])
-        z = z * np.asarray(c["signs"], dtype=np.float64)
-        ctx = x[:, k:]
-        if ctx.shape[1]:
-            ctx = (ctx - np.asarray(c["ctx_mu"])) / np.asarray(c["ctx_sd"])
-            ctx = np.where(np.isnan(ctx), 0.0, ctx)
-        return np.ascontiguousarray(z, dtype=np.float32), np.ascontiguousarray(ctx, dtype=np.float32)
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The trained parameters as plain arrays (saved with ``np.savez``, loaded without pickle)."""
+        return {n: p.detach().cpu().numpy() for n, p in self.net.named_parameters()}
 
 
-def build_net(k: int, n_ctx: int, hidden: list[int], monotone: bool):
+def build_net(config: dict):
+    """The residual network described by ``config`` (as :func:`fit_dnn` records it)."""
     import torch
     from torch import nn
 
-    class MonotoneMLP(nn.Module):
+    k, n_ctx, hidden = int(config["k"]), int(config["n_ctx"]), [int(h) for h in config["hidden"]]
+    base = config["base"]
+    f32 = torch.float32
+
+    class ResidualNet(nn.Module):
         def __init__(self):
             super().__init__()
-            self.monotone = monotone
-            sizes = [k] + list(hidden)
+            self.k = k
+            self.formula = base["formula"]
+            self.register_buffer("a", torch.tensor(base["a"], dtype=f32))
+            self.register_buffer("b", torch.tensor(base.get("b") or [0.0] * k, dtype=f32))
+            self.eps = float(base["eps"])
+            self.register_buffer("signs", torch.tensor(config["signs"], dtype=f32))
+            self.register_buffer("mu", torch.tensor(config["mu"], dtype=f32))
+            self.register_buffer("sd", torch.tensor(config["sd"], dtype=f32))
+            self.register_buffer("ctx_mu", torch.tensor(config["ctx_mu"], dtype=f32).reshape(n_ctx))
+            self.register_buffer("ctx_sd", torch.tensor(config["ctx_sd"], dtype=f32).reshape(n_ctx))
+            sizes = [k] + hidden
+            self.d = nn.Parameter(torch.zeros(k))
             self.w_task = nn.Parameter(torch.empty(k, sizes[1]))
             self.w_ctx = nn.Parameter(torch.empty(n_ctx, sizes[1]))
-            self.b = nn.ParameterList([nn.Parameter(torch.zeros(h)) for h in hidden])
+            self.bias = nn.ParameterList([nn.Parameter(torch.zeros(h)) for h in hidden])
             self.w_hidden = nn.ParameterList(
                 [nn.Parameter(torch.empty(sizes[i], sizes[i + 1])) for i in range(1, len(hidden))])
-            self.w_out = nn.Parameter(torch.empty(hidden[-1], 1))
-            self.skip = nn.Parameter(torch.full((k, 1), 0.5))
-            self.b_out = nn.Parameter(torch.zeros(1))
-            for w in [self.w_task, self.w_ctx, *self.w_hidden, self.w_out]:
+            self.w_out = nn.Parameter(torch.zeros(hidden[-1]))
+            for w in [self.w_task, self.w_ctx, *self.w_hidden]:
                 bound = 1.0 / max(w.shape[0], 1) ** 0.5
                 nn.init.uniform_(w, -bound, bound)
 
-        def pos(self, w):
-            return w.abs() if self.monotone else w
+        def phi(self, p):
+            if self.formula == "additive":
+                return p
+            if self.formula == "multiplicative":
+                return torch.log(torch.clamp(p, self.eps, 1.0))
+            return torch.log(torch.clamp(self.b + p, min=self.eps))
 
-        def forward(self, z, ctx):
-            h = z @ self.pos(self.w_task) + self.b[0]
-            if ctx.shape[1]:
-                h = h + ctx @ self.w_ctx
+        def forward(self, x):
+            p = x[:, :self.k]
+            phi = self.phi(p)
+            out = phi @ (self.a + self.d)
+            z = (torch.log(torch.clamp(p, min=LOG_EPS)) - self.mu) / self.sd * self.signs
+            h = z @ self.w_task + self.bias[0]
+            if n_ctx:
+                c = (x[:, self.k:] - self.ctx_mu) / self.ctx_sd
+                c = torch.where(torch.isnan(c), torch.zeros_like(c), c)
+                h = h + c @ self.w_ctx
             h = torch.tanh(h)
-            for w, b in zip(self.w_hidden, list(self.b)[1:]):
-                h = torch.tanh(h @ self.pos(w) + b)
-            return (h @ self.pos(self.w_out) + z @ self.pos(self.skip) + self.b_out).squeeze(-1)
+            for w, b in zip(self.w_hidden, list(self.bias)[1:]):
+                h = torch.tanh(h @ w + b)
+            return out + h @ self.w_out
 
-    return MonotoneMLP()
+    return ResidualNet()
+
+
+def project(net, monotone: bool) -> None:
+    """Keep the monotone constraints after an optimiser step (module docstring)."""
+    if not monotone:
+        return
+    import torch
+
+    with torch.no_grad():
+        for w in [net.w_task, *net.w_hidden, net.w_out]:
+            w.clamp_(min=0.0)
+        s, a = net.signs, net.a
+        lo = torch.minimum(torch.zeros_like(a), s * a)  # sign * (a + d) >= lo
+        net.d.copy_(s * torch.maximum(s * (a + net.d), lo) - a)
+
+
+def _calibration(score: np.ndarray, y: np.ndarray, w: np.ndarray, iters: int = 30) -> tuple[float, float]:
+    """(log scale, offset) of a weighted 1-D logistic fit ``sigma(s * score + c)`` to soft labels
+    (Newton's method; only starts the two free calibration scalars)."""
+    x = (score - score.mean()) / (score.std() or 1.0)
+    beta = np.zeros(2)
+    m = np.clip((y * w).sum() / max(w.sum(), 1e-12), 1e-4, 1 - 1e-4)
+    beta[1] = np.log(m / (1 - m))
+    for _ in range(iters):
+        f = np.clip(beta[0] * x + beta[1], -30, 30)
+        q = 1.0 / (1.0 + np.exp(-f))
+        g = np.array([(w * (q - y) * x).sum(), (w * (q - y)).sum()])
+        h = w * q * (1 - q)
+        hess = np.array([[(h * x * x).sum(), (h * x).sum()], [(h * x).sum(), h.sum()]]) + 1e-9 * np.eye(2)
+        beta -= np.linalg.solve(hess, g)
+    sd = score.std() or 1.0
+    scale = max(float(beta[0]) / sd, 1e-3)  # the formula ranks the right way round: keep the scale > 0
+    return float(np.log(scale)), float(beta[1] - beta[0] * score.mean() / sd)
 
 
 def _group_batches(sizes: np.ndarray, batch_rows: int, rng) -> list[np.ndarray]:
@@ -117,10 +179,33 @@ def _group_batches(sizes: np.ndarray, batch_rows: int, rng) -> list[np.ndarray]:
     return batches
 
 
-def fit_dnn(train, val, target: str, hyper: dict, spec, monotone: bool, seed: int,
-            val_score=None, show_progress: bool | None = None):
-    """Fit on ``train`` (a :class:`~fusiontune.ltr.fit.Part`); ``val_score(fused) -> float``
-    rates a validation prediction (higher is better; the study objective).  Returns
+def make_config(train, spec, hyper: dict, monotone: bool, base: dict) -> dict:
+    """Everything that rebuilds the network, JSON-able: input scalings from ``train``."""
+    k = spec.k
+    x = train.x
+    logp = np.log(np.maximum(x[:, :k], LOG_EPS))
+    mu, sd = logp.mean(axis=0), logp.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    ctx = x[:, k:]
+    with np.errstate(invalid="ignore"):
+        cmu = np.nanmean(ctx, axis=0) if ctx.shape[1] else np.zeros(0)
+        csd = np.nanstd(ctx, axis=0) if ctx.shape[1] else np.zeros(0)
+    cmu = np.where(np.isnan(cmu), 0.0, cmu)
+    csd = np.where(np.isnan(csd) | (csd <= 0), 1.0, csd)
+    return {"kind": "residual", "k": k, "n_ctx": int(ctx.shape[1]), "hidden": [int(h) for h in hyper["hidden"]],
+            "monotone": bool(monotone), "signs": [int(s) for s in spec.signs],
+            "mu": mu.tolist(), "sd": sd.tolist(), "ctx_mu": cmu.tolist(), "ctx_sd": csd.tolist(),
+            "base": {"formula": base["formula"], "a": [float(v) for v in base["a"]],
+                     "b": [float(v) for v in base.get("b") or [0.0] * k], "eps": float(base["eps"])},
+            "threads": int(hyper["threads"])}
+
+
+def fit_dnn(train, val, target: str, hyper: dict, spec, monotone: bool, seed: int, base: dict,
+            val_score=None, show_progress: bool | None = None, surrogate_loss=None):
+    """Fit on ``train`` (a :class:`~fusiontune.ltr.fit.Part`).  ``base``: ``{"formula", "a", "b",
+    "eps"}``, the baseline formula the network starts from.  ``val_score(fused) -> float`` rates a
+    validation prediction (higher is better; the study objective).  ``surrogate_loss(fused_tensor,
+    rows) -> tensor`` (optional) is the smooth objective for the fine-tune epochs.  Returns
     ``(DnnState, info)``."""
     import torch
 
@@ -131,29 +216,17 @@ def fit_dnn(train, val, target: str, hyper: dict, spec, monotone: bool, seed: in
     try:
         torch.manual_seed(int(seed))
         rng = np.random.default_rng(seed)
-        k = spec.k
-        x = train.x
-        logp = np.log(np.maximum(x[:, :k], LOG_EPS))
-        mu, sd = logp.mean(axis=0), logp.std(axis=0)
-        sd = np.where(sd > 0, sd, 1.0)
-        ctx = x[:, k:]
-        with np.errstate(invalid="ignore"):
-            cmu = np.nanmean(ctx, axis=0) if ctx.shape[1] else np.zeros(0)
-            csd = np.nanstd(ctx, axis=0) if ctx.shape[1] else np.zeros(0)
-        cmu = np.where(np.isnan(cmu), 0.0, cmu)
-        csd = np.where(np.isnan(csd) | (csd <= 0), 1.0, csd)
-        config = {"k": k, "n_ctx": int(ctx.shape[1]), "hidden": [int(h) for h in hyper["hidden"]],
-                  "monotone": bool(monotone), "signs": [int(s) for s in spec.signs],
-                  "mu": mu.tolist(), "sd": sd.tolist(), "ctx_mu": cmu.tolist(), "ctx_sd": csd.tolist(),
-                  "threads": int(hyper["threads"])}
-        net = build_net(k, config["n_ctx"], config["hidden"], monotone)
-        if target != "lambdarank":  # start at the base rate, not at 0.5: saves many epochs
-            m = float(np.clip((train.ybar * train.sw).sum() / max(train.sw.sum(), 1e-12), 1e-4, 1 - 1e-4))
-            with torch.no_grad():
-                net.b_out.fill_(float(np.log(m / (1 - m))))
+        config = make_config(train, spec, hyper, monotone, base)
+        net = build_net(config)
+        project(net, monotone)
         state = DnnState(net, config)
-        z, c = (torch.from_numpy(a) for a in state.inputs(x))
-        opt = torch.optim.Adam(net.parameters(), lr=float(hyper["lr"]), weight_decay=float(hyper["weight_decay"]))
+        x = torch.from_numpy(np.ascontiguousarray(train.x, dtype=np.float32))
+        n = len(train.x)
+        with torch.no_grad():
+            s0 = net(x).numpy().astype(np.float64)
+        lt0, c0 = _calibration(s0, train.ybar, train.sw)
+        log_t = torch.nn.Parameter(torch.tensor(lt0, dtype=torch.float32))
+        c_off = torch.nn.Parameter(torch.tensor(c0, dtype=torch.float32))
         bs = int(hyper["batch_size"])
         if target == "lambdarank":
             rel = torch.from_numpy(train.rel.astype(np.float32))
@@ -165,10 +238,13 @@ def fit_dnn(train, val, target: str, hyper: dict, spec, monotone: bool, seed: in
 
         def loss_batch(rows):
             idx = torch.from_numpy(rows)
-            f = net(z[idx], c[idx])
+            f = net(x[idx])
             if target != "lambdarank":
-                l = torch.nn.functional.binary_cross_entropy_with_logits(f, yb[idx], weight=wb[idx], reduction="sum")
-                return l * (len(x) / wsum / len(rows))
+                logit = torch.exp(log_t) * f + c_off
+                l = torch.nn.functional.binary_cross_entropy_with_logits(logit, yb[idx], weight=wb[idx],
+                                                                        reduction="sum")
+                return l * (n / wsum / len(rows))
+            f = torch.exp(log_t) * f
             g_np = gid_all[rows]
             _, g_local = np.unique(g_np, return_inverse=True)
             g = torch.from_numpy(g_local)
@@ -184,45 +260,83 @@ def fit_dnn(train, val, target: str, hyper: dict, spec, monotone: bool, seed: in
             has = rsum > 0
             return (per_group * cnt)[has].sum() / cnt[has].sum().clamp(min=1.0)
 
-        best, best_state, best_epoch, bad = -np.inf, None, 0, 0
+        blocked = np.zeros(spec.k, dtype=bool)  # guardrails broken by better-scoring epochs
+
+        def rate() -> float:
+            if val is None or val_score is None:
+                return float("nan")
+            got = val_score(predict_dnn(state, val.x))
+            if not isinstance(got, tuple):
+                return float(got)
+            pen, raw, viol = got
+            if raw > best + 1e-7 and np.asarray(viol).any():
+                blocked[np.asarray(viol, dtype=bool)] = True
+            return float(pen)
+
+        best = -np.inf
+        best = rate()  # epoch 0: the zero correction, i.e. the baseline formula
+        best_state = {k_: t.detach().clone() for k_, t in net.state_dict().items()}
+        history = [{"epoch": 0, "phase": "start", "train_loss": None, "validation": best}]
         epochs, patience = int(hyper["epochs"]), int(hyper["patience"])
-        history = []
-        ran = 0
-        with progress(epochs, "dnn fuser", enabled=show_progress) as bar:
-            for epoch in range(epochs):
-                net.train()
-                if target == "lambdarank":
-                    batches = _group_batches(train.sizes, bs, rng)
-                else:
-                    perm = rng.permutation(len(x))
-                    batches = [perm[s:s + bs] for s in range(0, len(x), bs)]
-                tot = 0.0
-                for rows in batches:
-                    opt.zero_grad(set_to_none=True)
-                    loss = loss_batch(rows)
-                    loss.backward()
-                    opt.step()
-                    tot += float(loss.detach()) * len(rows)
-                ran = epoch + 1
-                train_loss = tot / len(x)
-                if val is not None and val_score is not None:
-                    score = float(val_score(predict_dnn(state, val.x)))
-                else:
-                    score = -train_loss
-                history.append({"epoch": ran, "train_loss": round(train_loss, 6), "validation": score})
-                bar.update(advance=1, info=f"loss {train_loss:.4f} val {score:.5f}")
-                if score > best + 1e-7:
-                    best, best_epoch, bad = score, ran, 0
-                    best_state = {n: t.detach().clone() for n, t in net.state_dict().items()}
-                else:
-                    bad += 1
-                    if patience and bad >= patience:
-                        break
-        if best_state is not None:
-            net.load_state_dict(best_state)
+        finetune = int(hyper.get("finetune", 0)) if surrogate_loss is not None else 0
+        best_epoch, ran, stopped = 0, 0, {}
+        phases = [("fit", epochs, loss_batch, float(hyper["lr"]))]
+        if finetune:
+            phases.append(("finetune", finetune, surrogate_loss, float(hyper.get("finetune_lr", hyper["lr"]))))
+        if finetune:  # the smoothed baseline: the network at its start *is* the baseline formula
+            sur_rows = torch.from_numpy(np.asarray(surrogate_loss.rows, dtype=np.int64))
+            with torch.no_grad():
+                surrogate_loss.set_baseline(net(x[sur_rows]))
+        steps = int(hyper.get("finetune_steps", 10))
+        with progress(epochs + finetune, "dnn fuser", enabled=show_progress) as bar:
+            for phase, n_ep, loss_fn, lr in phases:
+                if phase == "finetune":  # start the fine-tune from the best network so far
+                    net.load_state_dict(best_state)
+                params = list(net.parameters()) + ([log_t, c_off] if phase == "fit" else [])
+                opt = torch.optim.Adam(params, lr=lr, weight_decay=float(hyper["weight_decay"]))
+                bad, done = 0, 0
+                for _ in range(n_ep):
+                    net.train()
+                    if phase == "finetune":  # full-batch steps over the rows the pairs touch
+                        batches = [None] * steps
+                    elif target == "lambdarank":
+                        batches = _group_batches(train.sizes, bs, rng)
+                    else:
+                        perm = rng.permutation(n)
+                        batches = [perm[s:s + bs] for s in range(0, n, bs)]
+                    tot = 0.0
+                    for rows in batches:
+                        opt.zero_grad(set_to_none=True)
+                        loss = loss_fn(rows) if phase == "fit" else loss_fn(net(x[sur_rows]))
+                        loss.backward()
+                        opt.step()
+                        project(net, monotone)
+                        tot += float(loss.detach()) * (len(rows) if rows is not None else n / steps)
+                    ran += 1
+                    done += 1
+                    train_loss = tot / n
+                    score = rate()
+                    history.append({"epoch": ran, "phase": phase, "train_loss": round(train_loss, 6),
+                                    "validation": score})
+                    bar.update(advance=1, info=f"{phase} loss {train_loss:.4f} val {score:.5f}")
+                    if score > best + 1e-7:
+                        best, best_epoch, bad = score, ran, 0
+                        best_state = {k_: t.detach().clone() for k_, t in net.state_dict().items()}
+                    else:
+                        bad += 1
+                        if patience and bad >= patience:
+                            break
+                stopped[phase] = done < n_ep
+                if done < n_ep:
+                    bar.update(advance=n_ep - done)
+        net.load_state_dict(best_state)
         net.eval()
-        info = {"iterations": best_epoch, "epochs_run": ran, "stopped_early": ran < epochs,
-                "validation_score": best, "history": history}
+        info = {"iterations": best_epoch, "epochs_run": ran, "stopped_early": bool(stopped.get("fit")),
+                "finetune_stopped_early": stopped.get("finetune"), "finetune_epochs": finetune,
+                "best_phase": history[best_epoch]["phase"] if best_epoch < len(history) else "fit",
+                "validation_score": best, "validation_baseline": history[0]["validation"],
+                "kept_formula": best_epoch == 0, "history": history,
+                "blocked_by": blocked.tolist()}
         return state, info
     finally:
         torch.set_num_threads(old_threads)
@@ -233,15 +347,14 @@ def predict_dnn(state: DnnState, x: np.ndarray, batch: int = 65536) -> np.ndarra
     import torch
 
     old = torch.get_num_threads()
-    torch.set_num_threads(int(state.config.get("threads", 2)))
+    torch.set_num_threads(int(state.config.get("threads", 1)))
     try:
-        z, c = state.inputs(x)
-        out = np.empty(len(z), dtype=np.float32)
+        xs = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.empty(len(xs), dtype=np.float32)
         state.net.eval()
         with torch.no_grad():
-            for s in range(0, len(z), batch):
-                out[s:s + batch] = state.net(torch.from_numpy(z[s:s + batch]),
-                                             torch.from_numpy(c[s:s + batch])).numpy()
+            for s in range(0, len(xs), batch):
+                out[s:s + batch] = state.net(torch.from_numpy(xs[s:s + batch])).numpy()
         return out.astype(np.float64)
     finally:
         torch.set_num_threads(old)

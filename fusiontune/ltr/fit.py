@@ -58,6 +58,8 @@ class Fuser:
         return f"ltr-{self.model}"
 
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        if hasattr(self.estimator, "predict_matrix"):  # an ONNX model read by onnxruntime
+            return self.estimator.predict_matrix(x)
         if self.model == "gbdt":
             from .gbdt import predict_gbdt
 
@@ -147,7 +149,13 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
     prep = ensure_features(prep, cfg.features)
     study = prep.study
     spec = FeatureSpec.from_study(study, cfg.features)
-    if model == "dnn":  # its inputs are log-probabilities
+    if model == "dnn":  # it starts from the formula; its inputs are log-probabilities
+        from .dnn import RESIDUAL_FORMULAS
+
+        if prep.formula.name not in RESIDUAL_FORMULAS:
+            raise InputError(f"{study.path or '<study>'}: the DNN fuser starts from the study's formula and "
+                             f"supports {', '.join(RESIDUAL_FORMULAS)}; the {prep.formula.name} formula needs "
+                             f"per-group percentiles (use the GBDT fuser)")
         bad = (prep.log.scores < 0) | (prep.log.scores > 1)
         if bad.any():
             i, j = (int(v[0]) for v in np.nonzero(bad))
@@ -171,8 +179,13 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
         val_obj.set_baseline(prep.space.baseline)
 
         def val_score(fused):  # noqa: E306 - the study objective on the validation part, with the
-            # guardrail penalty, so that early stopping never keeps an epoch that breaks one
-            return float(val_obj.judge(fused_metrics(val_obj, fused)[None, :]).penalised[0])
+            # guardrail penalty, so that early stopping never keeps an epoch that breaks one;
+            # also the raw objective and the broken guardrails (the DNN records what blocked it)
+            # guardrails count within (1 - margin) * max_drop, as the refits judge them
+            pt = fused_metrics(val_obj, fused)
+            over = (val_obj.baseline_per_task - pt) - val_obj.max_drop * (1.0 - cfg.guardrail_margin)
+            j = float(pt @ val_obj.w)
+            return j - val_obj.penalty * float(np.clip(over, 0.0, None).sum()), j, over > 1e-12
 
     mono = spec.monotone(cfg.monotone)
     t_fit = time.perf_counter()
@@ -191,7 +204,8 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
         else:
             from .dnn import fit_dnn
 
-            est, info = fit_dnn(train, val, target, cfg.dnn, spec, cfg.monotone, seed, val_score, show_progress)
+            est, info = fit_dnn(train, val, target, cfg.dnn, spec, cfg.monotone, seed, _base_formula(prep),
+                                val_score, show_progress, _surrogate(prep, train, cfg, seed))
             backend, hyper = "torch", dict(cfg.dnn)
         fuser = Fuser(model, backend, target, spec, est, {**hyper, "monotone": cfg.monotone, "seed": int(seed)})
         return fuser, info, train, val
@@ -240,37 +254,41 @@ def _fit_with_guardrails(fit_once, w: np.ndarray, val_obj: Objective | None, rou
     fits = [(mult, *fit_once(w))]
     log = []
 
-    def judge(f, val):
+    def judge(f, val, info):
+        """(feasible, tasks to up-weight, validation objective, blocked): a fit whose early
+        stopping turned down better epochs because they broke a guardrail (the residual DNN,
+        which then keeps the formula) is feasible but *blocked* by those tasks."""
         pt = fused_metrics(val_obj, f.predict_matrix(val.x))
         viol = (val_obj.baseline_per_task - pt) > val_obj.max_drop * (1.0 - margin) + 1e-12
-        return not viol.any(), viol, float(pt @ val_obj.w)
+        blocked = np.asarray(info.get("blocked_by", np.zeros(len(pt), bool)), dtype=bool)
+        return not viol.any(), viol | blocked, float(pt @ val_obj.w), bool(blocked.any())
 
     guard = {"rounds": 0, "fits": 1, "multipliers": {}, "feasible_on_validation": None, "trace": log}
     if val_obj is None or rounds <= 0 or not np.isfinite(val_obj.max_drop).any():
         return (*fits[0][1:], guard)
-    feas, viol, j = judge(fits[0][1], fits[0][4])
-    log.append({"multipliers": mult.tolist(), "feasible": feas, "validation_objective": j})
+    feas, viol, j, blocked = judge(fits[0][1], fits[0][4], fits[0][2])
+    log.append({"multipliers": mult.tolist(), "feasible": feas, "validation_objective": j, "blocked": blocked})
     best = (j, fits[0]) if feas else None
     lo, r = mult.copy(), 0
     last = fits[0]
-    while best is None and r < rounds:
+    while (not feas or blocked) and r < rounds:
         lo = mult.copy()
         mult = mult.copy()
         mult[viol] *= factor
         last = (mult, *fit_once(w * mult))
-        feas, v2, j = judge(last[1], last[4])
+        feas, v2, j, blocked = judge(last[1], last[4], last[2])
         viol = viol | v2
-        log.append({"multipliers": mult.tolist(), "feasible": feas, "validation_objective": j})
+        log.append({"multipliers": mult.tolist(), "feasible": feas, "validation_objective": j, "blocked": blocked})
         r += 1
-        if feas:
+        if feas and (best is None or j > best[0]):
             best = (j, last)
-    if best is not None and r > 0:
+    if best is not None and r > 0 and not log[-1]["blocked"] and best[1] is last:
         hi = best[1][0]
         for _ in range(refine):
             mid = np.sqrt(lo * hi)
             cand = (mid, *fit_once(w * mid))
-            feas, _, j = judge(cand[1], cand[4])
-            log.append({"multipliers": mid.tolist(), "feasible": feas, "validation_objective": j})
+            feas, _, j, blocked = judge(cand[1], cand[4], cand[2])
+            log.append({"multipliers": mid.tolist(), "feasible": feas, "validation_objective": j, "blocked": blocked})
             r += 1
             if feas:
                 hi = mid
@@ -283,6 +301,22 @@ def _fit_with_guardrails(fit_once, w: np.ndarray, val_obj: Objective | None, rou
     guard.update({"rounds": r, "fits": len(log), "feasible_on_validation": best is not None,
                   "multipliers": {t: float(m) for t, m in zip(tasks, chosen[0])}})
     return (*chosen[1:], guard)
+
+
+def _base_formula(prep) -> dict:
+    """The baseline formula the residual DNN starts from: name, weights a, biases b, eps."""
+    f, row = prep.formula, prep.space.as_dict(prep.space.baseline)
+    return {"formula": f.name, "a": [row[f"a_{t}"] for t in f.tasks],
+            "b": [row.get(f"b_{t}", 0.0) for t in f.tasks], "eps": float(f.eps)}
+
+
+def _surrogate(prep, train: "Part", cfg: LtrConfig, seed: int):
+    """The fine-tune loss on the training part, or None when ``finetune = 0``."""
+    if not int(cfg.dnn.get("finetune", 0)):
+        return None
+    from .finetune import SurrogateLoss
+
+    return SurrogateLoss(prep.study, train.log, cfg.guardrail_margin, seed)
 
 
 def run_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, options: dict | None = None,
@@ -394,6 +428,14 @@ def _result(prep, fuser, cfg, info, seed, seconds, fit_seconds, best_pt, ev, bas
     })
     if "history" in info:
         result["ltr"]["history"] = info["history"]
+    if fuser.model == "dnn":
+        result["ltr"].update({k: info.get(k) for k in ("kept_formula", "validation_baseline", "best_phase",
+                                                       "finetune_epochs", "finetune_stopped_early", "epochs_run")})
+        result["ltr"]["residual"] = {"formula": fuser.estimator.config["base"]["formula"],
+                                     "start": "baseline formula + zero correction"}
+        if info.get("kept_formula"):
+            result["ltr"]["recommendation"] = ("keep the formula: no epoch of the fit beat the baseline formula "
+                                               "on the validation part, so the fuser is the formula itself")
     if not ev.feasible[0]:
         result["note"] = "the fuser breaks a guardrail on the search part (feasible = false)"
     return result
