@@ -1,4 +1,7 @@
-"""``fusiontune eval``: re-score a weight set (e.g. an exported weights.json) on a log."""
+"""``fusiontune eval``: re-score a weight set (e.g. an exported weights.json) or an LTR fuser on a log.
+
+A fuser is read from ONNX, LightGBM text or the DNN's ``.npz``; a pickle only with
+``--trust-pickle`` (see :mod:`fusiontune.ltr.io`)."""
 
 from __future__ import annotations
 
@@ -7,14 +10,22 @@ from pathlib import Path
 
 from .common import add_study_argument, load
 
-HELP = "re-score a weight set (weights.json|yaml) on the study's log or another one, vs the baseline"
+HELP = ("re-score a weight set (weights.json|yaml) or an LTR fuser on the study's log or another one, vs the "
+        "baseline")
 
 
 def add_arguments(p) -> None:
     add_study_argument(p)
-    p.add_argument("--params", type=Path, required=True, help="weights file written by `fusiontune export`")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--params", type=Path, help="weights file written by `fusiontune export`")
+    src.add_argument("--model", type=Path,
+                     help="an LTR fuser: `fusiontune ltr` run directory, or an exported model.onnx / LightGBM "
+                          "model.txt with its sidecar JSON")
     p.add_argument("--log", type=Path, default=None, help="prediction log to score (default: the study's)")
     p.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON to this file")
+    from .score import add_trust_pickle
+
+    add_trust_pickle(p)
 
 
 def print_eval(res: dict) -> None:
@@ -52,8 +63,14 @@ def run(args) -> int:
     from ..results import _jsonable, atomic_write_text
 
     study = load(args)
-    doc = read_weights(args.params)
-    res = evaluate_params(study, doc, str(args.params), args.log)
+    if args.model is not None:
+        from ..ltr.evaluate import evaluate_fuser
+        from .score import load_model
+
+        res = evaluate_fuser(study, load_model(args.model, args.trust_pickle), str(args.model), args.log)
+    else:
+        doc = read_weights(args.params)
+        res = evaluate_params(study, doc, str(args.params), args.log)
     print_eval(res)
     if args.out:
         atomic_write_text(args.out, json.dumps(res, indent=2, default=_jsonable) + "\n")

@@ -1,6 +1,8 @@
 """``fusiontune score``: apply a saved fuser or a weight set to a log, write the fused score.
 
-``--model DIR``   a run directory of ``fusiontune ltr`` (``fuser.json`` + model file).
+``--model DIR``   a run directory of ``fusiontune ltr`` (``fuser.json`` + model file), or an
+                  exported ``model.onnx`` / LightGBM ``model.txt`` beside its sidecar JSON.
+                  Non-executable formats only, unless ``--trust-pickle`` (see ltr/io.py).
 ``--params FILE`` a weight set: a JSON/YAML file with at least ``formula`` and ``params``
                   (as ``fusiontune export`` writes), or a search run's ``result.json`` (or
                   its folder), whose ``best.params`` are used.
@@ -25,10 +27,20 @@ def add_arguments(p) -> None:
     p.add_argument("--log", type=Path, required=True, help="prediction log to score (.csv or .parquet)")
     p.add_argument("--out", type=Path, required=True, help="output log (.csv or .parquet): input + fused column")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", type=Path, help="run directory of `fusiontune ltr` (a saved fuser)")
+    src.add_argument("--model", type=Path,
+                     help="run directory of `fusiontune ltr` (a saved fuser), or an exported model.onnx / "
+                          "LightGBM model.txt with its sidecar JSON")
     src.add_argument("--params", type=Path, help="weights file (JSON/YAML with formula + params) or a result.json")
     p.add_argument("--study", type=Path, default=None, help="study TOML: task score columns and formula options")
     p.add_argument("--column", default="fused_score", help="name of the fused score column (default: fused_score)")
+    add_trust_pickle(p)
+
+
+def add_trust_pickle(p) -> None:
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading a pickled model (model.joblib / model.pt): unpickling can run arbitrary "
+                        "code, so only for run directories you made or trust (default: ONNX, LightGBM text "
+                        "or the DNN's .npz only)")
 
 
 # --------------------------------------------------------------------------- weight sets
@@ -133,10 +145,23 @@ def _score_params(args, study) -> tuple:
     return table, fused_scores(formula, log, ws["params"]), f"{formula.name} weights from {src}"
 
 
-def _score_model(args, study) -> tuple:
-    from ..ltr.io import load_fuser, read_scoring_log
+def load_model(path: Path, trust_pickle: bool):
+    """A fuser from an ``ltr`` run directory or an exported ``.onnx`` / LightGBM ``.txt`` file
+    (with its sidecar JSON); a pickle only with ``--trust-pickle``."""
+    from ..ltr.io import load_fuser
 
-    fuser = load_fuser(args.model)
+    path = Path(path)
+    if path.is_file():
+        from ..ltr.export import load_exported
+
+        return load_exported(path)
+    return load_fuser(path, trust_pickle=trust_pickle)
+
+
+def _score_model(args, study) -> tuple:
+    from ..ltr.io import read_scoring_log
+
+    fuser = load_model(args.model, args.trust_pickle)
     spec = fuser.spec
     cols = list(spec.scores)
     if study is not None:  # the study may name the score columns of this log differently

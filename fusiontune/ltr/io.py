@@ -1,10 +1,24 @@
 """Saving and loading fitted fusers; reading a log to score and writing it back.
 
 A saved fuser is a folder (an ``ltr`` run directory) with ``fuser.json`` (model kind,
-backend, target, input columns with their signs and scales, settings) and the model:
-``model.joblib`` (scikit-learn / LightGBM estimator) or ``model.pt`` (the torch
-``state_dict``; the network is rebuilt from ``fuser.json``).  Files are written to a
-temporary name and renamed, so a folder never holds a half-written model.
+backend, target, input columns with their signs and scales, settings) and the model in a
+format that cannot run code when it is read, whenever the backend has one:
+
+=================  ==========================  ==========================================
+fuser              model file(s)               read by
+=================  ==========================  ==========================================
+dnn (residual)     ``model.npz``               ``numpy.load(allow_pickle=False)``; the
+                                               network is rebuilt from ``fuser.json``
+gbdt, LightGBM     ``model.txt``               LightGBM's text model format
+gbdt, sklearn      ``model.onnx`` (+ ``model.  onnxruntime; ``model.joblib`` is a pickle
+                   joblib``)                   and is read only with ``trust_pickle``
+=================  ==========================  ==========================================
+
+Older run directories (``model.pt``, a joblib LightGBM model) and a scikit-learn GBDT saved
+without the ``onnx`` extra hold only a pickle: :func:`load_fuser` refuses them unless
+``trust_pickle=True`` (:class:`PickleRefused`), because unpickling a file from elsewhere can
+execute arbitrary code.  Files are written to a temporary name and renamed, so a folder
+never holds a half-written model.
 """
 
 from __future__ import annotations
@@ -17,16 +31,27 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ..errors import InputError
+from ..errors import InputError, RunError
 from ..log import PredictionLog, _numeric, read_table
 from ..results import atomic_write_text
 from .features import FeatureSpec
 from .fit import Fuser
 
-__all__ = ["save_fuser", "load_fuser", "read_scoring_log", "write_scored", "FUSER_FILE"]
+__all__ = ["save_fuser", "load_fuser", "read_scoring_log", "write_scored", "FUSER_FILE", "PickleRefused",
+           "LgbText", "lightgbm_text"]
 
 FUSER_FILE = "fuser.json"
-FORMAT = 1
+FORMAT = 2
+
+
+class PickleRefused(RunError):
+    """A model file is a pickle and the caller did not say it trusts it (``trust_pickle``)."""
+
+    def __init__(self, path: Path, folder: Path):
+        self.path, self.folder = Path(path), Path(folder)
+        super().__init__(f"{path}: refused to load a pickle: unpickling can run arbitrary code; allow it with "
+                         f"trust_pickle only if you trust where {folder} came from, or load its ONNX export",
+                         param="trust_pickle")
 
 
 def _atomic_binary(path: Path, write) -> None:
@@ -41,28 +66,74 @@ def _atomic_binary(path: Path, write) -> None:
         raise
 
 
+class LgbText:
+    """A LightGBM model read from its text format: ``predict(x, raw_score=True)`` like the estimator."""
+
+    def __init__(self, booster):
+        self.booster = booster
+
+    def predict(self, x, raw_score=True):
+        return self.booster.predict(x, raw_score=raw_score)
+
+
+def lightgbm_text(estimator) -> str:
+    """The LightGBM text model of a fitted estimator (or :class:`LgbText`), cut at its best iteration."""
+    if isinstance(estimator, LgbText):
+        return estimator.booster.model_to_string()
+    best = getattr(estimator, "best_iteration_", None) or None
+    return estimator.booster_.model_to_string(num_iteration=best)
+
+
 def save_fuser(fuser: Fuser, folder: str | Path) -> list[str]:
     """Write the model file(s) and ``fuser.json`` into ``folder``; returns the file names."""
     folder = Path(folder)
     meta = {"format": FORMAT, "model": fuser.model, "backend": fuser.backend, "target": fuser.target,
             "features": fuser.spec.to_dict(), "settings": fuser.settings}
+    files = []
     if fuser.model == "dnn":
-        import torch
-
         state = fuser.estimator
         meta["network"] = state.config
-        meta["model_file"] = "model.pt"
-        _atomic_binary(folder / "model.pt", lambda p: torch.save(state.net.state_dict(), p))
+        meta["model_file"] = "model.npz"
+        arrays = state.state_arrays()
+
+        def write_npz(p):
+            with open(p, "wb") as fh:
+                np.savez(fh, **arrays)
+
+        _atomic_binary(folder / "model.npz", write_npz)
+        files.append("model.npz")
+    elif fuser.backend == "lightgbm":
+        meta["model_file"] = "model.txt"
+        text = lightgbm_text(fuser.estimator)
+        _atomic_binary(folder / "model.txt", lambda p: Path(p).write_text(text, encoding="utf-8"))
+        files.append("model.txt")
     else:
         import joblib
 
         meta["model_file"] = "model.joblib"
         _atomic_binary(folder / "model.joblib", lambda p: joblib.dump(fuser.estimator, p))
+        files.append("model.joblib")
+        try:
+            from .serving import fuser_to_onnx
+        except ImportError:  # pragma: no cover - the onnx extra is not installed
+            fuser_to_onnx = None
+        if fuser_to_onnx is not None:
+            try:
+                blob = fuser_to_onnx(fuser)
+            except ImportError:
+                blob = None
+            if blob is not None:
+                _atomic_binary(folder / "model.onnx", lambda p: Path(p).write_bytes(blob))
+                meta["onnx_file"] = "model.onnx"
+                files.append("model.onnx")
     atomic_write_text(folder / FUSER_FILE, json.dumps(meta, indent=2) + "\n")
-    return [meta["model_file"], FUSER_FILE]
+    return files + [FUSER_FILE]
 
 
-def load_fuser(folder: str | Path) -> Fuser:
+def load_fuser(folder: str | Path, trust_pickle: bool = False) -> Fuser:
+    """The fuser saved in ``folder``, from a non-executable model file when there is one;
+    a pickle only with ``trust_pickle`` (else :class:`PickleRefused`).  With ``trust_pickle``
+    a scikit-learn GBDT is the original pickled estimator, not its ONNX twin."""
     folder = Path(folder)
     cfg = folder / FUSER_FILE
     if not cfg.exists():
@@ -76,25 +147,34 @@ def load_fuser(folder: str | Path) -> Fuser:
         model, mfile = meta["model"], folder / meta["model_file"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise InputError(f"{cfg}: not a valid fuser description ({type(exc).__name__}: {exc})") from None
-    if not mfile.exists():
+    if model not in ("gbdt", "dnn"):
+        raise InputError(f"{cfg}: unknown model {model!r} (expected \"gbdt\" or \"dnn\")")
+    onnx_file = folder / meta["onnx_file"] if meta.get("onnx_file") else None
+    if not mfile.exists() and not (onnx_file and onnx_file.exists()):
         raise InputError(f"{mfile}: model file not found")
-    if model == "dnn":
-        import torch
+    backend = meta.get("backend", "")
+    if mfile.suffix == ".npz":
+        est = _load_npz(mfile, meta)
+    elif mfile.suffix == ".txt":
+        from .gbdt import import_lightgbm
 
-        from .dnn import DnnState, build_net
-
-        net_cfg = meta["network"]
-        net = build_net(int(net_cfg["k"]), int(net_cfg["n_ctx"]), list(net_cfg["hidden"]), bool(net_cfg["monotone"]))
+        lgb = import_lightgbm(f"{mfile}")
         try:
-            net.load_state_dict(torch.load(mfile, map_location="cpu", weights_only=True))
-        except (RuntimeError, OSError, EOFError) as exc:
-            raise InputError(f"{mfile}: cannot load the network: {str(exc).splitlines()[0]}") from None
-        net.eval()
-        est = DnnState(net, net_cfg)
-    elif model == "gbdt":
+            est = LgbText(lgb.Booster(model_file=str(mfile)))
+        except Exception as exc:  # noqa: BLE001 - LightGBM raises its own error type on a bad file
+            raise InputError(f"{mfile}: cannot read the LightGBM model: {str(exc).splitlines()[0]}") from None
+    elif onnx_file is not None and onnx_file.exists() and not (trust_pickle and mfile.exists()):
+        from .serving import OnnxScorer
+
+        est = OnnxScorer.from_file(onnx_file)
+    elif not trust_pickle:
+        raise PickleRefused(mfile, folder)
+    elif mfile.suffix == ".pt":
+        est = _load_pt(mfile, meta)
+    else:
         import joblib
 
-        if meta.get("backend") == "lightgbm":
+        if backend == "lightgbm":
             from .gbdt import import_lightgbm
 
             import_lightgbm(f"{mfile}")
@@ -102,9 +182,33 @@ def load_fuser(folder: str | Path) -> Fuser:
             est = joblib.load(mfile)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
             raise InputError(f"{mfile}: cannot load the model: {type(exc).__name__}: {exc}") from None
-    else:
-        raise InputError(f"{cfg}: unknown model {model!r} (expected \"gbdt\" or \"dnn\")")
-    return Fuser(model, meta.get("backend", ""), meta.get("target", ""), spec, est, meta.get("settings", {}))
+    return Fuser(model, backend, meta.get("target", ""), spec, est, meta.get("settings", {}))
+
+
+def _load_npz(mfile: Path, meta: dict):
+    import torch
+
+    from .dnn import DnnState, build_net
+
+    net_cfg = meta["network"]
+    net = build_net(net_cfg)
+    try:
+        with np.load(mfile, allow_pickle=False) as z:
+            arrays = {k: torch.from_numpy(np.array(z[k])) for k in z.files}
+        missing = net.load_state_dict(arrays, strict=False).missing_keys
+    except (ValueError, OSError, RuntimeError, KeyError) as exc:
+        raise InputError(f"{mfile}: cannot load the network: {str(exc).splitlines()[0]}") from None
+    params = {n for n, _ in net.named_parameters()}
+    if params & set(missing):
+        raise InputError(f"{mfile}: cannot load the network: missing {sorted(params & set(missing))[0]!r}")
+    net.eval()
+    return DnnState(net, net_cfg)
+
+
+def _load_pt(mfile: Path, meta: dict):
+    """A format-1 DNN (``model.pt``): only reached with trust_pickle; the old plain MLP is gone."""
+    raise InputError(f"{mfile}: a DNN fuser saved by an older fusiontune (plain MLP, model.pt); refit it "
+                     f"with the residual DNN")
 
 
 # --------------------------------------------------------------------------- scoring a new log
