@@ -130,15 +130,33 @@ def compare(prep, methods: list[str], budget: int, seeds: int, population: int, 
              "reached_99": int(reached.size) if m not in LTR_METHODS else np.nan,
              "seconds_mean": g["seconds"].mean()}
         table.append(t)
-    return CompareResult(runs, pd.DataFrame(table), target)
+    return CompareResult(runs, _vs_best_formula(pd.DataFrame(table)), target)
+
+
+def _vs_best_formula(table: pd.DataFrame) -> pd.DataFrame:
+    """LTR rows judged against the best formula of this comparison: the search method with the
+    best mean in-sample objective (not chosen on the holdout).  ``vs_best_formula`` = LTR holdout
+    mean minus that method's; ``loses`` flags an LTR row at or below the baseline or that method."""
+    table = table.copy()
+    search = table[~table["method"].isin(list(LTR_METHODS))]
+    best = search.loc[search["best_mean"].idxmax()] if len(search) else None
+    is_ltr = table["method"].isin(list(LTR_METHODS))
+    table["best_formula"] = np.where(is_ltr & (best is not None), best["method"] if best is not None else "", "")
+    ref = float(best["holdout_mean"]) if best is not None else np.nan
+    table["vs_best_formula"] = np.where(is_ltr, table["holdout_mean"] - ref, np.nan)
+    table["loses"] = is_ltr & ((table["holdout_lift_mean"] <= 0) | (table["vs_best_formula"] <= 0))
+    return table
 
 
 def markdown_table(res: CompareResult, budget: int, seeds: int, baseline_holdout: float | None) -> str:
     def pm(m, s, d=5):
         return "n/a" if not np.isfinite(m) else f"{m:.{d}f} ± {s:.{d}f}"
 
-    lines = ["| method | best in-sample | holdout | holdout lift | holdout wins | evals to 99% | seconds/run |",
-             "|---|---|---|---|---|---|---|"]
+    has_ltr = bool(res.table["method"].isin(list(LTR_METHODS)).any())
+    vs_head = " vs best formula |" if has_ltr else ""  # only when LTR fusers are compared
+    lines = [f"| method | best in-sample | holdout | holdout lift | holdout wins |{vs_head} evals to 99% "
+             "| seconds/run |",
+             "|---|---|---|---|---|" + ("---|" if has_ltr else "") + "---|---|"]
     for t in res.table.to_dict("records"):
         if t["method"] in LTR_METHODS:
             ev = "n/a"
@@ -148,12 +166,19 @@ def markdown_table(res: CompareResult, budget: int, seeds: int, baseline_holdout
             ev = f"> {budget} (0/{t['runs']})"
         lift = "n/a" if not np.isfinite(t["holdout_lift_mean"]) else f"{t['holdout_lift_mean']:+.5f}"
         wins = "n/a" if not np.isfinite(t["holdout_win_share"]) else f"{t['holdout_win_share']:.0%}"
+        vs = t.get("vs_best_formula", np.nan)
+        vs = "" if not np.isfinite(vs) else f"{vs:+.5f}" + (" LOSES" if t.get("loses") else "")
+        vs = f" {vs} |" if has_ltr else ""
         lines.append(f"| {t['method']} | {pm(t['best_mean'], t['best_std'])} | {pm(t['holdout_mean'], t['holdout_std'])} "
-                     f"| {lift} | {wins} | {ev} | {t['seconds_mean']:.1f} |")
+                     f"| {lift} | {wins} |{vs} {ev} | {t['seconds_mean']:.1f} |")
     notes = [f"budget {budget} evaluations, {seeds} seed(s) per method; mean ± std over seeds."]
     if res.target_gain is not None:
         notes.append(f"99% target: best in-sample gain over the baseline found by any search method = "
                      f"{res.target_gain:+.5f}.")
     if baseline_holdout is not None:
         notes.append(f"baseline holdout objective {baseline_holdout:.5f}.")
+    bf = [b for b in res.table.get("best_formula", pd.Series(dtype=str)) if b]
+    if bf:
+        notes.append(f"vs best formula: an LTR fuser's holdout minus that of {bf[0]} (the search method with the "
+                     f"best in-sample objective); LOSES: at or below it or the baseline.")
     return "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"

@@ -17,6 +17,9 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the study's [search] seed)")
     p.add_argument("--out", type=Path, default=None,
                    help="run directory (default: runs/<study>-ltr-<model>[-lambdarank]-<seed>)")
+    p.add_argument("--vs", type=Path, default=None, metavar="RUN",
+                   help="formula search run to judge the fuser against (default: the study's search run with "
+                        "the best in-sample objective in the folder of --out, e.g. runs/)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
@@ -25,6 +28,7 @@ def run(args) -> int:
     from ..ltr.config import parse_config
     from ..ltr.fit import fit_ltr
     from ..ltr.io import save_fuser
+    from ..ltr.versus import best_formula_run, summary_lines, versus
     from ..pipeline import load_study_log, prepare
     from ..results import default_run_dir, print_summary, write_run
 
@@ -40,6 +44,12 @@ def run(args) -> int:
                                     show_progress=False if args.quiet else None)
     name = f"ltr-{args.model}" + ("-lambdarank" if target == "lambdarank" else "")
     out = args.out or default_run_dir(study.name, name, seed)
+    if args.vs is not None and not (args.vs / "result.json").exists():
+        from ..errors import RunError
+
+        raise RunError(f"{args.vs / 'result.json'}: not found (--vs names a finished formula search run)")
+    vs_run = args.vs if args.vs is not None else best_formula_run(Path(out).parent, prep)
+    result["versus"] = versus(prep, result, vs_run)
     result["model_files"] = save_fuser(fuser, out)
     write_run(out, result, trials)  # result.json last: the folder is complete once it exists
     if not args.quiet:
@@ -53,5 +63,9 @@ def run(args) -> int:
             mult = ", ".join(f"{k} x{v:.3g}" for k, v in ltr["guardrails"]["multipliers"].items() if v != 1.0)
             print(f"guardrails: training weights raised for {mult or 'no task'}")
         print(f"permutation importance (objective drop): {imp}")
+        if ltr.get("recommendation"):
+            print(f"WARNING: {ltr['recommendation']}")
+        for line in summary_lines(result["versus"]):
+            print(line)
         print(f"saved the fuser in {out} ({', '.join(result['model_files'])})")
     return 0
