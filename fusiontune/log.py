@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import InputError
+from .errors import InputError, LogError, StudyError
 
 __all__ = ["TaskColumns", "PredictionLog", "load_log", "read_table", "split_log", "encode_label_codes",
            "split_roles", "SplitParts", "holdout_column", "split_info"]
@@ -322,9 +322,9 @@ def _unit_hash(log: PredictionLog, seed: int) -> np.ndarray:
 def holdout_column(log: PredictionLog, column: str) -> np.ndarray:
     """The explicit 0/1 holdout column ``column`` (loaded as an extra column) as a bool mask.
 
-    Anything but 0/1 (true/false) is an InputError naming the file, column, row and value."""
+    Anything but 0/1 (true/false) is a LogError naming the file, column, row and value."""
     if column not in log.extra:
-        raise InputError(f"{log.source}: [split] column {column!r} was not loaded with the log")
+        raise LogError(f"{log.source}: [split] column {column!r} was not loaded with the log")
     raw = log.extra[column]
     values = pd.Series(raw)
     if values.dtype == bool:
@@ -335,7 +335,7 @@ def holdout_column(log: PredictionLog, column: str) -> np.ndarray:
         i = _first_bad(bad)
         v = values.iloc[i]
         shown = "an empty value" if v is None or (isinstance(v, float) and np.isnan(v)) else _show(v)
-        raise InputError(f"{log.source}: column {column!r} ([split] column) must be 0 or 1 (1 = holdout): "
+        raise LogError(f"{log.source}: column {column!r} ([split] column) must be 0 or 1 (1 = holdout): "
                          f"row {i + 1} has {shown}")
     return num.to_numpy(dtype=np.float64) == 1
 
@@ -361,19 +361,19 @@ def split_roles(log: PredictionLog, by: str = "time", holdout: float | None = 0.
     select = float(select or 0.0)
     if column is None:
         if holdout is None or not 0.0 < holdout < 1.0:
-            raise InputError(f"{log.source}: [split] holdout must be in (0, 1), got {holdout!r}")
+            raise StudyError(f"{log.source}: [split] holdout must be in (0, 1), got {holdout!r}")
     elif holdout is not None:
-        raise InputError(f"{log.source}: [split] holdout and column are exclusive: the column {column!r} "
+        raise StudyError(f"{log.source}: [split] holdout and column are exclusive: the column {column!r} "
                          f"already says which rows are held out")
     if not 0.0 <= select < 1.0 or (holdout is not None and holdout + select >= 1.0):
-        raise InputError(f"{log.source}: [split] select must be in [0, 1) with holdout + select < 1, "
+        raise StudyError(f"{log.source}: [split] select must be in [0, 1) with holdout + select < 1, "
                          f"got select = {select!r}, holdout = {holdout!r}")
     if by not in ("time", "group", "random"):
-        raise InputError(f"{log.source}: [split] by must be \"time\", \"group\" or \"random\", got {by!r}")
+        raise StudyError(f"{log.source}: [split] by must be \"time\", \"group\" or \"random\", got {by!r}")
     if by == "time" and log.time is None and (column is None or select > 0):
-        raise InputError(f"{log.source}: [split] by = \"time\" needs a time column in the study")
+        raise StudyError(f"{log.source}: [split] by = \"time\" needs a time column in the study")
     if by == "group" and log.groups is None and (column is None or select > 0):
-        raise InputError(f"{log.source}: [split] by = \"group\" needs a group column in the study")
+        raise StudyError(f"{log.source}: [split] by = \"group\" needs a group column in the study")
 
     n = log.n
     role = np.zeros(n, dtype=np.int8)
@@ -391,7 +391,7 @@ def split_roles(log: PredictionLog, by: str = "time", holdout: float | None = 0.
         n_rest = int(rest.sum())
         frac = select * n / max(n_rest, 1)  # share of the remaining rows that makes `select` of all
         if frac >= 1.0:
-            raise InputError(f"{log.source}: [split] select = {select} is more than the rows left after the "
+            raise StudyError(f"{log.source}: [split] select = {select} is more than the rows left after the "
                              f"holdout ({n_rest} of {n})")
         if by == "time":
             cut = np.quantile(log.time[rest], 1.0 - frac)
@@ -405,15 +405,15 @@ def split_roles(log: PredictionLog, by: str = "time", holdout: float | None = 0.
     parts = {r: log.take(role == r) for r in (SEARCH, SELECT, HOLDOUT) if (role == r).any()}
     for r in (SEARCH, HOLDOUT) if column is None else (SEARCH,):
         if r not in parts:
-            raise InputError(f"{log.source}: the {ROLE_NAMES[r]} part of the split is empty")
+            raise LogError(f"{log.source}: the {ROLE_NAMES[r]} part of the split is empty")
     if select > 0 and SELECT not in parts:
-        raise InputError(f"{log.source}: the select part of the split is empty (select = {select})")
+        raise LogError(f"{log.source}: the select part of the split is empty (select = {select})")
     for r, part in parts.items():
         for j, t in enumerate(log.tasks):
             lab = part.label_codes[:, j]
             has_pos, has_neg = bool((lab == LABEL_POSITIVE).any()), bool((lab == LABEL_NEGATIVE).any())
             if not (has_pos and has_neg):
-                raise InputError(f"{log.source}: the {ROLE_NAMES[r]} part of the split has no "
+                raise LogError(f"{log.source}: the {ROLE_NAMES[r]} part of the split has no "
                                  f"{'positive' if not has_pos else 'negative'} for task {t!r}")
     info = split_info(log, role)
     info.update({"by": by, "holdout": holdout, "select": select, "seed": int(seed), "column": column})

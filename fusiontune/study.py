@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, StudyError
 
 __all__ = ["Task", "Study", "load_study", "parse_study", "METRICS"]
 
@@ -73,28 +73,28 @@ def _parse_split(raw: dict, src: str, time: str | None, group: str | None) -> di
     are picked), seed, column (an explicit 0/1 holdout column instead of a holdout share)."""
     column = raw.get("column")
     if column is not None and (not isinstance(column, str) or not column):
-        raise InputError(f"{src}: [split] column must be a column name, got {column!r}")
+        raise StudyError(f"{src}: [split] column must be a column name, got {column!r}")
     if column is not None and "holdout" in raw:
-        raise InputError(f"{src}: [split] holdout and column are exclusive: column {column!r} already says "
+        raise StudyError(f"{src}: [split] holdout and column are exclusive: column {column!r} already says "
                          f"which rows are held out")
     holdout = None if column else _num(src, "[split] holdout", raw.get("holdout", 0.3))
     select = _num(src, "[split] select", raw.get("select", 0.0))
     if holdout is not None and not 0.0 < holdout < 1.0:
-        raise InputError(f"{src}: [split] holdout must be in (0, 1), got {holdout!r}")
+        raise StudyError(f"{src}: [split] holdout must be in (0, 1), got {holdout!r}")
     if not 0.0 <= select < 1.0 or (holdout is not None and holdout + select >= 1.0):
-        raise InputError(f"{src}: [split] select must be in [0, 1) and holdout + select < 1, got select = "
+        raise StudyError(f"{src}: [split] select must be in [0, 1) and holdout + select < 1, got select = "
                          f"{select!r}" + (f", holdout = {holdout!r}" if holdout is not None else ""))
     by = raw.get("by", "time" if time else "group")
     if by not in ("time", "group", "random"):
-        raise InputError(f"{src}: [split] by must be \"time\", \"group\" or \"random\", got {by!r}")
+        raise StudyError(f"{src}: [split] by must be \"time\", \"group\" or \"random\", got {by!r}")
     if "by" in raw or not column or select > 0:  # `by` is used: its column must exist
         if by == "time" and not time:
-            raise InputError(f"{src}: [split] by = \"time\" needs a 'time' column in the study")
+            raise StudyError(f"{src}: [split] by = \"time\" needs a 'time' column in the study")
         if by == "group" and not group:
-            raise InputError(f"{src}: [split] by = \"group\" needs a 'group' column in the study")
+            raise StudyError(f"{src}: [split] by = \"group\" needs a 'group' column in the study")
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InputError(f"{src}: [split] seed must be an integer, got {seed!r}")
+        raise StudyError(f"{src}: [split] seed must be an integer, got {seed!r}")
     out = {"by": by, "holdout": holdout, "seed": seed}
     if select:
         out["select"] = select
