@@ -145,8 +145,10 @@ def test_select_writes_arms_with_holdout_cis(run_dir, capsys):
             assert d["lo"] <= d["value"] <= d["hi"] or abs(d["hi"] - d["lo"]) < 1e-3
         assert ("gain-ci-includes-zero" in arm["flags"]) == (arm["gain"]["lo"] <= 0 <= arm["gain"]["hi"])
         assert arm["name"] in printed
-    # arm-1 is the Pareto arm with the best holdout gain; later arms are farther than 0 from it
-    gains = [a["gain"]["value"] for a in c["arms"]]
+    # arm-1 is the Pareto arm with the best gain on the rows arms are picked on (here the search
+    # rows: the study has only a holdout, which judges but never picks); later arms are farther
+    assert c["picked_on"] == "search"
+    gains = [a["pick"]["gain"]["value"] for a in c["arms"]]
     assert gains[0] == max(gains)
     assert all(a["distance_to_previous_arms"] > 0 for a in c["arms"][1:])
 

@@ -2,9 +2,16 @@
 
 Sections (keys of the dict :func:`collect` returns):
 
-* ``summary``       study, method, formula, budget, evaluations, rows, split, normalisation;
+* ``summary``       study, method, formula, budget, evaluations, rows, split (with the true
+                    holdout share of rows and groups), normalisation;
 * ``tasks``         best vs baseline per task, in-sample and on the holdout, each delta with a
                     paired group-bootstrap interval (:mod:`fusiontune.bootstrap`);
+* ``versus_baseline`` the best against the always-feasible baseline (warns when it does not
+                    beat it, or its holdout interval includes or lies below zero);
+* ``guardrails``    each task's ``max_drop`` and every best/arm delta checked against it
+                    (``breaks`` / ``ci-crosses`` / ``ok``), on the holdout and in-sample;
+* ``on_bound``      the parameters of the best that sit on a search bound (result.json's
+                    ``on_bound``, when the search wrote it);
 * ``convergence``   objective of every trial in evaluation order and the best feasible so far;
 * ``sensitivity``   the objective along each free parameter with the others at the best
                     values (one batched objective call over all grids);
@@ -12,7 +19,8 @@ Sections (keys of the dict :func:`collect` returns):
 * ``arms``          the A/B arms (``candidates.json`` if present, else computed now);
 * ``stability``     the best weights re-found on bootstrap resamples of the search part
                     (among the run's best distinct feasible candidates): spread per
-                    parameter and sign flips;
+                    parameter (warned when wide), sign flips, and whether the search had
+                    converged (the best still rising over the last 20% of evaluations);
 * ``ltr``           feature importances of a learned fuser (formula ``ltr-*``), when present.
 """
 
@@ -151,13 +159,24 @@ def _stability(prep, trials: pd.DataFrame, result: dict, resamples: int, candida
     best = np.array([result["best"]["params"][n] for n in names])
     params = {}
     warnings = []
-    for f in prep.space.free:
+    for j, f in enumerate(prep.space.free):
         v = winners[:, names.index(f)]
         q5, q50, q95 = np.quantile(v, [0.05, 0.5, 0.95])
         flips = bool((v < 0).any() and (v > 0).any())
+        width = float(prep.space.high[j] - prep.space.low[j])
+        rel = float((q95 - q5) / width) if width > 0 else 0.0
+        of_med = float((q95 - q5) / abs(q50)) if abs(q50) > 1e-12 else None
+        wide = rel > WIDE_SPREAD or (of_med is not None and of_med > WIDE_OF_MEDIAN)
         params[f] = {"best": float(best[names.index(f)]), "median": float(q50), "p5": float(q5), "p95": float(q95),
-                     "std": float(v.std()), "sign_flip": flips, "values": v.tolist(),
+                     "std": float(v.std()), "spread": float(q95 - q5), "bound_width": width,
+                     "relative_spread": rel, "spread_of_median": of_med, "wide": bool(wide),
+                     "sign_flip": flips, "values": v.tolist(),
                      "positive_share": float((v > 0).mean()), "negative_share": float((v < 0).mean())}
+        if wide and not flips:
+            warnings.append(f"weight {f} is not pinned down by the data: the re-found best spans "
+                            f"[{q5:.4g}, {q95:.4g}] (5-95%) over bootstrap resamples of the search data, "
+                            f"{rel:.0%} of its bound width" +
+                            (f" and {of_med:.0%} of its median" if of_med is not None else ""))
         if flips:
             warnings.append(f"weight {f} flips sign across bootstrap resamples of the search data "
                             f"({(v > 0).mean():.0%} positive, {(v < 0).mean():.0%} negative): its direction "
@@ -168,11 +187,112 @@ def _stability(prep, trials: pd.DataFrame, result: dict, resamples: int, candida
             "share_best_wins": same, "params": params, "warnings": warnings}
 
 
-def _load_arms(run_dir: Path, loaded, resamples: int, level: float, seed: int, k: int) -> tuple[dict | None, str]:
+WIDE_SPREAD = 0.2  # a parameter's 5-95% spread above this share of its bound width is "wide" ...
+WIDE_OF_MEDIAN = 0.5  # ... or above this share of its median's size
+LATE_SHARE = 0.2  # the last 20% of the evaluations ...
+LATE_GAIN = 0.01  # ... still bringing more than 1% of the best's gain: not converged
+
+
+def _converged(trials: pd.DataFrame, result: dict) -> dict:
+    """Did the search stop improving?  The best feasible objective's rise over the last
+    ``LATE_SHARE`` of the evaluations, against the best's whole gain over the baseline."""
+    conv = _convergence(trials)
+    if not conv:
+        return {}
+    bsf = np.asarray(conv["best_so_far"], dtype=float)
+    n = bsf.size
+    base = float(result["baseline"]["objective"])
+    final = bsf[-1]
+    cut = max(0, int(np.floor(n * (1 - LATE_SHARE))) - 1)
+    before = bsf[cut] if np.isfinite(bsf[cut]) else base
+    late = float(final - max(before, base)) if np.isfinite(final) else 0.0
+    gain = float(final - base) if np.isfinite(final) else 0.0
+    out = {"evaluations": int(n), "late_evaluations": int(n - cut - 1), "late_improvement": late,
+           "gain_over_baseline": gain, "late_share_of_gain": (late / gain) if gain > 0 else 0.0}
+    out["converged"] = not (gain > 0 and late > LATE_GAIN * gain)
+    if not out["converged"]:
+        out["warning"] = (f"the search had not converged: the best improved by {late:+.5f} "
+                          f"({late / gain:.0%} of its gain over the baseline) in the last {n - cut - 1} of "
+                          f"{n} evaluations; a larger budget may find more (stop reason: "
+                          f"{result.get('stop_reason')})")
+    return out
+
+
+def _guardrails(rep: dict, prep, arms: dict | None) -> dict:
+    """Each guardrail's max_drop, and every best/arm delta against it: on the holdout (the
+    judged rows) and in-sample; ``breaks`` when the delta is below -max_drop, ``ci-crosses``
+    when only the interval reaches past it."""
+    guarded = [t for t in prep.study.tasks if t.max_drop is not None]
+    rows, warnings = [], []
+
+    def check(who: str, part: str, task: str, d: dict | None, md: float):
+        if not d or d.get("value") is None:
+            return
+        lo = d.get("lo")
+        status = ("breaks" if d["value"] < -md else
+                  "ci-crosses" if lo is not None and lo < -md else "ok")
+        rows.append({"who": who, "part": part, "task": task, "max_drop": md, "delta": d, "status": status})
+        if part != "in_sample" and status != "ok":
+            what = (f"drops {task} by {-d['value']:.5f}, more than its max_drop {md:g}" if status == "breaks" else
+                    f"has a {task} interval [{lo:+.5f}, {d['hi']:+.5f}] that crosses -max_drop {-md:g}")
+            warnings.append(f"{who} {what} on the {part}")
+
+    by_task = {r["task"]: r for r in rep.get("tasks") or []}
+    for t in guarded:
+        r = by_task.get(t.name, {})
+        for part in ("holdout", "in_sample"):
+            check("best", part, t.name, (r.get(part) or {}).get("delta"), t.max_drop)
+    for a in (arms or {}).get("arms", []):
+        part = "holdout" if str((arms or {}).get("evaluated_on", "")).startswith("holdout") else "in_sample"
+        for t in guarded:
+            check(a["name"], part, t.name, a["delta"].get(t.name), t.max_drop)
+    return {"max_drop": {t.name: t.max_drop for t in prep.study.tasks}, "checks": rows, "warnings": warnings}
+
+
+def _versus_baseline(rep: dict, result: dict) -> dict:
+    """The best against the always-feasible baseline, in-sample and on the holdout."""
+    obj = next((r for r in rep.get("tasks") or [] if r["task"] == "objective"), {})
+    out, warnings = {}, []
+    for part in ("in_sample", "holdout"):
+        blk = obj.get(part)
+        if not blk:
+            continue
+        d = blk["delta"]
+        out[part] = {"baseline": blk["baseline"], "best": blk["best"], "gain": d}
+        where = "in-sample" if part == "in_sample" else "on the holdout"
+        if d["value"] <= 0:
+            warnings.append(f"the best ({blk['best']:.5f}) does not beat the always-feasible baseline "
+                            f"({blk['baseline']:.5f}) {where}: keep the baseline")
+        elif part == "holdout" and d.get("hi") is not None and d["hi"] < 0:
+            warnings.append("the best's objective-gain interval on the holdout lies below zero: keep the baseline")
+        elif part == "holdout" and d.get("lo") is not None and d["lo"] <= 0:
+            warnings.append("the best's objective-gain interval on the holdout includes zero: the gain is not "
+                            "established")
+    out["warnings"] = warnings
+    return out
+
+
+def _bound_text(on_bound) -> str:
+    """on_bound as a list of names or of {param, bound/side, value} dicts -> one phrase."""
+    parts = []
+    for b in on_bound if isinstance(on_bound, (list, tuple)) else [on_bound]:
+        if isinstance(b, dict):
+            name = b.get("param") or b.get("name") or "?"
+            side = b.get("bound") or b.get("side") or ""
+            val = b.get("value")
+            parts.append(f"{name}" + (f" = {val:g}" if isinstance(val, (int, float)) else "") +
+                         (f" ({side})" if side else ""))
+        else:
+            parts.append(str(b))
+    return ", ".join(parts)
+
+
+def _load_arms(run_dir: Path | None, loaded, resamples: int, level: float, seed: int,
+               k: int) -> tuple[dict | None, str]:
     from ..select import select_arms
 
-    cpath = run_dir / "candidates.json"
-    if cpath.exists():
+    cpath = run_dir / "candidates.json" if run_dir is not None else None
+    if cpath is not None and cpath.exists():
         try:
             return json.loads(cpath.read_text(encoding="utf-8")), str(cpath)
         except json.JSONDecodeError as exc:
@@ -181,14 +301,18 @@ def _load_arms(run_dir: Path, loaded, resamples: int, level: float, seed: int, k
                        loaded=loaded), "computed now (fusiontune select not run yet)"
 
 
-def collect(run_dir: Path, pareto: str | None = None, resamples: int = 1000, level: float = 0.95,
+def collect(run_dir: Path | None = None, pareto: str | None = None, resamples: int = 1000, level: float = 0.95,
             stability_resamples: int = 100, stability_candidates: int = 50, sensitivity_points: int = 25,
-            k: int = 3, seed: int = 0) -> dict:
-    """The report's data for a finished run (see the module docstring)."""
+            k: int = 3, seed: int = 0, loaded=None, arms: dict | None = None) -> dict:
+    """The report's data for a finished run (see the module docstring).
+
+    From objects: ``loaded=(result, trials, prep)`` and optionally ``arms`` (a
+    :func:`fusiontune.select.select_arms` dict); ``run_dir`` may then be None."""
     from ..select import load_run
 
-    run_dir = Path(run_dir)
-    loaded = load_run(run_dir)
+    if loaded is None:
+        run_dir = Path(run_dir)
+        loaded = load_run(run_dir)
     result, trials, prep = loaded
     ltr = str(result.get("formula", "")).startswith("ltr-")
     tasks = prep.study.task_names
@@ -200,9 +324,10 @@ def collect(run_dir: Path, pareto: str | None = None, resamples: int = 1000, lev
     else:
         order = sorted(prep.study.tasks, key=lambda t: -t.weight)
         pair = (order[0].name, order[1].name) if len(order) > 1 else None
-    best_row = None if ltr else prep.space.from_dict(result["best"]["params"], str(run_dir / "result.json"))
+    best_row = None if ltr else prep.space.from_dict(result["best"]["params"],
+                                                      str(run_dir / "result.json") if run_dir else "result")
     rep = {
-        "run": str(run_dir.resolve()),
+        "run": str(Path(run_dir).resolve()) if run_dir is not None else "(objects)",
         "summary": {k_: result.get(k_) for k_ in ("study", "method", "seed", "formula", "budget", "evaluations",
                                                   "seconds", "stop_reason", "rows", "split", "normalisation",
                                                   "study_file", "log", "gauc_weighting", "best_trial", "note")},
@@ -213,16 +338,36 @@ def collect(run_dir: Path, pareto: str | None = None, resamples: int = 1000, lev
         "warnings": [],
     }
     rep["tasks"], rep["units"] = _task_rows(result, prep, resamples, level, seed, best_row)
+    rep["versus_baseline"] = _versus_baseline(rep, result)
+    rep["warnings"] += rep["versus_baseline"]["warnings"]
+    on_bound = result.get("on_bound")
+    if on_bound:
+        rep["on_bound"] = on_bound
+        rep["warnings"].append("the best lies on a bound: " + _bound_text(on_bound) +
+                               "; the optimum may lie beyond it (widen the bound if that makes sense)")
     if best_row is not None and not ltr:
         rep["sensitivity"] = _sensitivity(prep, best_row, sensitivity_points)
-        arms, src = _load_arms(run_dir, loaded, resamples, level, seed, k)
+        if arms is not None:
+            src = "given"
+        else:
+            arms, src = _load_arms(Path(run_dir) if run_dir is not None else None, loaded, resamples, level, seed, k)
         rep["arms"] = arms
         rep["arms_source"] = src
         if pair and len(trials):
             rep["pareto"] = _pareto(trials, prep, result, pair, arms.get("arms", []))
         if len(trials):
             rep["stability"] = _stability(prep, trials, result, stability_resamples, stability_candidates, seed)
+            conv = _converged(trials, result)
+            rep["stability"]["convergence"] = conv
+            if conv.get("warning"):
+                rep["stability"]["warnings"].append(conv["warning"])
             rep["warnings"] += rep["stability"].get("warnings", [])
+    rep["guardrails"] = _guardrails(rep, prep, rep.get("arms"))
+    rep["warnings"] += rep["guardrails"]["warnings"]
+    arms_d = rep.get("arms") or {}
+    sb = arms_d.get("search_best") or {}
+    if sb.get("status") == "dropped":
+        rep["warnings"].append(f"the search's best (trial {sb.get('trial')}) is not an A/B arm: {sb.get('detail')}")
     fi = result.get("feature_importance")
     if ltr:
         if isinstance(fi, dict) and fi:

@@ -46,6 +46,33 @@ def _params(p: dict | None) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in (p or {}).items()) or "–"
 
 
+def _split_text(sp: dict | None) -> str:
+    if not sp:
+        return "none (every number is in-sample)"
+    keys = [f"{k} = {sp[k]}" for k in ("by", "holdout", "select", "column", "seed") if sp.get(k) is not None]
+    rows = sp.get("rows") or {}
+    parts = ", ".join(f"{k} {v}" for k, v in rows.items() if v)
+    return "; ".join(keys) + (f" (rows: {parts})" if parts else "")
+
+
+def _share_text(sp: dict | None, part: str) -> str:
+    if not sp or not sp.get(f"{part}_share"):
+        return "–"
+    share = sp[f"{part}_share"]
+    rows = (sp.get("rows") or {}).get(part)
+    groups = (sp.get("groups") or {}).get(part)
+    out = f"{share['rows']:.1%} of rows" + (f" ({rows})" if rows is not None else "")
+    if "groups" in share:
+        out += f", {share['groups']:.1%} of groups" + (f" ({groups})" if groups is not None else "")
+    return out
+
+
+def _bound(on_bound) -> str:
+    from .data import _bound_text
+
+    return _bound_text(on_bound)
+
+
 def sections(rep: dict) -> list[Section]:
     out = []
     s = rep["summary"]
@@ -55,12 +82,21 @@ def sections(rep: dict) -> list[Section]:
             ["evaluations", f"{s.get('evaluations')} of budget {s.get('budget')} ({s.get('stop_reason')}), "
                             f"{_f(s.get('seconds'), 1)} s"],
             ["rows", ", ".join(f"{k} {v}" for k, v in (s.get("rows") or {}).items())],
-            ["split", json.dumps(s.get("split"))], ["GAUC weighting", str(s.get("gauc_weighting"))],
+            ["split", _split_text(s.get("split"))], ["holdout share", _share_text(s.get("split"), "holdout")],
+            ["GAUC weighting", str(s.get("gauc_weighting"))],
             ["normalisation", str(s.get("normalisation"))],
             ["best params", _params(rep["params"]["best"])], ["baseline params", _params(rep["params"]["baseline"])]]
+    if (s.get("split") or {}).get("select") is not None:
+        rows.insert(7, ["select share", _share_text(s.get("split"), "select")])
+    if rep.get("on_bound"):
+        rows.append(["on a bound", _bound(rep["on_bound"])])
     sec.tables.append((["item", "value"], rows))
     if s.get("note"):
         sec.warn.append(s["note"])
+    g2 = (s.get("split") or {}).get("groups_in_two_parts")
+    if g2:
+        sec.warn.append(f"{g2} group(s) have rows in two parts of the split: their rows are not independent "
+                        f"across the parts")
     out.append(sec)
 
     pct = int(round(rep["level"] * 100))
@@ -68,8 +104,11 @@ def sections(rep: dict) -> list[Section]:
     if rep.get("units"):
         sec.text.append(f"Deltas with paired {pct}% percentile bootstrap intervals ({rep['resamples']} resamples "
                         f"of the part's {rep['units'].split(' ')[-1]}; the same resamples score the best weights "
-                        f"and the baseline).")
-    head = ["task", "metric", "weight", "baseline", "best", "Δ in-sample [CI]"]
+                        f"and the baseline). The in-sample intervals are optimistic: the search chose the best "
+                        f"on those rows (winner's curse). The holdout intervals are the honest ones: nothing "
+                        f"chose on the holdout rows.")
+    md = (rep.get("guardrails") or {}).get("max_drop") or {}
+    head = ["task", "metric", "weight", "max_drop", "baseline", "best", "Δ in-sample [CI]"]
     has_h = any("holdout" in r for r in rep["tasks"])
     if has_h:
         head += ["holdout baseline", "holdout best", "Δ holdout [CI]"]
@@ -77,6 +116,7 @@ def sections(rep: dict) -> list[Section]:
     for r in rep["tasks"]:
         ins, ho = r.get("in_sample", {}), r.get("holdout", {})
         row = [r["task"], r["metric"], "" if r["weight"] is None else f"{r['weight']:g}",
+               "–" if md.get(r["task"]) is None else f"{md[r['task']]:g}",
                _f(ins.get("baseline")), _f(ins.get("best")), _ci(ins.get("delta"))]
         if has_h:
             row += [_f(ho.get("baseline")), _f(ho.get("best")), _ci(ho.get("delta"))]
@@ -84,7 +124,20 @@ def sections(rep: dict) -> list[Section]:
     sec.tables.append((head, rows))
     if not has_h:
         sec.warn.append("the study has no holdout split: every number here is in-sample")
+    sec.warn += (rep.get("versus_baseline") or {}).get("warnings", [])
     out.append(sec)
+
+    g = rep.get("guardrails")
+    if g and any(v is not None for v in g["max_drop"].values()):
+        sec = Section("Guardrails")
+        sec.text.append("Each guarded task may drop at most max_drop below the baseline. 'breaks': the delta is "
+                        "below -max_drop; 'CI crosses': the delta is within it but its interval reaches past it. "
+                        "The holdout rows count (nothing chose on them); in-sample rows are shown for context.")
+        rows = [[c["who"], c["part"].replace("_", "-"), c["task"], f"{c['max_drop']:g}", _ci(c["delta"]),
+                 {"breaks": "BREAKS", "ci-crosses": "CI crosses", "ok": "ok"}[c["status"]]] for c in g["checks"]]
+        sec.tables.append((["weights", "rows", "task", "max_drop", "Δ [CI]", "status"], rows))
+        sec.warn += g.get("warnings", [])
+        out.append(sec)
 
     if rep.get("convergence"):
         out.append(Section("Convergence", figure="convergence",
@@ -103,7 +156,10 @@ def sections(rep: dict) -> list[Section]:
     arms = rep.get("arms")
     if arms is not None:
         sec = Section("Selected A/B arms", figure="arms" if arms.get("arms") else None)
-        sec.text.append(f"Source: {rep.get('arms_source')}. Evaluated on the {arms['evaluated_on']} "
+        if arms.get("honesty"):
+            sec.text.append(f"Roles: {arms['honesty']}.")
+        sec.text.append(f"Source: {rep.get('arms_source')}. Picked on the {arms.get('picked_on', 'holdout')} rows "
+                        f"({arms.get('pick_rows', arms['rows'])}); judged on the {arms['evaluated_on']} "
                         f"({arms['rows']} rows), {arms.get('resamples')} paired bootstrap resamples of "
                         f"{arms.get('units', 'units')}, {int(round(arms['level'] * 100))}% intervals; "
                         f"{arms.get('candidates_considered')} distinct feasible candidates, Pareto front of "
@@ -116,12 +172,28 @@ def sections(rep: dict) -> list[Section]:
         rows.append(["baseline", _params(arms["baseline"]["params"])] + ["0"] * len(tasks) +
                     [f"J = {arms['baseline']['objective']:.5f}", "control"])
         sec.tables.append((head, rows))
-        if arms.get("note"):
-            sec.warn.append(arms["note"])
+        for n in arms.get("notes") or ([arms["note"]] if arms.get("note") else []):
+            sec.warn.append(n)
         for a in arms["arms"]:
             if "gain-ci-includes-zero" in a["flags"]:
                 sec.warn.append(f"{a['name']}: the objective gain's interval includes zero")
         out.append(sec)
+        dropped = arms.get("dropped") or []
+        if dropped:
+            sec = Section("Dropped candidates")
+            counts = ", ".join(f"{v} {k}" for k, v in (arms.get("dropped_counts") or {}).items())
+            sec.text.append(f"{len(dropped)} of the {arms.get('candidates_considered')} candidates are not arms "
+                            f"({counts}). Each is listed with its reason, decided on the "
+                            f"{arms.get('picked_on', 'pick')} rows; the search's best is marked *.")
+            sb = arms.get("search_best") or {}
+            if sb.get("status") == "dropped":
+                sec.warn.append(f"the search's best (trial {sb.get('trial')}) was dropped: {sb.get('detail')}")
+            rows = [[("*" if d.get("is_search_best") else "") + str(d.get("trial")),
+                     _f(d.get("objective_in_sample")), _ci(d.get("pick_gain")), d["reason"], d["detail"]]
+                    for d in dropped]
+            sec.tables.append((["trial", "objective in-sample", "Δ objective on the pick rows [CI]", "reason",
+                                "detail"], rows))
+            out.append(sec)
     st = rep.get("stability")
     if st is not None:
         sec = Section("Stability of the best weights", figure="stability" if st.get("params") else None)
@@ -130,10 +202,25 @@ def sections(rep: dict) -> list[Section]:
                             f"on each of {st['resamples']} bootstrap resamples of the search data "
                             f"({st['n_units']} {st['units']}): {st['distinct_winners']} different winners; the "
                             f"run's best wins {st['share_best_wins']:.0%} of the resamples.")
-            head = ["param", "best", "median", "5%", "95%", "std", "sign flip"]
-            rows = [[n, _f(d["best"], 4), _f(d["median"], 4), _f(d["p5"], 4), _f(d["p95"], 4), _f(d["std"], 4),
-                     "YES" if d["sign_flip"] else "no"] for n, d in st["params"].items()]
+            head = ["param", "best", "median", "5%", "95%", "spread (95%-5%)", "of bound width", "of |median|",
+                    "std", "sign flip"]
+            rows = [[n, _f(d["best"], 4), _f(d["median"], 4), _f(d["p5"], 4), _f(d["p95"], 4),
+                     _f(d.get("spread"), 4),
+                     (f"{d['relative_spread']:.0%}" + (" WIDE" if d.get("wide") else ""))
+                     if d.get("relative_spread") is not None else "–",
+                     f"{d['spread_of_median']:.0%}" if d.get("spread_of_median") is not None else "–",
+                     _f(d["std"], 4), "YES" if d["sign_flip"] else "no"] for n, d in st["params"].items()]
             sec.tables.append((head, rows))
+            sec.text.append("A wide spread (more than 20% of the bound width, or more than half the median's "
+                            "size) means the data do not pin the "
+                            "weight down: other values win as often. 'Best wins' counts only the run's own "
+                            "candidates, so it says nothing about how close the search came to the optimum.")
+        conv = st.get("convergence") or {}
+        if conv:
+            sec.text.append(f"Convergence: the best improved by {conv['late_improvement']:+.5f} in the last "
+                            f"{conv['late_evaluations']} of {conv['evaluations']} evaluations "
+                            f"({conv['late_share_of_gain']:.1%} of its gain over the baseline): "
+                            + ("converged." if conv["converged"] else "NOT converged."))
         if st.get("note"):
             sec.text.append(st["note"])
         sec.warn += st.get("warnings", [])
