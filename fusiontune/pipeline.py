@@ -17,8 +17,7 @@ from .errors import InputError
 from .fusion import Formula, ParamSpace, make_formula
 from .log import PredictionLog, TaskColumns, load_log, split_roles
 from .objective import Objective
-from .search.base import make_searcher, method_population
-from .search.run import SearchRun, run_search
+from .search.run import Screening, SearchRun, build_searcher, run_search
 from .study import Study
 
 __all__ = ["Prepared", "prepare", "search", "trials_frame", "metric_columns", "summarise_params", "split_summary"]
@@ -191,7 +190,7 @@ def summarise_params(prep: Prepared, trials: pd.DataFrame, method: str, seed: in
 def search(prep: Prepared, method: str, budget: int, seed: int, population: int, patience: int = 0,
            min_delta: float = 1e-6, options: dict | None = None, show_progress: bool | None = None,
            storage: str | None = None, resume: bool = False, run_name: str | None = None,
-           on_batch=None):
+           on_batch=None, warm_start: str | None = None, screening: list | None = None):
     """Run one search; returns (result dict, trials DataFrame).
 
     ``storage`` (an Optuna storage URL, e.g. ``sqlite:///runs/x/study.db``) records every
@@ -199,26 +198,31 @@ def search(prep: Prepared, method: str, budget: int, seed: int, population: int,
     ``<study>-<method>-<seed>``); with ``resume=True`` the stored trials are reused and only
     the missing evaluations are computed (see :mod:`fusiontune.search.storage`).
     ``on_batch(gen, x, theta, evaluation)`` sees every generation (replayed ones too).
+    ``warm_start`` and ``screening`` default to the study's ``[search]`` keys (see
+    :mod:`fusiontune.search.run`).
     """
     from .objective import Evaluation
     from .search.storage import StoredEvaluator, TrialStore, run_config
 
     t0 = time.perf_counter()
-    population, options = method_population(population, options)
-    searcher = make_searcher(method, dim=prep.space.dim, x0=prep.space.baseline_unit, seed=seed,
-                             population=population, options=options, budget=budget)
-    if hasattr(searcher, "constrained"):  # Optuna samplers: guardrails as constraints, when there are any
-        searcher.constrained = any(t.max_drop is not None for t in prep.study.tasks)
+    sdef = prep.study.search
+    searcher, population, options = build_searcher(
+        method, prep.objective, prep.space, seed=seed, population=population, options=options, budget=budget,
+        warm_start=sdef.get("warm_start") if warm_start is None else warm_start,
+        grad_options=prep.study.method_options.get("grad", {}))
+    fractions = sdef.get("screening") if screening is None else screening
+    screen = Screening(prep.objective, fractions, sdef.get("screening_keep", 0.5), seed) if fractions else None
     if resume and not storage:
         raise InputError("resume needs the storage of the interrupted run (its storage URL or run directory)", param="resume")
     name = run_name or f"{prep.study.name}-{method}-{seed}"
     store = None
     if storage:
-        config = run_config(prep, method, seed, population, options, budget, patience, min_delta)
+        cfg_opts = {**options, **({"screening": screen.fractions, "screening_keep": screen.keep} if screen else {})}
+        config = run_config(prep, method, seed, population, cfg_opts, budget, patience, min_delta)
         store = TrialStore(storage, name, prep, config, resume)
     stored = store.load() if (store is not None and resume) else {}
     prior, done, gen0, best0 = None, 0, 0, -np.inf
-    if stored and not getattr(searcher, "replay", True):
+    if stored and not searcher.capabilities.replay:
         # Optuna samplers resume from history: hand them every stored trial, then go on
         prior = SearchRun()
         for g in sorted(stored):
@@ -237,18 +241,36 @@ def search(prep: Prepared, method: str, budget: int, seed: int, population: int,
     evaluator = StoredEvaluator(prep.objective, store, stored)
     k0 = prep.objective.kernel_seconds
     run = run_search(searcher, prep.objective, prep.space, budget, patience, min_delta, show_progress,
-                     on_batch=on_batch, done=done, evaluate=evaluator, generation=gen0, best=best0)
+                     on_batch=on_batch, done=done, evaluate=evaluator, generation=gen0, best=best0,
+                     screening=screen)
     if prior is not None:
         for key in ("unit", "theta", "evals", "generation"):
             setattr(run, key, getattr(prior, key) + getattr(run, key))
     trials = trials_frame(prep, run)
-    extra = {"population": population, "options": searcher.opts,
+    extra = {"population": population, "options": {**searcher.opts, **options},
              "kernel_seconds": round(prep.objective.kernel_seconds - k0, 4)}
     if store is not None:
         extra["storage"] = {"url": storage, "study_name": name, "resumed": bool(resume),
                             "reused_evaluations": evaluator.replayed + (prior.n if prior is not None else 0),
                             "new_evaluations": evaluator.evaluated}
+    if screen is not None:
+        extra["screening"] = {"fractions": screen.fractions, "keep": screen.keep, "screened": run.screened,
+                              "scored_exactly": run.n, "cost": round(run.cost, 3),
+                              "note": "candidates screened out on row subsamples are not in trials.csv; "
+                                      "the budget counts full-evaluation equivalents"}
     result = summarise_params(prep, trials, method, seed, budget, time.perf_counter() - t0, run.stop_reason, extra)
+    result["on_bounds"] = on_bounds(prep.space, result["best"]["params"])
     if store is not None:
         store.finish(result)
     return result, trials
+
+
+def on_bounds(space, params: dict) -> list[dict]:
+    """The free parameters of ``params`` that sit on a bound of the search box (within 1e-6 of
+    its width): an optimum there may lie beyond it, so widen ``[fusion.bounds]`` and search again."""
+    out = []
+    for k, lo, hi in zip(space.free, space.low, space.high):
+        v, tol = float(params[k]), 1e-6 * (hi - lo)
+        if v <= lo + tol or v >= hi - tol:
+            out.append({"param": k, "value": v, "bound": "low" if v <= lo + tol else "high"})
+    return out

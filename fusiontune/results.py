@@ -110,6 +110,9 @@ def print_summary(result: dict, out_dir: Path | None = None) -> None:
     console.print(table)
     params = ", ".join(f"{k}={v:.4g}" for k, v in result["best"]["params"].items())
     console.print(f"best params: {params}")
+    if result.get("on_bounds"):
+        at = ", ".join(f"{b['param']}={b['value']:.4g} ({b['bound']})" for b in result["on_bounds"])
+        console.print(f"on a bound: {at} -- the optimum may lie beyond; widen [fusion.bounds] to check")
     if result.get("note"):
         console.print(f"note: {result['note']}")
     if hold:

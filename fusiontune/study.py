@@ -62,7 +62,8 @@ _TASK = {"name", "score", "label", "weight", "metric", "max_drop", "score_scale"
 _FUSION = {"formula", "reference", "baseline", "bounds", "eps", "buckets", "rank_scope"}
 _OBJECTIVE = {"gauc_weighting"}
 _SPLIT = {"by", "holdout", "select", "seed", "column"}
-_SEARCH = {"method", "budget", "seed", "population", "patience", "min_delta"}
+_SEARCH = {"method", "budget", "seed", "population", "patience", "min_delta", "warm_start", "screening",
+           "screening_keep"}
 
 SEARCH_DEFAULTS = {"method": "cem", "budget": 600, "seed": 0, "population": 32, "patience": 0,
                    "min_delta": 1e-6}

@@ -253,8 +253,12 @@ def smooth_metrics(scores, pairs: PairSet, temperature: float = DEFAULT_TEMPERAT
 
 def smooth_objective(scores, pairs: PairSet, business_weights, temperature: float = DEFAULT_TEMPERATURE,
                      baseline=None, max_drop=None, penalty: float | None = None, scale: bool = True,
-                     rows_only: bool = False, per_task: bool = False):
+                     rows_only: bool = False, per_task: bool = False, squared: bool = False):
     """``sum_k w_k M~_k - penalty * sum_k relu(baseline_k - M~_k - max_drop_k)`` (torch).
+
+    ``squared=True`` squares each violation (``penalty * relu(...)**2``): a penalty with a
+    continuous gradient, which quasi-Newton optimisers (L-BFGS) need; the kinked linear
+    penalty stalls their line search at the guardrail.
 
     ``business_weights`` (K,); tasks without pairs count 0.  ``baseline`` (K,) and
     ``max_drop`` (K,, inf = no guardrail) turn the guardrails into a penalty of slope
@@ -276,7 +280,8 @@ def smooth_objective(scores, pairs: PairSet, business_weights, temperature: floa
             pen = 100.0 * float(np.sum(business_weights)) if penalty is None else float(penalty)
             b = torch.as_tensor(np.asarray(baseline, dtype=np.float64)[g], dtype=dt, device=dev)
             drop = b - mz[..., torch.as_tensor(np.flatnonzero(g), device=dev)]
-            viol = torch.relu(drop - torch.as_tensor(md[g], dtype=dt, device=dev)).sum(-1)
+            viol = torch.relu(drop - torch.as_tensor(md[g], dtype=dt, device=dev))
+            viol = (viol * viol if squared else viol).sum(-1)
             value = value - pen * viol
     return (value, m) if per_task else value
 
@@ -328,12 +333,10 @@ class FormulaSurrogate:
             b = theta[..., self.k:]
             z = torch.log(torch.clamp(self.x + b.unsqueeze(-2), min=self.formula.eps))
             return (z * a.unsqueeze(-2)).sum(-1)
-        return self.x @ a.unsqueeze(-1) if a.dim() == 1 else torch.einsum("rk,pk->pr", self.x, a)
+        return self.x @ a if a.dim() == 1 else torch.einsum("rk,pk->pr", self.x, a)
 
     def __call__(self, theta, guardrails: bool = True, temperature: float | None = None):
         s = self.scores(theta)
-        if s.dim() == 2 and theta.dim() == 1:
-            s = s.squeeze(-1)
         t = self.temperature if temperature is None else temperature
         use = guardrails and self.baseline is not None
         return smooth_objective(s, self.pairs, self.w, t, baseline=self.baseline if use else None,

@@ -49,12 +49,24 @@ def test_cem_recovers_the_known_optimum(tmp_path, formula):
 
 def test_neighborhood_stays_in_its_trust_region_and_improves(tmp_path):
     prep = prepare(known_study(tmp_path))
-    opts = {"radius": 0.1, "sigma": 0.05}
+    opts = {"radius": 0.1, "sigma": 0.05, "grow": 1.0}  # grow = 1: a fixed region
     result, trials = search(prep, "neighborhood", budget=240, seed=1, population=24, options=opts,
                             show_progress=False)
     units = prep.space.to_unit(trials[prep.space.free].to_numpy())
     assert np.abs(units - prep.space.baseline_unit).max() <= 0.1 + 1e-12
     assert result["best"]["objective"] > result["baseline"]["objective"]
+
+
+def test_neighborhood_region_grows_when_the_best_sits_at_its_edge(tmp_path):
+    prep = prepare(known_study(tmp_path))
+    opts = {"radius": 0.1, "sigma": 0.05}  # the optimum lies beyond 0.1 of the baseline
+    fixed, _ = search(prep, "neighborhood", budget=240, seed=1, population=24, options={**opts, "grow": 1.0},
+                      show_progress=False)
+    grown, trials = search(prep, "neighborhood", budget=240, seed=1, population=24, options=opts,
+                           show_progress=False)
+    units = prep.space.to_unit(trials[prep.space.free].to_numpy())
+    assert np.abs(units - prep.space.baseline_unit).max() > 0.1 + 1e-3
+    assert grown["best"]["objective"] > fixed["best"]["objective"]
 
 
 def test_infeasible_candidates_are_never_best(small_study):

@@ -16,12 +16,11 @@ budgets of a few hundred.
 
 from __future__ import annotations
 
-from .base import register
 from .optuna_base import OptunaSearcher
 
 
-@register("gp")
 class GP(OptunaSearcher):
+    name = "gp"
     defaults = {"batch": 4, "n_startup_trials": 10, "deterministic_objective": True}
 
     def make_sampler(self):

@@ -24,14 +24,15 @@ import warnings
 
 import numpy as np
 
-from .base import Searcher
+from .base import Capabilities, Searcher
 
 
 class OptunaSearcher(Searcher):
     """Base class: subclasses build the sampler in :meth:`make_sampler`."""
 
-    #: resumed from stored history rather than by deterministic replay
-    replay = False
+    #: guardrails as Optuna constraints; resumed from stored history rather than by replay
+    capabilities = Capabilities(batch=True, constraints=True, replay=False, rank_based=False)
+    asks_baseline = True  # enqueued as the first trial
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -69,22 +70,23 @@ class OptunaSearcher(Searcher):
         return self._study
 
 
-    def ask(self) -> np.ndarray:
+    def propose(self) -> np.ndarray:
         n = self.batch
         if self.budget is not None:
             n = max(1, min(n, self.budget - self._told))
         if self._enqueue_baseline:
-            self.study.enqueue_trial({k: float(v) for k, v in zip(self.names, self.x0)})
+            self.study.enqueue_trial({k: float(v) for k, v in zip(self.names, self.baseline)})
+            if not np.allclose(self.x0, self.baseline):  # a warm start: its point comes second
+                self.study.enqueue_trial({k: float(v) for k, v in zip(self.names, self.x0)})
             self._enqueue_baseline = False
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self._pending = [self.study.ask(self.dists) for _ in range(n)]
         return np.array([[t.params[k] for k in self.names] for t in self._pending], dtype=np.float64)
 
-    def tell(self, x: np.ndarray, values: np.ndarray, violation: np.ndarray | None = None) -> None:
+    def update(self, x: np.ndarray, values: np.ndarray, violation: np.ndarray | None = None) -> None:
         from optuna.trial import TrialState
 
-        self.generation += 1
         values = np.asarray(values, dtype=np.float64)
         viol = np.zeros(len(values)) if violation is None else np.asarray(violation, dtype=np.float64)
         with warnings.catch_warnings():
@@ -98,8 +100,8 @@ class OptunaSearcher(Searcher):
         self._told += len(values)
         self._pending = []
 
-    def tell_evaluation(self, x: np.ndarray, ev) -> None:
-        self.tell(x, ev.objective, violation(ev))
+    def learn_evaluation(self, x: np.ndarray, ev) -> None:
+        self.update(x, ev.objective, violation(ev))
 
     def load_history(self, x: np.ndarray, ev) -> None:
         """Condition the sampler on earlier (stored) trials of a resumed run."""

@@ -11,12 +11,11 @@ as bad, so one batch does not pile up on one spot), ``batch`` (trials per kernel
 
 from __future__ import annotations
 
-from .base import register
 from .optuna_base import OptunaSearcher
 
 
-@register("tpe")
 class TPE(OptunaSearcher):
+    name = "tpe"
     defaults = {"batch": 0, "n_startup_trials": 10, "n_ei_candidates": 24, "multivariate": True, "constant_liar": True}
 
     def make_sampler(self):

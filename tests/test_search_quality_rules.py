@@ -1,0 +1,159 @@
+"""Issue 11 rules every method keeps: bounds, the baseline scored first and never beaten by
+the reported best, grad recovering a known optimum, grid refusing a corner grid,
+multi-fidelity survivors scored exactly; issue 12: the base class owns best tracking and
+restart-on-collapse, methods declare capabilities and live in an explicit table."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from fusiontune.errors import InputError
+from fusiontune.pipeline import prepare, search
+from fusiontune.search.base import METHODS, Capabilities, Searcher, make_searcher, searcher_class
+from fusiontune.study import load_study
+
+from search_helpers import OPTIMUM, known_study
+
+CHEAP = ["cem", "cma", "neighborhood", "random", "grid", "tpe"]
+GRAD_FAST = {"pairs": 4000, "maxiter": 60, "starts": 1}
+
+
+@pytest.fixture(scope="module")
+def prep(tmp_path_factory):
+    return prepare(load_study(known_study(tmp_path_factory.mktemp("rules"), rows=8000)))
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """A guardrail the optimum direction breaks: the baseline is the only safe point nearby."""
+    study = load_study(known_study(tmp_path_factory.mktemp("guard"), rows=8000))
+    study.tasks[0] = dataclasses.replace(study.tasks[0], max_drop=0.0)
+    return prepare(study)
+
+
+@pytest.mark.parametrize("method", CHEAP + ["grad"])
+def test_bounds_baseline_first_and_best_never_below_it(guarded, method):
+    p = guarded
+    opts = dict(GRAD_FAST) if method == "grad" else None
+    result, trials = search(p, method, 48, seed=2, population=8, options=opts)
+    theta = trials[p.space.free].to_numpy()
+    assert (theta >= p.space.low - 1e-12).all() and (theta <= p.space.high + 1e-12).all()
+    assert (trials[p.space.all_names[0]] == p.space.baseline[0]).all()  # the reference stays pinned
+    first = trials.iloc[0][p.space.all_names].to_numpy(dtype=float)
+    np.testing.assert_allclose(first, p.space.baseline, atol=1e-12)  # the baseline is scored first
+    assert bool(trials.iloc[0]["feasible"])
+    assert result["best"]["objective"] >= result["baseline"]["objective"] - 1e-12
+    assert result["best"]["feasible"] is True
+
+
+def test_grad_recovers_a_known_optimum(prep):
+    result, trials = search(prep, "grad", 40, seed=0, population=8, options={"pairs": 20_000, "maxiter": 100})
+    star = np.array(list(OPTIMUM.values()))
+    best = np.array([result["best"]["params"][f"a_{t}"] for t in OPTIMUM])
+    cos = best @ star / np.linalg.norm(best) / np.linalg.norm(star)
+    assert cos > 0.995
+    # the surrogate's end point alone (generation 1, before any exact refinement) is already close
+    g1 = trials[trials["generation"] == 1].iloc[1]
+    a1 = np.array([g1[f"a_{t}"] for t in OPTIMUM])
+    assert a1 @ star / np.linalg.norm(a1) / np.linalg.norm(star) > 0.99
+    j_star = float(prep.objective.metrics(prep.space.full(prep.space.to_unit(star[1:])[None]))[0] @ prep.objective.w)
+    assert result["best"]["objective"] >= j_star - 5e-4
+
+
+def test_warm_start_grad_scores_the_baseline_then_the_start(prep):
+    result, trials = search(prep, "cem", 32, seed=0, population=8, warm_start="grad")
+    np.testing.assert_allclose(trials.iloc[0][prep.space.all_names].to_numpy(dtype=float), prep.space.baseline)
+    assert trials.iloc[1]["objective"] > trials.iloc[0]["objective"] + 0.01  # the surrogate start is good
+    assert result["options"]["warm_start"] == "grad"
+    with pytest.raises(InputError, match="warm_start"):
+        search(prep, "cem", 32, seed=0, population=8, warm_start="lbfgs")
+
+
+def test_grid_refuses_a_grid_of_corners(prep):
+    with pytest.raises(InputError, match=r"\[search.grid\].*budget") as e:
+        make_searcher("grid", dim=11, x0=np.full(11, 0.5), budget=1000)
+    assert "\n" not in str(e.value) and "--" not in str(e.value)
+    with pytest.raises(InputError, match=r"\[search.grid\] points"):
+        make_searcher("grid", dim=2, x0=np.full(2, 0.5), budget=1000, options={"points": 2})
+    make_searcher("grid", dim=2, x0=np.full(2, 0.5), budget=1000)  # 31 points per axis: fine
+
+
+def test_screening_survivors_are_scored_exactly(prep):
+    result, trials = search(prep, "cma", 96, seed=1, population=16, screening=[0.25, 0.5])
+    scr = result["screening"]
+    assert scr["screened"] > 0 and scr["scored_exactly"] == len(trials)
+    assert scr["cost"] <= 96 + 1e-9 and len(trials) + scr["screened"] > 96  # more candidates than budget
+    direct = prep.objective.evaluate(trials[prep.space.all_names].to_numpy(dtype=float))
+    np.testing.assert_array_equal(direct.objective, trials["objective"].to_numpy())
+    np.testing.assert_array_equal(direct.feasible, trials["feasible"].to_numpy())
+    assert result["best"]["objective"] == trials.loc[trials["feasible"], "objective"].max()
+    np.testing.assert_allclose(trials.iloc[0][prep.space.all_names].to_numpy(dtype=float), prep.space.baseline)
+    with pytest.raises(InputError, match="screening"):
+        search(prep, "tpe", 32, seed=0, population=8, screening=[0.25])
+    with pytest.raises(InputError, match="screening"):
+        search(prep, "cma", 32, seed=0, population=8, screening=[0.5, 0.25])
+
+
+def test_on_bounds_names_parameters_at_a_bound(prep):
+    result, _ = search(prep, "grid", 30, seed=0, population=8, options={"points": 5})
+    got = {b["param"]: b["bound"] for b in result["on_bounds"]}
+    for k, lo, hi in zip(prep.space.free, prep.space.low, prep.space.high):
+        v = result["best"]["params"][k]
+        assert (k in got) == (v <= lo + 1e-9 or v >= hi - 1e-9)
+
+
+class _Shrinking(Searcher):
+    """A toy method whose spread halves each generation: collapses after 3."""
+    name = "toy"
+    defaults = {"restarts": 2}
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.spread, self.restarted_from = 1.0, []
+
+    def propose(self):
+        return np.clip(self.x0 + self.spread * self.rng.standard_normal((4, self.dim)), 0, 1)
+
+    def update(self, x, values):
+        self.spread /= 2
+
+    def collapsed(self):
+        return "spread" if self.spread < 0.2 else None
+
+    def restart(self, start, r):
+        self.restarted_from.append((start.copy(), r, self.best_x.copy()))
+        self.spread = 1.0
+
+
+def test_base_class_tracks_best_and_restarts_on_collapse():
+    s = _Shrinking(dim=2, x0=np.full(2, 0.5), seed=0)
+    best = -np.inf
+    for g in range(20):
+        x = s.ask()
+        if g == 0:
+            np.testing.assert_array_equal(x[0], s.baseline)
+        v = -np.sum((x - 0.3) ** 2, axis=1)
+        best = max(best, v.max())
+        s.tell(x, v)
+        assert s.best_value == best and s.generation == g + 1
+        if s.stop_reason:
+            break
+    assert [r for _, r, _ in s.restarted_from] == [1, 2]
+    assert s.stop_reason == "converged (spread)" and s.generation == 9  # 3 runs of 3 generations
+    for start, _, best_then in s.restarted_from:  # every restart began at the best point known then
+        np.testing.assert_array_equal(start, best_then)
+
+
+def test_methods_declare_capabilities_in_an_explicit_table():
+    assert set(METHODS) >= {"cem", "cma", "grad", "gp", "grid", "neighborhood", "random", "tpe"}
+    for m in METHODS:
+        cls = searcher_class(m)
+        assert isinstance(cls.capabilities, Capabilities) and cls.name == m
+    assert searcher_class("tpe").capabilities.constraints and not searcher_class("tpe").capabilities.replay
+    assert not searcher_class("cem").capabilities.constraints and searcher_class("cem").capabilities.replay
+    assert searcher_class("grad").capabilities.needs_objective
+    with pytest.raises(InputError, match="unknown search method"):
+        searcher_class("annealing")
