@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import StudyError
 
 __all__ = ["Searcher", "Capabilities", "METHODS", "searcher_class", "make_searcher", "method_population"]
 
@@ -103,7 +103,7 @@ class Searcher(ABC):
         options = dict(options or {})
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
-            raise InputError(f"[search.{self.name}]: unknown option {unknown[0]!r} "
+            raise StudyError(f"[search.{self.name}]: unknown option {unknown[0]!r} "
                              f"(options: {', '.join(sorted(self.defaults)) or 'none'})")
         self.opts = {**self.defaults, **options}
         self.stop_reason: str | None = None
@@ -193,13 +193,13 @@ class Searcher(ABC):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (lo is not None and v < lo) or \
                 (hi is not None and v > hi):
             rng = f" in [{lo}, {hi}]" if hi is not None else (f" >= {lo}" if lo is not None else "")
-            raise InputError(f"[search.{self.name}] {key} must be a number{rng}, got {v!r}")
+            raise StudyError(f"[search.{self.name}] {key} must be a number{rng}, got {v!r}")
         return float(v)
 
     def _choice(self, key: str, allowed: tuple[str, ...]) -> str:
         v = self.opts[key]
         if v not in allowed:
-            raise InputError(f"[search.{self.name}] {key} must be one of {', '.join(map(repr, allowed))}, "
+            raise StudyError(f"[search.{self.name}] {key} must be one of {', '.join(map(repr, allowed))}, "
                              f"got {v!r}")
         return v
 
@@ -213,7 +213,7 @@ def method_population(population: int, options: dict | None) -> tuple[int, dict]
     if "population" in options:
         p = options.pop("population")
         if isinstance(p, bool) or not isinstance(p, int) or p < 1:
-            raise InputError(f"population must be a whole number >= 1, got {p!r}")
+            raise StudyError(f"population must be a whole number >= 1, got {p!r}")
         population = p
     return population, options
 
@@ -221,7 +221,7 @@ def method_population(population: int, options: dict | None) -> tuple[int, dict]
 def searcher_class(method: str) -> type[Searcher]:
     """The class of a method named in :data:`METHODS` (imported on first use)."""
     if method not in METHODS:
-        raise InputError(f"unknown search method {method!r} (methods: {', '.join(sorted(METHODS))})")
+        raise StudyError(f"unknown search method {method!r} (methods: {', '.join(sorted(METHODS))})")
     mod, cls = METHODS[method].split(":")
     return getattr(importlib.import_module(f"{__package__}.{mod}"), cls)
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import StudyError
 from .base import Capabilities, Searcher
 
 SURROGATE_DEFAULTS = {"pairs": 50_000, "temperature": 0.05, "starts": 2, "start_spread": 0.15, "maxiter": 150,
@@ -48,7 +48,7 @@ def _check(opts: dict, where: str) -> dict:
         v = opts[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < lo or (hi is not None and v > hi):
             rng = f" in [{lo}, {hi}]" if hi is not None else f" >= {lo}"
-            raise InputError(f"{where} {key} must be a number{rng}, got {v!r}")
+            raise StudyError(f"{where} {key} must be a number{rng}, got {v!r}")
         out[key] = v
     for key in ("pairs", "starts", "maxiter", "threads"):
         out[key] = int(out[key])
@@ -65,8 +65,10 @@ def surrogate_starts(objective, space, x0: np.ndarray, seed: int = 0, options: d
     try:
         import torch
     except ImportError:
-        raise InputError("the grad method (and warm_start = \"grad\") needs torch: "
-                         "pip install 'torch==2.13.0'") from None
+        from ..errors import missing_dependency
+
+        raise missing_dependency("torch", "method 'grad' (and warm_start = \"grad\")",
+                                 "pip install 'torch==2.13.0'") from None
     from scipy.optimize import minimize
 
     from ..surrogate import FormulaSurrogate, smooth_objective
@@ -124,7 +126,7 @@ class Grad(Searcher):
     def propose(self) -> np.ndarray:
         if self.generation == 0:
             if self.objective is None or self.space is None:
-                raise InputError("the grad method needs the objective and the parameter space "
+                raise StudyError("the grad method needs the objective and the parameter space "
                                  "(make_searcher(..., objective=, space=))")
             pts, vals = surrogate_starts(self.objective, self.space, self.x0, self.seed,
                                          {k: self.opts[k] for k in SURROGATE_DEFAULTS}, f"[search.{self.name}]")

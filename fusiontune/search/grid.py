@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import StudyError
 from .base import Searcher
 
 
@@ -32,14 +32,14 @@ class Grid(Searcher):
         if pts == 0:
             pts = int(np.floor(budget ** (1.0 / self.dim) + 1e-9))
             if pts < 3:
-                raise InputError(f"[search.grid] a budget of {budget} pays for only {pts} point(s) per parameter "
+                raise StudyError(f"[search.grid] a budget of {budget} pays for only {pts} point(s) per parameter "
                                  f"in {self.dim} dimensions (a grid of corners); set [search] budget >= "
                                  f"{3 ** self.dim} or use another method")
         if pts < 3:
-            raise InputError(f"[search.grid] points must be 0 (auto) or >= 3 (2 points per parameter is a grid "
+            raise StudyError(f"[search.grid] points must be 0 (auto) or >= 3 (2 points per parameter is a grid "
                              f"of corners), got {pts}")
         if pts ** self.dim > 10_000_000:
-            raise InputError(f"[search.grid] points = {pts} in {self.dim} dimensions makes "
+            raise StudyError(f"[search.grid] points = {pts} in {self.dim} dimensions makes "
                              f"{pts ** self.dim} grid points; use fewer points (e.g. points = 5)")
         self.points = pts
         axes = [np.linspace(0.0, 1.0, pts)] * self.dim

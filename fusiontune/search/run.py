@@ -34,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import StudyError
 from ..fusion import ParamSpace
 from ..objective import Evaluation, Objective
 from ..progress import progress
@@ -81,7 +81,7 @@ def build_searcher(method: str, objective: Objective, space: ParamSpace, *, seed
     population, options = method_population(population, options)
     warm = options.pop("warm_start", warm_start) or "none"
     if warm not in WARM_STARTS:
-        raise InputError(f"[search] warm_start must be one of {', '.join(map(repr, WARM_STARTS))}, got {warm!r}")
+        raise StudyError(f"[search] warm_start must be one of {', '.join(map(repr, WARM_STARTS))}, got {warm!r}")
     cls = searcher_class(method)
     x0 = space.baseline_unit
     searcher = cls(dim=space.dim, x0=x0, seed=seed, population=population, options=options, budget=budget,
@@ -111,10 +111,10 @@ class Screening:
         fr = list(fractions)
         if not fr or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1 for f in fr) \
                 or any(b <= a for a, b in zip(fr, fr[1:])):
-            raise InputError(f"[search] screening must be increasing row shares in (0, 1), e.g. [0.25, 0.5]; "
+            raise StudyError(f"[search] screening must be increasing row shares in (0, 1), e.g. [0.25, 0.5]; "
                              f"got {fractions!r}")
         if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep < 1:
-            raise InputError(f"[search] screening_keep must be in (0, 1), got {keep!r}")
+            raise StudyError(f"[search] screening_keep must be in (0, 1), got {keep!r}")
         self.objective, self.fractions, self.keep, self.seed = objective, fr, float(keep), int(seed)
         log = objective.log
         rng = np.random.default_rng([seed, 7])
@@ -186,7 +186,7 @@ def run_search(searcher: Searcher, objective: Objective, space: ParamSpace, budg
     ``screening`` turns on multi-fidelity screening (see the module docstring).
     """
     if screening is not None and not searcher.capabilities.rank_based:
-        raise InputError(f"[search] screening needs a method that learns from ranks (cem, cma, neighborhood, "
+        raise StudyError(f"[search] screening needs a method that learns from ranks (cem, cma, neighborhood, "
                          f"random, grad); {searcher.name} does not")
     if screening is not None:
         screening.bind(space.baseline)
