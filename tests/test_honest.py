@@ -179,8 +179,8 @@ def test_report_flags_a_best_that_breaks_a_guardrail_on_the_holdout(tmp_path, sm
 def test_report_compares_the_best_with_the_baseline_and_names_bounds(tmp_path, small_log, capsys):
     study = _study(tmp_path, small_log, max_drop="")
     worse = [[1.0, 3.0, 0.0, 0.0], [1.0, 2.5, 0.0, 0.1]]  # both below the baseline
-    run, prep, ev = _hand_run(tmp_path, study, worse, on_bound=[{"param": "a_like", "bound": "upper",
-                                                                  "value": 3.0}])
+    run, prep, ev = _hand_run(tmp_path, study, worse, on_bounds=[{"param": "a_like", "bound": "high",
+                                                                   "value": 3.0}])
     assert (ev.objective < prep.objective.baseline_per_task @ prep.objective.w).all()
     js = tmp_path / "b.json"
     assert main(["report", "--run", str(run), "--format", "json", "--out", str(js), "--resamples", "50",
@@ -188,11 +188,11 @@ def test_report_compares_the_best_with_the_baseline_and_names_bounds(tmp_path, s
     rep = json.loads(js.read_text())
     w = " ".join(rep["warnings"])
     assert "does not beat the always-feasible baseline" in w and "keep the baseline" in w
-    assert "on a bound" in w and "a_like = 3 (upper)" in w
+    assert "on a bound" in w and "a_like = 3 (high)" in w
     md = tmp_path / "b.md"
     assert main(["report", "--run", str(run), "--format", "md", "--out", str(md), "--resamples", "50",
                  "--stability-resamples", "10"]) == 0
-    assert "a_like = 3 (upper)" in md.read_text()
+    assert "a_like = 3 (high)" in md.read_text()
     capsys.readouterr()
 
 

@@ -11,7 +11,7 @@ Sections (keys of the dict :func:`collect` returns):
 * ``guardrails``    each task's ``max_drop`` and every best/arm delta checked against it
                     (``breaks`` / ``ci-crosses`` / ``ok``), on the holdout and in-sample;
 * ``on_bound``      the parameters of the best that sit on a search bound (result.json's
-                    ``on_bound``, when the search wrote it);
+                    ``on_bounds``, when the search wrote it);
 * ``convergence``   objective of every trial in evaluation order and the best feasible so far;
 * ``sensitivity``   the objective along each free parameter with the others at the best
                     values (one batched objective call over all grids);
@@ -340,7 +340,7 @@ def collect(run_dir: Path | None = None, pareto: str | None = None, resamples: i
     rep["tasks"], rep["units"] = _task_rows(result, prep, resamples, level, seed, best_row)
     rep["versus_baseline"] = _versus_baseline(rep, result)
     rep["warnings"] += rep["versus_baseline"]["warnings"]
-    on_bound = result.get("on_bound")
+    on_bound = result.get("on_bounds") or result.get("on_bound")  # written by the search
     if on_bound:
         rep["on_bound"] = on_bound
         rep["warnings"].append("the best lies on a bound: " + _bound_text(on_bound) +
