@@ -71,6 +71,23 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     return result, trials
 
 
+def run_study(run_dir: Path):
+    """The :class:`~fusiontune.study.Study` a run was made with, or ``None`` when the run
+    records none (e.g. a directory without result.json: the caller reports that)."""
+    from .study import load_study
+
+    rj = Path(run_dir) / "result.json"
+    if not rj.exists():
+        return None
+    try:
+        sf = json.loads(rj.read_text(encoding="utf-8")).get("study_file")
+    except json.JSONDecodeError:
+        return None  # read_run reports it
+    if sf and Path(sf).exists():
+        return load_study(sf)
+    return None
+
+
 def _fmt_delta(d: float) -> str:
     return f"{d:+.5f}"
 

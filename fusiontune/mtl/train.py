@@ -30,39 +30,12 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from .config import TrainConfig, TrainSpec
 from .balance import Balancer, make_balancer, pcgrad
 from .models import MultiTaskModel, build_model
 
 __all__ = ["TrainConfig", "Arrays", "FitResult", "fit", "predict", "evaluate_losses", "task_losses",
            "TrainSpec", "train_to_log", "study_toml"]
-
-
-@dataclass
-class TrainConfig:
-    model: str = "mmoe"
-    task_type: str = "binary"  # "binary" | "regression"
-    balance: str = "fixed"
-    weights: list[float] | None = None  # fixed weights (default 1 per task)
-    pcgrad: bool = False
-    epochs: int = 5
-    batch_size: int = 512
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    seed: int = 0
-    patience: int = 2
-    emb_dim: int = 8
-    bottom_hidden: list[int] = field(default_factory=lambda: [128, 64])
-    experts: int = 4
-    expert_hidden: list[int] = field(default_factory=lambda: [64, 32])
-    tower_hidden: list[int] = field(default_factory=lambda: [32])
-    levels: int = 1
-    specific_experts: int = 1
-    shared_experts: int = 2
-    esmm_score: str = "cvr"
-    gradnorm_alpha: float = 1.5
-    dwa_temperature: float = 2.0
-    threads: int | None = None
-    lr_schedule: str = "constant"  # "constant" | "cosine" (per step, from lr down to 0 at the last epoch)
 
 
 @dataclass
@@ -252,22 +225,6 @@ def fit(config: TrainConfig, train: Arrays, valid: Arrays | None, cardinalities:
 
 
 # --------------------------------------------------------------------------- the command's pipeline
-@dataclass
-class TrainSpec:
-    data: Path
-    features: list[str]
-    categorical: list[str]
-    tasks: list[str]
-    out: Path
-    group: str | None = None
-    time: str | None = None
-    pass_through: list[str] = field(default_factory=list)
-    valid_fraction: float = 0.2
-    test_fraction: float = 0.2
-    study_out: Path | None = None
-    config: TrainConfig = field(default_factory=TrainConfig)
-
-
 def _check_spec(spec: TrainSpec) -> None:
     cfg = spec.config
     if cfg.model == "esmm" and len(spec.tasks) != 2:
@@ -382,7 +339,7 @@ def train_to_log(spec: TrainSpec, show_progress: bool | None = None) -> dict:
         "parameters": int(sum(p.numel() for p in res.model.parameters())),
         "task_weights": dict(zip(spec.tasks, res.balancer.weights().tolist())),
         "history": res.history,
-        "config": asdict(cfg),
+        "config": {k: (list(v) if isinstance(v, list) else v) for k, v in asdict(cfg).items()},
     }
     write_table(log, spec.out)
     mp = metrics_path(spec.out)
