@@ -67,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    import signal
+
+    from .interrupt import exit_status, handle_sigterm, signal_name
+
+    previous = signal.getsignal(signal.SIGTERM)
+    installed = handle_sigterm()  # SIGTERM stops a command the way Ctrl-C does
     try:
         return int(args._run(args) or 0)
     except FusiontuneError as exc:
@@ -74,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fusiontune: error: {msg}{flag_hint(getattr(args, '_parser', None), exc.param)}",
               file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("fusiontune: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"fusiontune: stopped by {signal_name(exc)}", file=sys.stderr)
+        return exit_status(exc)
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover
