@@ -12,7 +12,7 @@ The exported document (JSON or YAML, same keys)::
       - {name: click, score_column: p_click, score_scale: prob, a: 1.0}          # + b: for power
     eps: 1.0e-06                      # probability clip used by multiplicative / power
     buckets: 0, rank_scope: group     # rank formula only
-    source: {run, study, study_file, arm, method, seed, trial, objective, holdout_objective}
+    source: {run, run_id, study, study_file, arm, method, seed, trial, objective, holdout_objective}
 
 ``params`` is what ``fusiontune eval --params`` reads back (a flat ``{name: value}`` mapping
 is accepted too); ``tasks`` is the per-task view a serving config usually wants.
@@ -64,6 +64,9 @@ def resolve_arm(run_dir: Path, result: dict, arm: str | None) -> tuple[str, dict
         cands = json.loads(cpath.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise InputError(f"{cpath}: invalid JSON: {exc}") from None
+    from .rundir import check_derived
+
+    check_derived(cpath, cands, run_dir, "arms", "select the arms for this run again (fusiontune select)")
     arms = {a.get("name"): a for a in cands.get("arms", [])}
     if name not in arms:
         have = ", ".join(["best", "baseline", *arms]) or "none"
@@ -184,7 +187,9 @@ def _block(obj, row: np.ndarray, tasks: list[str]) -> dict:
             "gain": float((pt - base) @ obj.w),
             "per_task": {t: float(v) for t, v in zip(tasks, pt)},
             "baseline_per_task": {t: float(v) for t, v in zip(tasks, base)},
-            "feasible": bool(ev.feasible[0])}
+            "feasible": bool(ev.feasible[0]),
+            "guardrails_broken": {t: {"delta": float(d), "max_drop": float(m)}
+                                  for t, d, m in zip(tasks, pt - base, obj.max_drop) if d < -m}}
 
 
 def evaluate_params(study, doc: dict, src: str, log_path: Path | None = None) -> dict:

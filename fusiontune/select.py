@@ -200,7 +200,8 @@ def select_arms(run_dir: Path | None = None, k: int = 3, resamples: int = 1000, 
     mode = "none" if judge_role == "search" else pick_role
     max_drop = {t.name: t.max_drop for t in prep.study.tasks}
     out = {
-        "run": None if run_dir is None else str(Path(run_dir)), "study": result.get("study"),
+        "run": None if run_dir is None else str(Path(run_dir)), "run_id": result.get("run_id"),
+        "study": result.get("study"),
         "formula": prep.formula.name,
         "picked_on": pick_role,
         "evaluated_on": "holdout" if judge_role == "holdout" else "search (no holdout in the study: in-sample only)",
@@ -368,37 +369,56 @@ def select_arms(run_dir: Path | None = None, k: int = 3, resamples: int = 1000, 
 
 
 def arms_table(cands: dict, console=None) -> None:
-    """Print the arms with their per-task deltas and intervals."""
-    import sys
+    """Print the arms with their per-task deltas and intervals, then each arm's weights.
 
-    from rich.console import Console
+    The table is arms x tasks; when that is wider than the terminal (80 columns with four
+    tasks is) it is printed transposed, tasks x arms, in as many blocks of arms as needed.
+    Numbers are never cut."""
     from rich.markup import escape
-    from rich.table import Table
 
-    console = console or Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    from .tables import fits, stdout_console, table, width_of
+
+    console = console or stdout_console()
     pct = int(round(cands["level"] * 100))
-    title = (f"A/B arms picked on the {cands.get('picked_on', 'holdout')} rows, judged on the "
-             f"{cands['evaluated_on'].split(' ')[0]} ({cands['rows']} rows, "
-             f"{cands.get('resamples')} {cands.get('units', '')} resamples, {pct}% CI, diversity: "
-             f"{cands['diversity']})")
-    table = Table(title=title, title_justify="left")
-    table.add_column("arm")
-    table.add_column("params")
+    console.print(escape(f"A/B arms picked on the {cands.get('picked_on', 'holdout')} rows, judged on the "
+                         f"{cands['evaluated_on'].split(' ')[0]} ({cands['rows']} rows, "
+                         f"{cands.get('resamples')} {cands.get('units', '')} resamples, {pct}% CI, diversity: "
+                         f"{cands['diversity']})"))
     tasks = list(cands["baseline"]["per_task"])
-    for t in tasks:
-        table.add_column(f"Δ {t}", justify="right")
-    table.add_column("Δ objective", justify="right")
-    table.add_column("flags")
-    base = cands["baseline"]["params"]
+
+    def ci(d):
+        return f"{d['value']:+.4f}\n[{d['lo']:+.4f}, {d['hi']:+.4f}]"
+
+    cols = {}  # arm name -> (cells per task + objective, flags)
     for arm in cands["arms"]:
-        params = " ".join(f"{k_}={v:.3g}" for k_, v in arm["params"].items())
-        cells = [f"{d['value']:+.4f}\n[{d['lo']:+.4f}, {d['hi']:+.4f}]" for d in arm["delta"].values()]
-        g = arm["gain"]
-        table.add_row(arm["name"], params, *cells, f"{g['value']:+.4f}\n[{g['lo']:+.4f}, {g['hi']:+.4f}]",
-                      ", ".join(arm["flags"]) or "-")
-    bp = " ".join(f"{k_}={v:.3g}" for k_, v in base.items())
-    table.add_row("baseline", bp, *["0" for _ in tasks], f"J={cands['baseline']['objective']:.4f}", "control")
-    console.print(table)
+        cols[arm["name"]] = ([ci(d) for d in arm["delta"].values()] + [ci(arm["gain"])],
+                             ", ".join(arm["flags"]) or "-")
+    cols["baseline"] = (["0" for _ in tasks] + [f"J={cands['baseline']['objective']:.4f}"], "control")
+    wide = table([("arm", "text"), *[(f"Δ {t}", "num") for t in tasks], ("Δ objective", "num"), ("flags", "text")])
+    for name, (cells, flags) in cols.items():
+        wide.add_row(name, *cells, flags)
+    transposed = not fits(console, wide)
+    if not transposed:
+        console.print(wide)
+    else:
+        names = [a["name"] for a in cands["arms"]]  # the baseline's zeros go; its J is listed below
+        first = table([("Δ vs baseline", "text"), ("arm", "num")])
+        for t, c in zip(tasks + ["objective"], cols[names[0]][0] if names else cols["baseline"][0]):
+            first.add_row(t, c)
+        per_arm = max(1, width_of(console, first) - width_of(console, table([("Δ vs baseline", "text")])))
+        n = max(1, (console.width - (width_of(console, first) - per_arm)) // per_arm)
+        for i in range(0, len(names), n):
+            chunk = names[i:i + n]
+            t_ = table([("Δ vs baseline", "text"), *[(a, "num") for a in chunk]])
+            for q, t in enumerate(tasks + ["objective"]):
+                t_.add_row(t, *[cols[a][0][q] for a in chunk])
+            console.print(t_)
+    for arm in [*cands["arms"], cands["baseline"]]:
+        params = " ".join(f"{k_}={v:.4g}" for k_, v in arm["params"].items())
+        flags = f" · flags: {cols[arm['name']][1]}" if transposed else ""
+        if transposed and arm is cands["baseline"]:
+            flags = f" · objective J={arm['objective']:.4f} (control)"
+        console.print(escape(f"{arm['name']}: {params}{flags}"))
     if cands.get("honesty"):
         console.print(escape(f"roles: {cands['honesty']}"))
     dropped = cands.get("dropped") or []

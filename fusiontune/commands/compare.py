@@ -18,33 +18,44 @@ def add_arguments(p) -> None:
     p.add_argument("--seeds", type=positive_int, default=5, help="seeds per method (default 5)")
     p.add_argument("--population", type=positive_int, default=None, help="candidates per generation")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/compare-<study>)")
-    p.add_argument("--quiet", action="store_true", help="no progress, print only the table")
+    p.add_argument("--quiet", action="store_true", help="no progress and no table: one line saying where it went")
 
 
 def run(args) -> int:
+    from .. import rundir
     from ..compare import compare, markdown_table
+    from ..errors import InputError
     from ..pipeline import prepare
     from ..progress import progress
     from ..results import atomic_write_text
+    from .search import out_error
 
     study = load(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     s = dict(study.search)
     budget = args.budget or s["budget"]
     population = args.population or s["population"]
+    out = args.out or Path("runs") / f"compare-{study.name}"
+    try:  # checked before the first run, not after an hour of them
+        plan = rundir.plan(out, kind="compare", study=study.name)
+    except InputError as exc:
+        raise out_error(exc) from None
     prep = prepare(study)
-    with progress(len(methods) * args.seeds, "compare", False if args.quiet else None) as bar:
+    with progress(len(methods) * args.seeds, "compare", False if args.quiet else None, unit="runs") as bar:
         res = compare(prep, methods, budget, args.seeds, population, s["patience"], s["min_delta"],
                       study.method_options, seed0=int(s["seed"]),
                       on_run=lambda r: bar.update(advance=1, info=f"{r['method']} seed {r['seed']}"))
     hobj = prep.holdout_objective
     base_h = float(hobj.baseline_per_task @ hobj.w) if hobj is not None else None
     md = markdown_table(res, budget, args.seeds, base_h)
-    out = args.out or Path("runs") / f"compare-{study.name}"
-    atomic_write_text(out / "runs.csv", res.runs.to_csv(index=False, float_format="%.10g"))
-    atomic_write_text(out / "compare.csv", res.table.to_csv(index=False, float_format="%.10g"))
-    atomic_write_text(out / "compare.md", f"# {study.name}: search methods at budget {budget}\n\n" + md)
-    print(md, end="")
+
+    def build(d: Path) -> None:
+        atomic_write_text(d / "runs.csv", res.runs.to_csv(index=False, float_format="%.10g"))
+        atomic_write_text(d / "compare.csv", res.table.to_csv(index=False, float_format="%.10g"))
+        atomic_write_text(d / "compare.md", f"# {study.name}: search methods at budget {budget}\n\n" + md)
+
+    claim = plan.claim(build)  # the old comparison is replaced as a whole, new files already in place
     if not args.quiet:
-        print(f"wrote {out / 'compare.md'}, compare.csv and runs.csv")
+        print(md, end="")
+    print(f"wrote {out / 'compare.md'}, compare.csv and runs.csv (run {claim.run_id})")
     return 0

@@ -43,7 +43,7 @@ def run(args) -> int:
     formula = make_formula(study.formula, study.task_names, study.fusion_options, str(sf))
     space = ParamSpace.build(formula, study.baseline, study.bounds, study.reference, str(sf))
     name, params, extra = resolve_arm(args.run, result, args.arm)
-    source = {"run": str(args.run.resolve()), "study": result.get("study"), "study_file": sf, "arm": name,
+    source = {"run": str(args.run.resolve()), "run_id": result.get("run_id"), "study": result.get("study"), "study_file": sf, "arm": name,
               "method": result.get("method"), "seed": result.get("seed"), **extra}
     doc = weights_document(formula, space, study, params, source)
     write_weights(args.to, doc)

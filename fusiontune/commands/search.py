@@ -40,9 +40,19 @@ def settings(study, args) -> dict:
     return s
 
 
+def out_error(exc, flag: str = "--out"):
+    """The run directory's one-line error, naming the flag that chose it."""
+    from ..errors import InputError
+
+    return type(exc)(f"{flag} {exc}") if isinstance(exc, InputError) else exc
+
+
 def run(args) -> int:
+    from .. import rundir
+    from ..errors import InputError
+    from ..interrupt import exit_status, signal_name
     from ..pipeline import prepare, search
-    from ..results import default_run_dir, print_summary, write_run
+    from ..results import default_run_dir, print_summary
     from ..search.storage import default_storage_url, stored_config
 
     study = load(args)
@@ -50,17 +60,21 @@ def run(args) -> int:
     out = args.out or default_run_dir(study.name, s["method"], s["seed"])
     url = args.storage or default_storage_url(out)
     name = f"{study.name}-{s['method']}-{s['seed']}"
+    try:  # the output location is checked before the log is read or anything is evaluated
+        plan = rundir.plan(out, kind="search", study=study.name, method=s["method"], seed=s["seed"],
+                           storage=url, mode="resume" if args.resume else "fresh")
+    except InputError as exc:
+        raise out_error(exc) from None
     if args.resume:
         stored = stored_config(url, name)
         if stored is None:
-            from ..errors import InputError
-
             raise InputError(f"--resume: no stored run {name!r} in {url} (nothing to resume; "
                              f"run without --resume to start it)")
         for key in ("budget", "population", "patience", "min_delta"):  # unless given again
             if getattr(args, key, None) is None and key in stored:
                 s[key] = stored[key]
     prep = prepare(study)
+    claim = plan.claim()
     try:
         options = dict(study.method_options.get(s["method"], {}))
         if args.population is not None:  # the flag beats a per-method population in the study
@@ -69,12 +83,14 @@ def run(args) -> int:
                                 s["min_delta"], options,
                                 show_progress=False if args.quiet else None, storage=url, resume=args.resume,
                                 run_name=name)
-    except KeyboardInterrupt:
-        print(f"fusiontune: interrupted; finished generations are stored in {url}; continue with the "
-              f"same command plus --resume", file=sys.stderr)
-        return 130
-    write_run(out, result, trials)
-    if not args.quiet:
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: whole generations are stored already
+        print(f"fusiontune: stopped by {signal_name(exc)}; finished generations are stored in {url}; "
+              f"continue with the same command plus --resume", file=sys.stderr)
+        return exit_status(exc)
+    claim.write_result(result, trials)
+    if args.quiet:
+        print(f"wrote {Path(out) / 'result.json'} and trials.csv (run {claim.run_id}; trials in {url})")
+    else:
         print_summary(result, out)
-        print(f"trials stored in {url} (optuna-dashboard {url})")
+        print(f"run {claim.run_id}; trials stored in {url} (optuna-dashboard {url})")
     return 0

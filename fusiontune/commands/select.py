@@ -53,7 +53,9 @@ def run(args) -> int:
                         args.seed, show_progress=False if args.quiet else None)
     out = args.out or Path(args.run) / "candidates.json"
     atomic_write_text(out, json.dumps(cands, indent=2, default=_jsonable) + "\n")
-    if not args.quiet:
+    if args.quiet:
+        print(f"wrote {out}")
+    else:
         arms_table(cands)
         print(f"wrote {out} ({len(cands['arms'])} arm(s) from {cands['candidates_considered']} candidates "
               f"in {cands['seconds']:.1f}s)")

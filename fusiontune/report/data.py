@@ -294,9 +294,14 @@ def _load_arms(run_dir: Path | None, loaded, resamples: int, level: float, seed:
     cpath = run_dir / "candidates.json" if run_dir is not None else None
     if cpath is not None and cpath.exists():
         try:
-            return json.loads(cpath.read_text(encoding="utf-8")), str(cpath)
+            cands = json.loads(cpath.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise InputError(f"{cpath}: invalid JSON: {exc}") from None
+        from ..rundir import check_derived
+
+        check_derived(cpath, cands, run_dir, "arms", "select the arms for this run again (fusiontune select), "
+                                                     "or delete the file to have the report select them")
+        return cands, str(cpath)
     return select_arms(run_dir, k=k, resamples=resamples, level=level, seed=seed, show_progress=False,
                        loaded=loaded), "computed now (fusiontune select not run yet)"
 
@@ -328,7 +333,8 @@ def collect(run_dir: Path | None = None, pareto: str | None = None, resamples: i
                                                       str(run_dir / "result.json") if run_dir else "result")
     rep = {
         "run": str(Path(run_dir).resolve()) if run_dir is not None else "(objects)",
-        "summary": {k_: result.get(k_) for k_ in ("study", "method", "seed", "formula", "budget", "evaluations",
+        "run_id": result.get("run_id"),
+        "summary": {k_: result.get(k_) for k_ in ("run_id", "study", "method", "seed", "formula", "budget", "evaluations",
                                                   "seconds", "stop_reason", "rows", "split", "normalisation",
                                                   "study_file", "log", "gauc_weighting", "best_trial", "note")},
         "params": {"best": result["best"].get("params"), "baseline": result["baseline"].get("params")},

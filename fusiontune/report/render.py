@@ -77,7 +77,7 @@ def sections(rep: dict) -> list[Section]:
     out = []
     s = rep["summary"]
     sec = Section("Study summary")
-    rows = [["study", str(s.get("study"))], ["study file", str(s.get("study_file"))], ["log", str(s.get("log"))],
+    rows = [["run id", str(s.get("run_id"))], ["study", str(s.get("study"))], ["study file", str(s.get("study_file"))], ["log", str(s.get("log"))],
             ["formula", str(s.get("formula"))], ["method / seed", f"{s.get('method')} / {s.get('seed')}"],
             ["evaluations", f"{s.get('evaluations')} of budget {s.get('budget')} ({s.get('stop_reason')}), "
                             f"{_f(s.get('seconds'), 1)} s"],
