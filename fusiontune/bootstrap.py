@@ -213,7 +213,7 @@ def resample_metrics(objective, theta: np.ndarray, resamples: int, seed: int = 0
     theta = np.atleast_2d(theta)
     chunk = max(1, min(resamples, _COUNT_BYTES // (8 * max(r.n_units, 1))))
     out = np.empty((theta.shape[0], resamples, len(objective.tasks)))
-    with progress(resamples, "bootstrap", show_progress) as bar:
+    with progress(resamples, "bootstrap", show_progress, unit="resamples") as bar:
         for b0 in range(0, resamples, chunk):
             m = min(chunk, resamples - b0)
             counts = unit_counts(r.n_units, m, rng)

@@ -7,7 +7,10 @@ at the same evaluation budget on the same objective.  Per method the table repor
   over seeds);
 * ``holdout``: the objective of that best candidate on the holdout part (mean +- std);
 * ``holdout lift``: holdout objective minus the baseline's holdout objective (mean);
-* ``holdout wins``: share of seeds whose best beats the baseline on the holdout;
+* ``holdout wins``: share of seeds whose best beats the baseline on the holdout AND keeps
+  every guardrail there (a guardrail broken on the holdout counts as a loss);
+* ``holdout guardrail breaks``: seeds whose best breaks a guardrail on the holdout (its
+  metric falls more than ``max_drop`` below the baseline's there), and which tasks;
 * ``evals to 99%``: evaluations a run needed before its best-so-far reached 99% of the
   best in-sample gain (over the baseline) found by ANY search method and seed in this
   comparison; mean over the seeds that got there, with how many did (``n/a`` for LTR
@@ -61,6 +64,19 @@ def _check_methods(prep, methods: list[str], population: int, budget: int, metho
         raise InputError(f"methods: {','.join(methods)} names a method twice", param="methods")
 
 
+def _broken_guardrails(prep, hold: dict) -> list[str]:
+    """Tasks whose metric for the best weights falls more than ``max_drop`` below the
+    baseline's on the holdout."""
+    out = []
+    for t in prep.study.tasks:
+        if t.max_drop is None:
+            continue
+        d = float(hold["best"]["per_task"][t.name]) - float(hold["baseline"]["per_task"][t.name])
+        if d < -t.max_drop:
+            out.append(t.name)
+    return out
+
+
 def _run_ltr(prep, method: str, seed: int):
     try:
         from .ltr import run_ltr
@@ -99,6 +115,9 @@ def compare(prep, methods: list[str], budget: int, seeds: int, population: int, 
             if hold:
                 row["holdout"] = float(hold["best"]["objective"])
                 row["holdout_lift"] = float(hold["best"]["objective"]) - float(hold["baseline"]["objective"])
+                broken = _broken_guardrails(prep, hold)
+                row["holdout_feasible"] = not broken
+                row["holdout_broken"] = ",".join(broken)
             rows.append(row)
             curves[(m, seed)] = curve
             if on_run is not None:
@@ -125,7 +144,12 @@ def compare(prep, methods: list[str], budget: int, seeds: int, population: int, 
              "holdout_mean": g["holdout"].mean() if "holdout" in g else np.nan,
              "holdout_std": g["holdout"].std(ddof=0) if "holdout" in g else np.nan,
              "holdout_lift_mean": g["holdout_lift"].mean() if "holdout_lift" in g else np.nan,
-             "holdout_win_share": (g["holdout_lift"] > 0).mean() if "holdout_lift" in g else np.nan,
+             "holdout_win_share": ((g["holdout_lift"] > 0) & g["holdout_feasible"].astype(bool)).mean()
+             if "holdout_lift" in g else np.nan,
+             "holdout_guardrail_breaks": int((~g["holdout_feasible"].astype(bool)).sum())
+             if "holdout_feasible" in g else np.nan,
+             "holdout_broken_tasks": ",".join(sorted({t for s in g["holdout_broken"] for t in s.split(",") if t}))
+             if "holdout_broken" in g else "",
              "evals_to_99_mean": reached.mean() if reached.size else np.nan,
              "reached_99": int(reached.size) if m not in LTR_METHODS else np.nan,
              "seconds_mean": g["seconds"].mean()}
@@ -154,9 +178,9 @@ def markdown_table(res: CompareResult, budget: int, seeds: int, baseline_holdout
 
     has_ltr = bool(res.table["method"].isin(list(LTR_METHODS)).any())
     vs_head = " vs best formula |" if has_ltr else ""  # only when LTR fusers are compared
-    lines = [f"| method | best in-sample | holdout | holdout lift | holdout wins |{vs_head} evals to 99% "
-             "| seconds/run |",
-             "|---|---|---|---|---|" + ("---|" if has_ltr else "") + "---|---|"]
+    lines = [f"| method | best in-sample | holdout | holdout lift | holdout wins | holdout guardrail breaks "
+             f"|{vs_head} evals to 99% | seconds/run |",
+             "|---|---|---|---|---|---|" + ("---|" if has_ltr else "") + "---|---|"]
     for t in res.table.to_dict("records"):
         if t["method"] in LTR_METHODS:
             ev = "n/a"
@@ -169,14 +193,20 @@ def markdown_table(res: CompareResult, budget: int, seeds: int, baseline_holdout
         vs = t.get("vs_best_formula", np.nan)
         vs = "" if not np.isfinite(vs) else f"{vs:+.5f}" + (" LOSES" if t.get("loses") else "")
         vs = f" {vs} |" if has_ltr else ""
+        brk = t.get("holdout_guardrail_breaks", np.nan)
+        if brk is None or not np.isfinite(brk):
+            breaks = "n/a"
+        else:
+            breaks = f"{int(brk)}/{t['runs']}" + (f" ({t['holdout_broken_tasks']})" if brk else "")
         lines.append(f"| {t['method']} | {pm(t['best_mean'], t['best_std'])} | {pm(t['holdout_mean'], t['holdout_std'])} "
-                     f"| {lift} | {wins} |{vs} {ev} | {t['seconds_mean']:.1f} |")
+                     f"| {lift} | {wins} | {breaks} |{vs} {ev} | {t['seconds_mean']:.1f} |")
     notes = [f"budget {budget} evaluations, {seeds} seed(s) per method; mean ± std over seeds."]
     if res.target_gain is not None:
         notes.append(f"99% target: best in-sample gain over the baseline found by any search method = "
                      f"{res.target_gain:+.5f}.")
     if baseline_holdout is not None:
-        notes.append(f"baseline holdout objective {baseline_holdout:.5f}.")
+        notes.append(f"baseline holdout objective {baseline_holdout:.5f}; a win beats it on the holdout and "
+                     f"keeps every guardrail there.")
     bf = [b for b in res.table.get("best_formula", pd.Series(dtype=str)) if b]
     if bf:
         notes.append(f"vs best formula: an LTR fuser's holdout minus that of {bf[0]} (the search method with the "

@@ -191,6 +191,9 @@ def _numeric(path, table: pa.Table, col: str, what: str) -> np.ndarray:
             pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
     if pa.types.is_decimal(typ):
         return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+    if len(arr) and arr.null_count == len(arr):  # e.g. a CSV column with no value at all
+        kind = "label" if what.startswith("label") else "value"
+        raise InputError(f"{path}: column {col!r} ({what}) is empty on every row: it has no observed {kind}")
     # strings or other: show the first value that is not a number
     values = arr.to_pandas()
     num = pd.to_numeric(values, errors="coerce")

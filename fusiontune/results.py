@@ -92,39 +92,51 @@ def _fmt_delta(d: float) -> str:
     return f"{d:+.5f}"
 
 
-def print_summary(result: dict, out_dir: Path | None = None) -> None:
-    """One screen: best vs baseline per task, in-sample and on the holdout."""
-    from rich.console import Console
-    from rich.table import Table
+def print_summary(result: dict, out_dir: Path | None = None, console=None) -> None:
+    """One screen: best vs baseline per task, in-sample and on the holdout.
 
-    import sys
+    On a terminal too narrow for the nine columns (80 columns is), the in-sample and
+    holdout parts print as two stacked tables; numbers are never cut."""
+    from .tables import fits, stdout_console, table
 
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+    console = console or stdout_console()
     hold = result.get("holdout")
     title = (f"{result['study']} · {result['method']} · seed {result['seed']} · {result['formula']} · "
              f"{result['evaluations']} evaluations in {result['seconds']:.1f}s ({result.get('stop_reason', '')})")
-    table = Table(title=title, title_justify="left")
-    for col in ("task", "metric", "weight", "baseline", "best", "delta"):
-        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
-    if hold:
-        for col in ("holdout base", "holdout best", "holdout delta"):
-            table.add_column(col, justify="right")
     tasks = {t["name"]: t for t in result.get("tasks", [])}
+    rows_in, rows_hold = [], []
     for name, b in result["baseline"]["per_task"].items():
         t = tasks.get(name, {})
         best = result["best"]["per_task"][name]
-        row = [name, t.get("metric", ""), f"{t.get('weight', 0):g}", f"{b:.5f}", f"{best:.5f}", _fmt_delta(best - b)]
+        rows_in.append([name, t.get("metric", ""), f"{t.get('weight', 0):g}", f"{b:.5f}", f"{best:.5f}",
+                        _fmt_delta(best - b)])
         if hold:
             hb, hv = hold["baseline"]["per_task"][name], hold["best"]["per_task"][name]
-            row += [f"{hb:.5f}", f"{hv:.5f}", _fmt_delta(hv - hb)]
-        table.add_row(*row)
+            rows_hold.append([f"{hb:.5f}", f"{hv:.5f}", _fmt_delta(hv - hb)])
     jb, jv = result["baseline"]["objective"], result["best"]["objective"]
-    row = ["objective", "", "", f"{jb:.5f}", f"{jv:.5f}", _fmt_delta(jv - jb)]
+    rows_in.append(["objective", "", "", f"{jb:.5f}", f"{jv:.5f}", _fmt_delta(jv - jb)])
     if hold:
         hb, hv = hold["baseline"]["objective"], hold["best"]["objective"]
-        row += [f"{hb:.5f}", f"{hv:.5f}", _fmt_delta(hv - hb)]
-    table.add_row(*row, style="bold")
-    console.print(table)
+        rows_hold.append([f"{hb:.5f}", f"{hv:.5f}", _fmt_delta(hv - hb)])
+    cols_in = [("task", "text"), ("metric", "text"), ("weight", "num"), ("baseline", "num"), ("best", "num"),
+               ("delta", "num")]
+    cols_hold = [("holdout base", "num"), ("holdout best", "num"), ("holdout delta", "num")]
+
+    def build(cols, rows, title_):
+        t = table(cols, title_)
+        for i, r in enumerate(rows):
+            t.add_row(*r, style="bold" if i == len(rows) - 1 else None)
+        return t
+
+    wide = build(cols_in + (cols_hold if hold else []),
+                 [a + b for a, b in zip(rows_in, rows_hold)] if hold else rows_in, None)
+    console.print(title)
+    if not hold or fits(console, wide):
+        console.print(wide)
+    else:  # stack: in-sample table, then the holdout table
+        console.print(build(cols_in, rows_in, "in-sample"))
+        console.print(build([("task", "text")] + [(c.replace("holdout ", ""), k) for c, k in cols_hold],
+                            [[r[0]] + h for r, h in zip(rows_in, rows_hold)], "holdout"))
     params = ", ".join(f"{k}={v:.4g}" for k, v in result["best"]["params"].items())
     console.print(f"best params: {params}")
     if result.get("on_bounds"):

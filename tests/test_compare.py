@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -24,7 +25,10 @@ def test_compare_cli_writes_table(tmp_path):
     r = _cli("compare", "--study", str(study), "--methods", "cem,random,grid", "--budget", "48",
              "--seeds", "2", "--population", "16", "--out", str(out), "--quiet")
     assert r.returncode == 0, r.stderr
-    assert "| method | best in-sample | holdout | holdout lift | holdout wins | evals to 99% |" in r.stdout
+    assert r.stdout.splitlines() == [f"wrote {out / 'compare.md'}, compare.csv and runs.csv "
+                                     f"(run {json.loads((out / 'run.json').read_text())['run_id']})"]
+    assert ("| method | best in-sample | holdout | holdout lift | holdout wins | holdout guardrail breaks "
+            "| evals to 99% |") in (out / "compare.md").read_text()
     table = pd.read_csv(out / "compare.csv")
     assert list(table["method"]) == ["cem", "random", "grid"]
     assert (table["runs"] == 2).all()
@@ -42,7 +46,7 @@ def test_compare_table_statistics(tmp_path):
     for m, g in res.runs.groupby("method"):
         row = res.table.set_index("method").loc[m]
         assert row["best_mean"] == g["best_in_sample"].mean()
-        assert row["holdout_win_share"] == (g["holdout_lift"] > 0).mean()
+        assert row["holdout_win_share"] == ((g["holdout_lift"] > 0) & g["holdout_feasible"]).mean()
     assert res.target_gain == res.runs["gain_in_sample"].max()
 
 

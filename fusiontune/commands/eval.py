@@ -28,33 +28,48 @@ def add_arguments(p) -> None:
     add_trust_pickle(p)
 
 
-def print_eval(res: dict) -> None:
-    import sys
+def print_eval(res: dict, console=None) -> None:
+    """Per-task metrics per part; one table per part when the side-by-side one is wider than
+    the terminal (numbers are never cut)."""
+    from ..tables import fits, stdout_console, table
 
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+    console = console or stdout_console()
     parts = res["parts"]
-    table = Table(title=f"{res['study']} · {res['formula']} · {res['log']}", title_justify="left")
-    table.add_column("task")
-    for part, blk in parts.items():
-        table.add_column(f"{part} ({blk['rows']} rows)", justify="right")
-        table.add_column("Δ vs baseline", justify="right")
+    console.print(f"{res['study']} · {res['formula']} · {res['log']}")
     first = next(iter(parts.values()))
-    for t in first["per_task"]:
-        cells = []
-        for blk in parts.values():
-            v, b = blk["per_task"][t], blk["baseline_per_task"][t]
-            cells += [f"{v:.5f}", f"{v - b:+.5f}"]
-        table.add_row(t, *cells)
-    cells = []
-    for blk in parts.values():
-        cells += [f"{blk['objective']:.6f}", f"{blk['gain']:+.5f}"]
-    table.add_row("objective", *cells, style="bold")
-    console.print(table)
+
+    def rows(blocks):
+        out = []
+        for t in first["per_task"]:
+            cells = []
+            for blk in blocks:
+                v, b = blk["per_task"][t], blk["baseline_per_task"][t]
+                cells += [f"{v:.5f}", f"{v - b:+.5f}"]
+            out.append([t, *cells])
+        out.append(["objective", *[c for blk in blocks for c in (f"{blk['objective']:.6f}", f"{blk['gain']:+.5f}")]])
+        return out
+
+    def build(names):
+        cols = [("task", "text")]
+        for part in names:
+            cols += [(f"{part} ({parts[part]['rows']} rows)", "num"), ("Δ vs baseline", "num")]
+        t = table(cols)
+        rs = rows([parts[p] for p in names])
+        for i, r in enumerate(rs):
+            t.add_row(*r, style="bold" if i == len(rs) - 1 else None)
+        return t
+
+    wide = build(list(parts))
+    if fits(console, wide):
+        console.print(wide)
+    else:
+        for part in parts:
+            console.print(build([part]))
     for part, blk in parts.items():
-        if not blk["feasible"]:
+        for task, g in blk.get("guardrails_broken", {}).items():
+            console.print(f"warning: breaks the {task!r} guardrail on the {part} part: {task} drops by "
+                          f"{-g['delta']:.5f} vs the baseline, more than its max_drop {g['max_drop']:g}")
+        if not blk["feasible"] and not blk.get("guardrails_broken"):
             console.print(f"warning: breaks a guardrail on the {part} part")
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import InputError, RunError
-from ..log import PredictionLog, _numeric, read_table
+from ..log import PredictionLog, _numeric, _show, read_table
 from ..results import atomic_write_text
 from .features import FeatureSpec
 from .fit import Fuser
@@ -233,7 +233,7 @@ def read_scoring_log(path: str | Path, tasks: list[str], scores: list[str], scal
         bad = ~np.isfinite(s)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise InputError(f"{path}: column {col!r} (score of task {t!r}) must be finite: row {i + 1} has {s[i]!r}")
+            raise InputError(f"{path}: column {col!r} (score of task {t!r}) must be finite: row {i + 1} has {_show(s[i])}")
         if scale == "logit":
             s = 1.0 / (1.0 + np.exp(-s))
         elif need_probabilities:
@@ -241,7 +241,7 @@ def read_scoring_log(path: str | Path, tasks: list[str], scores: list[str], scal
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
                 raise InputError(f"{path}: column {col!r} (score of task {t!r}) must be a probability in "
-                                 f"[0, 1]: row {i + 1} has {s[i]!r}")
+                                 f"[0, 1]: row {i + 1} has {_show(s[i])}")
         sc[:, j] = s
     groups = None
     if group:

@@ -193,8 +193,8 @@ def run_search(searcher: Searcher, objective: Objective, space: ParamSpace, budg
     run = SearchRun()
     t0 = time.perf_counter()
     stale, gen = 0, generation
-    with progress(budget, f"search {searcher.name}", show_progress) as bar:
-        bar.update(advance=done)
+    with progress(budget, f"search {searcher.name}", show_progress, unit="evaluations") as bar:
+        bar.update(advance=done, resumed=True)
         while budget - done >= 1 - 1e-9:
             x = np.atleast_2d(searcher.ask())
             remaining = budget - done
