@@ -29,7 +29,8 @@ Rules (see ``docs/cli.md``):
   from (:func:`stamp`), and readers refuse a derived file whose run id differs from the
   run directory's (:func:`check_derived`).
 
-Messages name paths and study keys only, never command-line flags: the CLI adds those.
+Messages name paths and study keys only, never command-line flags: errors carry ``param``
+(``"out"``, ``"run"``) and the CLI names the matching option.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import InputError
+from .errors import RunError
 
 __all__ = ["MARKER", "Owner", "Plan", "Claim", "new_run_id", "check_location", "plan", "read_owner",
            "run_id_of", "stamp", "check_derived", "storage_label"]
@@ -54,10 +55,10 @@ MARKER = "run.json"
 FORMAT = "fusiontune-run"
 IDENTITY = ("kind", "study", "method", "seed", "storage")
 
-try:  # a subclass of InputError once fusiontune.errors has the hierarchy
-    from .errors import RunError as _Error  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the errors module on main
-    _Error = InputError
+
+def _Error(message: str, param: str = "out") -> RunError:
+    """Errors about the output location carry ``param="out"``; the CLI names its option."""
+    return RunError(message, param=param)
 
 
 def new_run_id() -> str:
@@ -312,4 +313,4 @@ def check_derived(path: Path, doc: dict, run_dir: Path, what: str, redo: str) ->
         return  # both from before run ids: nothing to compare
     if made_from != current:
         src = f"run {made_from}" if made_from else "an older run (it records no run id)"
-        raise _Error(f"{path}: {what} made from {src}, but {run_dir} now holds run {current}; {redo}")
+        raise _Error(f"{path}: {what} made from {src}, but {run_dir} now holds run {current}; {redo}", param="run")

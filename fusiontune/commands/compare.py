@@ -24,11 +24,9 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from .. import rundir
     from ..compare import compare, markdown_table
-    from ..errors import InputError
     from ..pipeline import prepare
     from ..progress import progress
     from ..results import atomic_write_text
-    from .search import out_error
 
     study = load(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -36,10 +34,7 @@ def run(args) -> int:
     budget = args.budget or s["budget"]
     population = args.population or s["population"]
     out = args.out or Path("runs") / f"compare-{study.name}"
-    try:  # checked before the first run, not after an hour of them
-        plan = rundir.plan(out, kind="compare", study=study.name)
-    except InputError as exc:
-        raise out_error(exc) from None
+    plan = rundir.plan(out, kind="compare", study=study.name)  # checked before the first run, not after an hour
     prep = prepare(study)
     with progress(len(methods) * args.seeds, "compare", False if args.quiet else None, unit="runs") as bar:
         res = compare(prep, methods, budget, args.seeds, population, s["patience"], s["min_delta"],

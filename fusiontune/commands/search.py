@@ -40,13 +40,6 @@ def settings(study, args) -> dict:
     return s
 
 
-def out_error(exc, flag: str = "--out"):
-    """The run directory's one-line error, naming the flag that chose it."""
-    from ..errors import InputError
-
-    return type(exc)(f"{flag} {exc}") if isinstance(exc, InputError) else exc
-
-
 def run(args) -> int:
     from .. import rundir
     from ..errors import InputError
@@ -60,11 +53,9 @@ def run(args) -> int:
     out = args.out or default_run_dir(study.name, s["method"], s["seed"])
     url = args.storage or default_storage_url(out)
     name = f"{study.name}-{s['method']}-{s['seed']}"
-    try:  # the output location is checked before the log is read or anything is evaluated
-        plan = rundir.plan(out, kind="search", study=study.name, method=s["method"], seed=s["seed"],
-                           storage=url, mode="resume" if args.resume else "fresh")
-    except InputError as exc:
-        raise out_error(exc) from None
+    # the output location is checked before the log is read or anything is evaluated
+    plan = rundir.plan(out, kind="search", study=study.name, method=s["method"], seed=s["seed"],
+                       storage=url, mode="resume" if args.resume else "fresh")
     if args.resume:
         stored = stored_config(url, name)
         if stored is None:
