@@ -145,7 +145,8 @@ def read_owner(run_dir: Path) -> Owner | None:
     res = _read_json(run_dir / "result.json")
     if res is not None and "study" in res:
         url = (res.get("storage") or {}).get("url") if isinstance(res.get("storage"), dict) else None
-        return _owner_for("search", res.get("study"), res.get("method"), res.get("seed"), url, run_dir,
+        kind = "ltr" if str(res.get("formula", "")).startswith("ltr-") else "search"
+        return _owner_for(kind, res.get("study"), res.get("method"), res.get("seed"), url, run_dir,
                           res.get("run_id"))
     return None
 
@@ -222,12 +223,12 @@ class Plan:
         """Make ``out`` this run's directory.  ``build(path)``, if given, writes the finished
         files into the new directory before the swap (a run whose output is ready at once,
         like a comparison); a search claims first and fills the directory as it goes."""
+        from .results import atomic_write_text  # the one atomic writer
+
         run_id = self.owner.run_id
         text = json.dumps(self.marker, indent=2) + "\n"
         out = self.out
         if self.mode == "continue" and out.is_dir():
-            from .results import atomic_write_text
-
             atomic_write_text(out / MARKER, text)
             if build is not None:
                 build(out)
@@ -240,7 +241,7 @@ class Plan:
         new.mkdir()
         replaced = None
         try:
-            (new / MARKER).write_text(text, encoding="utf-8")
+            atomic_write_text(new / MARKER, text)
             if build is not None:
                 build(new)
             if out.exists():

@@ -202,6 +202,13 @@ def test_legacy_run_directory_owned_through_result_json(tmp_path):
     (out / "candidates.json").write_text("{}")
     rundir.plan(out, kind="search", study="s", method="cem", seed=0, storage=url).claim()
     assert not (out / "candidates.json").exists()
+    with pytest.raises(InputError, match="holds another run"):  # an LTR fit cannot land on a search run
+        rundir.plan(out, kind="ltr", study="s", method="ltr-gbdt", seed=0)
+    ltr = tmp_path / "l"
+    ltr.mkdir()
+    (ltr / "result.json").write_text(json.dumps({"study": "s", "method": "ltr-gbdt", "seed": 0,
+                                                 "formula": "ltr-gbdt"}))
+    rundir.plan(ltr, kind="ltr", study="s", method="ltr-gbdt", seed=0).claim()  # the same fit again
 
 
 def test_sigterm_stores_finished_work_and_exits_143(tmp_path, small_study):

@@ -24,6 +24,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from .. import rundir
     from ..fusion import make_formula
     from ..ltr.config import parse_config
     from ..ltr.fit import fit_ltr
@@ -37,22 +38,31 @@ def run(args) -> int:
     cfg = parse_config(study.sections.get("ltr"), None, src)
     target = args.target or cfg.target
     seed = study.search.get("seed", 0) if args.seed is None else args.seed
+    name = f"ltr-{args.model}" + ("-lambdarank" if target == "lambdarank" else "")
+    out = args.out or default_run_dir(study.name, name, seed)
+    plan = rundir.plan(out, kind="ltr", study=study.name, method=f"ltr-{args.model}", seed=seed)  # before fitting
     formula = make_formula(study.formula, study.task_names, study.fusion_options, src)
     log = load_study_log(study, formula.needs_probabilities, extra=cfg.features or None)
     prep = prepare(study, log)
     result, trials, fuser = fit_ltr(prep, args.model, target, seed,
                                     show_progress=False if args.quiet else None)
-    name = f"ltr-{args.model}" + ("-lambdarank" if target == "lambdarank" else "")
-    out = args.out or default_run_dir(study.name, name, seed)
     if args.vs is not None and not (args.vs / "result.json").exists():
         from ..errors import RunError
 
         raise RunError(f"{args.vs / 'result.json'}: not found (--vs names a finished formula search run)")
     vs_run = args.vs if args.vs is not None else best_formula_run(Path(out).parent, prep)
     result["versus"] = versus(prep, result, vs_run)
-    result["model_files"] = save_fuser(fuser, out)
-    write_run(out, result, trials)  # result.json last: the folder is complete once it exists
-    if not args.quiet:
+
+    def build(d: Path) -> None:  # the whole folder is ready before it replaces an older one
+        result["model_files"] = save_fuser(fuser, d)
+        result["run_id"] = plan.owner.run_id
+        write_run(d, result, trials)  # result.json last: the folder is complete once it exists
+
+    claim = plan.claim(build)
+    if args.quiet:
+        print(f"wrote {Path(out) / 'result.json'} and the fuser ({', '.join(result['model_files'])}; "
+              f"run {claim.run_id})")
+    else:
         print_summary(result, out)
         ltr = result["ltr"]
         imp = ", ".join(f"{k}={v:+.4f}" for k, v in sorted(result["feature_importance"].items(),
