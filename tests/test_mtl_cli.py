@@ -44,6 +44,8 @@ def test_train_log_study_search(feed, capsys):
                    "--epochs", "3", "--batch-size", "256", "--lr", "3e-3", "--balance", "uncertainty",
                    "--out", str(d / "log.parquet"), "--study-out", str(d / "study.toml"), "--quiet"])
     assert rc == 0
+    out = capsys.readouterr().out.splitlines()  # --quiet: one line saying where the log went
+    assert len(out) == 1 and out[0].startswith(f"log: {d / 'log.parquet'}"), out
     log = pd.read_parquet(d / "log.parquet")
     for t in ("click", "like", "convert"):
         assert f"p_{t}" in log and t in log

@@ -22,7 +22,7 @@ def add_arguments(p) -> None:
     p.add_argument("--spec", type=Path, default=None, help="TOML file with a [train] table of these settings")
     add_options(p, TrainData)
     add_options(p, TrainConfig)
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no table: one line saying where the log went")
     p.epilog = ("Every option can also be set in the spec's [train] table (the same key with underscores, "
                 "lists as TOML arrays or comma-separated strings, paths relative to the spec file); an "
                 "option given here overrides the spec.")
@@ -114,7 +114,7 @@ def run(args) -> int:
     metrics = train_to_log(spec, show_progress=False if args.quiet else None)
     if not args.quiet:
         print_table(metrics)
-        print(f"log: {spec.out}  metrics: {metrics['metrics_file']}"
-              + (f"  study: {metrics['study_file']}" if "study_file" in metrics else "")
-              + f"  ({metrics['seconds']:.1f}s, {metrics['epochs_run']} epochs, best {metrics['best_epoch']})")
+    print(f"log: {spec.out}  metrics: {metrics['metrics_file']}"  # --quiet: this one line, where it went
+          + (f"  study: {metrics['study_file']}" if "study_file" in metrics else "")
+          + f"  ({metrics['seconds']:.1f}s, {metrics['epochs_run']} epochs, best {metrics['best_epoch']})")
     return 0
