@@ -126,41 +126,18 @@ def write_weights(path: Path, doc: dict) -> None:
 
 
 def read_weights(path: Path) -> dict:
-    """The document (or flat mapping) in a .json / .yaml weights file."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: weights file not found")
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise InputError(f"{path}: unknown weights file type {path.suffix!r} (use .json, .yaml or .yml)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text file") from None
-    if suffix == ".json":
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: invalid JSON: {exc}") from None
-    else:
-        import yaml
+    """The weight set in a .json / .yaml weights file (or flat mapping, or run directory):
+    :func:`fusiontune.io.read_weights`, the one reader."""
+    from .io import read_weights as _read
 
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            msg = str(exc).replace("\n", " ")
-            raise InputError(f"{path}: invalid YAML: {msg}") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{path}: expected a mapping with a 'params' table (e.g. {{\"params\": "
-                         f"{{\"a_click\": 1.0}}}}), got {type(doc).__name__}")
-    return doc
+    return _read(path)
 
 
 def params_row(doc: dict, formula, space, src: str) -> np.ndarray:
     """A full parameter row from a weights document, checked against the study's formula."""
-    if "formula" in doc and doc["formula"] != formula.name:
+    if doc.get("formula") is not None and doc["formula"] != formula.name:
         raise InputError(f"{src}: formula {doc['formula']!r} does not match the study's {formula.name!r}")
-    params = doc.get("params", doc if "formula" not in doc else None)
+    params = doc.get("params")
     if not isinstance(params, dict):
         raise InputError(f"{src}: key 'params' must be a mapping of parameter -> number, e.g. "
                          f"{{\"{space.all_names[0]}\": 1.0}}")

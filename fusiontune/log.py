@@ -173,6 +173,31 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:
     return table
 
 
+def in_memory_name(source) -> str | None:
+    """``"<DataFrame>"`` / ``"<Table>"`` for an in-memory log, ``None`` for a path."""
+    if isinstance(source, pd.DataFrame):
+        return "<DataFrame>"
+    if isinstance(source, pa.Table):
+        return "<Table>"
+    return None
+
+
+def memory_table(source, columns: list[str] | None = None) -> pa.Table:
+    """The Arrow table of an in-memory log (a pandas DataFrame or a pyarrow Table), only
+    ``columns``; a missing column or no rows is a one-line :class:`LogError`."""
+    name = in_memory_name(source)
+    have = [str(c) for c in source.columns] if isinstance(source, pd.DataFrame) else source.schema.names
+    _check_columns(name, have, columns)
+    if isinstance(source, pd.DataFrame):
+        frame = source[columns] if columns is not None else source
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    else:
+        table = source.select(columns) if columns is not None else source
+    if table.num_rows == 0:
+        raise InputError(f"{name}: empty log (no rows)")
+    return table
+
+
 def _check_columns(path: Path, have: list[str], want: list[str] | None) -> None:
     if want is None:
         return
@@ -218,8 +243,12 @@ def _first_bad(mask: np.ndarray) -> int:
 def load_log(path: str | Path, tasks: list[TaskColumns], *, group: str | None = None,
              weight: str | None = None, time: str | None = None,
              need_probabilities: bool = True, extra: list[str] | None = None) -> PredictionLog:
-    """Load and validate a prediction log.  See the module docstring for the checks."""
-    path = Path(path)
+    """Load and validate a prediction log.  See the module docstring for the checks.
+
+    ``path`` is a CSV / Parquet file, or an in-memory pandas DataFrame or pyarrow Table (then
+    messages name it ``<DataFrame>`` / ``<Table>``); the same checks apply to all three."""
+    source = path
+    path = in_memory_name(source) or Path(source)
     if not tasks:
         raise InputError(f"{path}: no tasks given")
     cols: list[str] = []
@@ -229,7 +258,7 @@ def load_log(path: str | Path, tasks: list[TaskColumns], *, group: str | None = 
         if c:
             cols.append(c)
     cols = list(dict.fromkeys(cols))
-    table = read_table(path, cols)
+    table = read_table(path, cols) if in_memory_name(source) is None else memory_table(source, cols)
     n = table.num_rows
 
     scores = np.empty((n, len(tasks)), dtype=np.float32)

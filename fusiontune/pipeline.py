@@ -64,7 +64,7 @@ def load_study_log(study: Study, need_probabilities: bool = True, extra: list[st
     column = (study.split or {}).get("column")
     if column and column not in (extra or []):
         extra = [*(extra or []), column]  # the explicit holdout column
-    return load_log(study.log, cols, group=study.group, weight=study.weight, time=study.time,
+    return load_log(study.log_source, cols, group=study.group, weight=study.weight, time=study.time,
                     need_probabilities=need_probabilities, extra=extra)
 
 
@@ -126,60 +126,38 @@ def trials_frame(prep: Prepared, run: SearchRun, start: int = 0) -> pd.DataFrame
     return df
 
 
-def _block(prep: Prepared, per_task: np.ndarray, objective: float) -> dict:
-    return {"objective": float(objective),
-            "per_task": {t.name: float(v) for t, v in zip(prep.study.tasks, per_task)}}
-
-
 def summarise_params(prep: Prepared, trials: pd.DataFrame, method: str, seed: int, budget: int,
                      seconds: float, stop_reason: str, extra: dict | None = None) -> dict:
     """The result.json dict from a trials table (best feasible trial vs the baseline)."""
     obj = prep.objective
-    base_pt = obj.baseline_per_task
-    base_j = float(base_pt @ obj.w)
     feas = trials[trials["feasible"]] if len(trials) else trials
     if len(feas):
         best_row = feas.loc[feas["objective"].idxmax()]
         best_theta = best_row[prep.space.all_names].to_numpy(dtype=float)
         best_pt = best_row[metric_columns(prep.study)].to_numpy(dtype=float)
-        best_j, best_trial, note = float(best_row["objective"]), int(best_row["trial"]), None
+        best_trial, note = int(best_row["trial"]), None
     else:  # nothing feasible: the baseline stays the answer, said plainly
-        best_theta, best_pt, best_j, best_trial = prep.space.baseline, base_pt, base_j, None
+        best_theta, best_pt, best_trial = prep.space.baseline, obj.baseline_per_task, None
         note = "no evaluated candidate met every guardrail; best is the baseline"
-    study = prep.study
-    result = {
-        "study": study.name, "method": method, "seed": int(seed), "budget": int(budget),
-        "evaluations": int(len(trials)), "seconds": round(float(seconds), 4), "formula": prep.formula.name,
-        "best": {"params": prep.space.as_dict(best_theta), **_block(prep, best_pt, best_j), "feasible": True},
-        "baseline": {"params": prep.space.as_dict(prep.space.baseline), **_block(prep, base_pt, base_j)},
-    }
+    from .results import result_document
+
     hobj = prep.holdout_objective
+    holdout_best = None
     if hobj is not None:
         hb = hobj.metrics(best_theta[None, :])[0]
-        h0 = hobj.baseline_per_task
-        hev = hobj.judge(hb[None, :])
-        result["holdout"] = {"best": _block(prep, hb, float(hb @ hobj.w)),
-                             "baseline": _block(prep, h0, float(h0 @ hobj.w))}
-        result["holdout"]["best"]["feasible"] = bool(hev.feasible[0])
-    result["lift"] = {"in_sample": best_j - base_j}
-    if hobj is not None:
-        result["lift"]["holdout"] = result["holdout"]["best"]["objective"] - result["holdout"]["baseline"]["objective"]
-    result.update({
-        "best_trial": best_trial,
-        "stop_reason": stop_reason,
-        "normalisation": (f"{next(iter(prep.space.pinned))} is pinned at its baseline value "
-                          f"{next(iter(prep.space.pinned.values()))}; the formula is scale-free in the "
-                          f"weights, so only their ratios to it matter"),
-        "tasks": [{"name": t.name, "metric": t.metric, "weight": t.weight, "max_drop": t.max_drop,
-                   "score": t.score, "label": t.label} for t in study.tasks],
-        "space": {"free": prep.space.free, "low": prep.space.low.tolist(), "high": prep.space.high.tolist()},
-        "rows": {"search": prep.search_log.n, "holdout": prep.holdout_log.n if prep.holdout_log else 0,
-                 **({"select": prep.select_log.n} if prep.select_log is not None else {})},
-        "split": split_summary(prep),
-        "study_file": str(study.path.resolve()) if study.path else None,
-        "log": str(Path(study.log).resolve()),
-        "gauc_weighting": study.gauc_weighting,
-    })
+        holdout_best = (hb, bool(hobj.judge(hb[None, :]).feasible[0]))
+    result = result_document(
+        prep, method=method, formula=prep.formula.name, seed=seed, budget=budget, evaluations=len(trials),
+        seconds=seconds, best_params=prep.space.as_dict(best_theta), best_per_task=best_pt, best_feasible=True,
+        holdout_best=holdout_best, best_trial=best_trial, stop_reason=stop_reason,
+        normalisation=(f"{next(iter(prep.space.pinned))} is pinned at its baseline value "
+                       f"{next(iter(prep.space.pinned.values()))}; the formula is scale-free in the "
+                       f"weights, so only their ratios to it matter"),
+        rows={"search": prep.search_log.n, "holdout": prep.holdout_log.n if prep.holdout_log else 0,
+              **({"select": prep.select_log.n} if prep.select_log is not None else {})},
+        split=split_summary(prep),
+        extra={"space": {"free": prep.space.free, "low": prep.space.low.tolist(),
+                         "high": prep.space.high.tolist()}})
     if note:
         result["note"] = note
     if extra:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
+from .errors import InputError, RunError
+from .io import atomic_write_json, atomic_write_text, check_fingerprint, jsonable, log_fingerprint
 
 __all__ = ["write_run", "read_run", "atomic_write_text", "print_summary", "default_run_dir"]
 
@@ -19,42 +18,84 @@ def default_run_dir(study: str, method: str, seed: int) -> Path:
     return Path("runs") / f"{study}-{method}-{seed}"
 
 
-def _jsonable(o):
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+_jsonable = jsonable  # older name
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+#: version of the result.json contract (docs/results.md); bump when a key changes meaning
+RESULT_VERSION = 1
 
 
-def write_run(out: Path, result: dict, trials: pd.DataFrame) -> None:
-    """trials.csv first, result.json last: a run dir with result.json is complete."""
+def _block(study, per_task, w) -> dict:
+    per_task = np.asarray(per_task, dtype=float)
+    return {"objective": float(per_task @ np.asarray(w, dtype=float)),
+            "per_task": {t.name: float(v) for t, v in zip(study.tasks, per_task)}}
+
+
+def log_label(study) -> str:
+    """The log as result.json names it: the resolved path, or ``<DataFrame>`` / ``<Table>``."""
+    from .log import in_memory_name
+
+    name = in_memory_name(getattr(study, "log_data", None))
+    return name or str(Path(study.log).resolve())
+
+
+def result_document(prep, *, method: str, formula: str, seed: int, budget: int, evaluations: int,
+                    seconds: float, best_params: dict, best_per_task, best_feasible: bool,
+                    holdout_best=None, best_trial, stop_reason: str, normalisation: str,
+                    rows: dict | None = None, split=None, extra: dict | None = None) -> dict:
+    """The result.json dict of a search or an LTR fit: built here, in one place.
+
+    ``best_per_task`` are the best candidate's in-sample metrics; ``holdout_best`` is
+    ``(per_task, feasible)`` on the holdout (``None`` without one).  Objectives are the
+    business-weighted sums; the baseline comes from ``prep``.  The keys are documented in
+    docs/results.md (``version`` = :data:`RESULT_VERSION`).
+    """
+    study, obj = prep.study, prep.objective
+    base_pt = obj.baseline_per_task
+    best = _block(study, best_per_task, obj.w)
+    base = _block(study, base_pt, obj.w)
+    result = {
+        "version": RESULT_VERSION,
+        "study": study.name, "method": method, "seed": int(seed), "budget": int(budget),
+        "evaluations": int(evaluations), "seconds": round(float(seconds), 4), "formula": formula,
+        "best": {"params": best_params, **best, "feasible": bool(best_feasible)},
+        "baseline": {"params": prep.space.as_dict(prep.space.baseline), **base},
+    }
+    hobj = prep.holdout_objective
+    if hobj is not None and holdout_best is not None:
+        hb, hfeas = holdout_best
+        result["holdout"] = {"best": {**_block(study, hb, hobj.w), "feasible": bool(hfeas)},
+                             "baseline": _block(study, hobj.baseline_per_task, hobj.w)}
+    result["lift"] = {"in_sample": best["objective"] - base["objective"]}
+    if "holdout" in result:
+        result["lift"]["holdout"] = result["holdout"]["best"]["objective"] - result["holdout"]["baseline"]["objective"]
+    result.update({
+        "best_trial": best_trial,
+        "stop_reason": stop_reason,
+        "normalisation": normalisation,
+        "tasks": [{"name": t.name, "metric": t.metric, "weight": t.weight, "max_drop": t.max_drop,
+                   "score": t.score, "label": t.label, "sign": t.sign} for t in study.tasks],
+        "rows": rows if rows is not None else {"search": prep.search_log.n,
+                                               "holdout": prep.holdout_log.n if prep.holdout_log else 0},
+        "split": split if split is not None else study.split,
+        "study_file": str(study.path.resolve()) if study.path else None,
+        "log": log_label(study),
+        "gauc_weighting": study.gauc_weighting,
+        "log_fingerprint": log_fingerprint(study.log_source, prep.log.n),
+    })
+    if extra:
+        result.update(extra)
+    return result
+
+
+def write_run(out: Path, result: dict, trials: pd.DataFrame, study=None) -> None:
+    """trials.csv and study.json (the resolved study, when given) first, result.json last: a
+    run dir with result.json is complete and self-contained."""
     out = Path(out)
     atomic_write_text(out / "trials.csv", trials.to_csv(index=False, float_format="%.10g"))
-    atomic_write_text(out / "result.json", json.dumps(result, indent=2, default=_jsonable) + "\n")
+    if study is not None:
+        atomic_write_json(out / "study.json", study.to_dict())
+    atomic_write_text(out / "result.json", json.dumps(result, indent=2, default=jsonable) + "\n")
 
 
 def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
@@ -71,18 +112,33 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     return result, trials
 
 
-def run_study(run_dir: Path):
+def run_study(run_dir: Path, check_log: bool = True):
     """The :class:`~fusiontune.study.Study` a run was made with, or ``None`` when the run
-    records none (e.g. a directory without result.json: the caller reports that)."""
-    from .study import load_study
+    records none.  The run's own study.json comes first (the run works after the study file
+    moved), else the study file named in result.json.  With ``check_log``, a log file whose
+    fingerprint changed since the run is refused (:class:`~fusiontune.errors.LogError`)."""
+    from .study import load_study, parse_study
 
-    rj = Path(run_dir) / "result.json"
+    run_dir = Path(run_dir)
+    rj = run_dir / "result.json"
     if not rj.exists():
         return None
     try:
-        sf = json.loads(rj.read_text(encoding="utf-8")).get("study_file")
+        result = json.loads(rj.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return None  # read_run reports it
+    if check_log:
+        check_fingerprint(result.get("log_fingerprint"), str(run_dir))
+    sj = run_dir / "study.json"
+    if sj.exists():
+        try:
+            data = json.loads(sj.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise RunError(f"{sj}: invalid JSON: {exc}") from None
+        study = parse_study(data, sj)
+        study.path = Path(result["study_file"]) if result.get("study_file") else None
+        return study
+    sf = result.get("study_file")
     if sf and Path(sf).exists():
         return load_study(sf)
     return None

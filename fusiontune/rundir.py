@@ -201,12 +201,13 @@ class Claim:
     owner: Owner
     replaced: str | None = None  # run id (or "unknown") of the run it replaced, if any
 
-    def write_result(self, result: dict, trials) -> None:
-        """result.json (with this run id) and trials.csv, written atomically, result last."""
+    def write_result(self, result: dict, trials, study=None) -> None:
+        """result.json (with this run id), trials.csv and study.json (the resolved ``study``,
+        when given), written atomically, result last."""
         from .results import write_run
 
         result["run_id"] = self.run_id
-        write_run(self.path, result, trials)
+        write_run(self.path, result, trials, study=study)
 
 
 @dataclass

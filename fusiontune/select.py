@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import InputError, RunError
+from .errors import InputError, LogError, RunError
 
 __all__ = ["pareto_front", "farthest_point", "rank_distance", "weight_distance", "select_arms",
            "load_run", "distinct_feasible"]
@@ -105,18 +105,22 @@ def weight_distance(unit: np.ndarray) -> np.ndarray:
 def load_run(run_dir: Path):
     """(result, trials, prep) of a finished run: the study is rebuilt from result.json."""
     from .pipeline import metric_columns, prepare
-    from .results import read_run
-    from .study import load_study
+    from .results import read_run, run_study
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: run directory not found (write a search run there first)")
     result, trials = read_run(run_dir)
-    sf = result.get("study_file")
-    if not sf:
-        raise InputError(f"{run_dir / 'result.json'}: key 'study_file' is missing (written by fusiontune search)")
-    study = load_study(sf)
+    study = run_study(run_dir)  # the run's study.json, else its study file; refuses a changed log
+    if study is None:
+        raise RunError(f"{run_dir / 'result.json'}: records no study (no study.json, key 'study_file' missing "
+                       f"or the file is gone)")
+    sf = study.path or run_dir / "study.json"
     prep = prepare(study)
+    fp = result.get("log_fingerprint") or {}
+    if fp.get("rows") is not None and int(fp["rows"]) != prep.log.n:
+        raise LogError(f"{study.log}: the log has {prep.log.n} rows, the run {run_dir} was made on {fp['rows']}; "
+                       f"re-run the search on the new log")
     if result.get("formula") and not str(result["formula"]).startswith("ltr-") and result["formula"] != prep.formula.name:
         raise InputError(f"{run_dir / 'result.json'}: formula {result['formula']!r} but {sf} now says "
                          f"{prep.formula.name!r}; the study changed since the run")

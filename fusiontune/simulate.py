@@ -190,14 +190,12 @@ def simulate_known_optimum(weights: dict[str, float], rows: int = 50_000, groups
 
 def write_table(df: pd.DataFrame, path) -> None:
     """Write CSV or Parquet by extension, atomically (temp file, then rename)."""
-    import os
     from pathlib import Path
 
+    from .io import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     if path.suffix.lower() in (".parquet", ".pq"):
-        df.to_parquet(tmp, index=False, compression="zstd")
+        atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False, compression="zstd"))
     else:
-        df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+        atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))

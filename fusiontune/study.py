@@ -52,10 +52,39 @@ class Study:
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # [search.<method>]
     sections: dict[str, Any] = field(default_factory=dict)  # other tables ([ltr], [select], ...)
     path: Path | None = None
+    log_data: Any = field(default=None, repr=False)  # an in-memory log (DataFrame / Table) instead of `log`
 
     @property
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
+
+    @property
+    def log_source(self):
+        """What the log reader reads: the in-memory table when there is one, else the path."""
+        return self.log_data if self.log_data is not None else self.log
+
+    def to_dict(self) -> dict:
+        """The resolved study as a study-file dict (absolute log path, every default filled
+        in): :func:`parse_study` of it gives the same study.  Run directories store it as
+        study.json, so a run does not depend on the study file staying where it was."""
+        from .log import in_memory_name
+
+        def clean(d: dict) -> dict:
+            return {k: v for k, v in d.items() if v is not None}
+
+        fusion = {"formula": self.formula, "reference": self.reference, "baseline": dict(self.baseline),
+                  "bounds": {k: [lo, hi] for k, (lo, hi) in self.bounds.items()}, **self.fusion_options}
+        out = {"name": self.name,
+               "log": in_memory_name(self.log_data) or str(Path(self.log).resolve()),
+               "group": self.group, "time": self.time, "weight": self.weight,
+               "tasks": [clean(vars(t).copy()) for t in self.tasks],
+               "fusion": clean(fusion), "objective": {"gauc_weighting": self.gauc_weighting},
+               "search": {**clean(dict(self.search)), **{k: dict(v) for k, v in self.method_options.items()}}}
+        if self.split is not None:
+            out["split"] = clean(dict(self.split))
+        for key, value in self.sections.items():
+            out[key] = value
+        return clean(out)
 
 
 #: the [search] keys and their defaults (declared in :class:`fusiontune.schema.SearchTable`)

@@ -26,8 +26,7 @@ def run(args) -> int:
     from ..errors import InputError
     from ..export import SUFFIXES, resolve_arm, weights_document, write_weights
     from ..fusion import ParamSpace, make_formula
-    from ..results import read_run
-    from ..study import load_study
+    from ..results import read_run, run_study
 
     if not args.run.is_dir():
         raise InputError(f"{args.run}: run directory not found")
@@ -36,10 +35,10 @@ def run(args) -> int:
         return _export_ltr(args, result)
     if args.to.suffix.lower() not in SUFFIXES:
         raise InputError(f"{args.to}: unknown weights file type {args.to.suffix!r} (use .json, .yaml or .yml)")
-    sf = result.get("study_file")
-    if not sf:
-        raise InputError(f"{args.run / 'result.json'}: key 'study_file' is missing")
-    study = load_study(sf)
+    study = run_study(args.run)
+    if study is None:
+        raise InputError(f"{args.run / 'result.json'}: records no study (no study.json, key 'study_file' missing)")
+    sf = str(study.path or args.run / "study.json")
     formula = make_formula(study.formula, study.task_names, study.fusion_options, str(sf))
     space = ParamSpace.build(formula, study.baseline, study.bounds, study.reference, str(sf))
     name, params, extra = resolve_arm(args.run, result, args.arm)

@@ -56,7 +56,7 @@ def run(args) -> int:
     def build(d: Path) -> None:  # the whole folder is ready before it replaces an older one
         result["model_files"] = save_fuser(fuser, d)
         result["run_id"] = plan.owner.run_id
-        write_run(d, result, trials)  # result.json last: the folder is complete once it exists
+        write_run(d, result, trials, study=study)  # result.json last: the folder is complete once it exists
 
     claim = plan.claim(build)
     if args.quiet:

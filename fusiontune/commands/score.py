@@ -46,27 +46,10 @@ def add_trust_pickle(p) -> None:
 # --------------------------------------------------------------------------- weight sets
 def read_weights(path: Path) -> dict:
     """``{"formula", "params", "tasks"?, "study_file"?, "source"}`` from a weights file or run."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "result.json"
-    if not path.exists():
-        raise InputError(f"{path}: weights file not found")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
+    from ..io import read_weights as _read
 
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - json / yaml parse errors
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: cannot parse: {first}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a table with 'formula' and 'params', got {type(data).__name__}")
-    params = data.get("params")
-    if params is None and isinstance(data.get("best"), dict):
-        params = data["best"].get("params")
+    ws = _read(path)
+    path, data, params = Path(ws["source"]), ws["document"], ws["params"]
     formula = data.get("formula")
     if not isinstance(formula, str):
         raise InputError(f"{path}: missing key 'formula' (e.g. \"multiplicative\")")
@@ -77,11 +60,7 @@ def read_weights(path: Path) -> dict:
     for k, v in params.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise InputError(f"{path}: params {k!r} must be a number, got {v!r}")
-    source = data.get("source") if isinstance(data.get("source"), dict) else {}
-    return {"formula": formula, "params": {k: float(v) for k, v in params.items()}, "tasks": data.get("tasks"),
-            "study_file": data.get("study_file") or source.get("study_file"), "group": data.get("group"),
-            "options": {k: data[k] for k in ("eps", "buckets", "rank_scope") if k in data},
-            "source": str(path)}
+    return {**ws, "params": {k: float(v) for k, v in params.items()}}
 
 
 def _task_columns(ws: dict, names: list[str], study) -> tuple[list[str], list[str]]:

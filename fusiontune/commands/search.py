@@ -78,7 +78,7 @@ def run(args) -> int:
         print(f"fusiontune: stopped by {signal_name(exc)}; finished generations are stored in {url}; "
               f"continue with the same command plus --resume", file=sys.stderr)
         return exit_status(exc)
-    claim.write_result(result, trials)
+    claim.write_result(result, trials, study=study)
     if args.quiet:
         print(f"wrote {Path(out) / 'result.json'} and trials.csv (run {claim.run_id}; trials in {url})")
     else:

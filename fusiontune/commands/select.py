@@ -22,11 +22,23 @@ def study_defaults(args, table: str, model) -> None:
 
 
 def run_section(run_dir: Path, table: str, model) -> dict:
-    """The ``[<table>]`` settings of the study a run was made with (its defaults when the run
-    records no study)."""
-    from ..results import run_study
+    """The ``[<table>]`` settings for a run: from the study file named in result.json while it
+    exists (these tables set up later steps, so an edit after the search counts), else from the
+    study the run stored (study.json), else the table's defaults."""
+    import json
 
-    study = run_study(run_dir)
+    from ..results import run_study
+    from ..study import load_study
+
+    study = None
+    try:
+        sf = json.loads((run_dir / "result.json").read_text(encoding="utf-8")).get("study_file")
+    except (OSError, json.JSONDecodeError):
+        sf = None
+    if sf and Path(sf).exists():
+        study = load_study(sf)
+    else:
+        study = run_study(run_dir, check_log=False)
     if study is None:
         return model().model_dump()
     return dict(study.sections.get(table) or model().model_dump())

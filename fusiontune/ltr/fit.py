@@ -374,36 +374,20 @@ def _params(fuser: Fuser, info: dict, cfg: LtrConfig) -> dict[str, float]:
 
 def _result(prep, fuser, cfg, info, seed, seconds, fit_seconds, best_pt, ev, base_pt, hold, train, val,
             val_obj, importance, imp_where, imp_seconds) -> dict:
+    from ..results import result_document
+
     study = prep.study
-    best_j = float(best_pt @ prep.objective.w)
-    base_j = float(base_pt @ prep.objective.w)
-    result = {
-        "study": study.name, "method": fuser.name, "seed": int(seed), "budget": 1, "evaluations": 1,
-        "seconds": round(float(seconds), 4), "formula": fuser.name,
-        "best": {"params": _params(fuser, info, cfg), **_block(study, best_pt), "feasible": bool(ev.feasible[0])},
-        "baseline": {"params": prep.space.as_dict(prep.space.baseline), **_block(study, base_pt)},
-    }
-    if hold is not None:
-        hb, hev, h0 = hold
-        result["holdout"] = {"best": {**_block(study, hb), "feasible": bool(hev.feasible[0])},
-                             "baseline": _block(study, h0)}
-    result["lift"] = {"in_sample": best_j - base_j}
-    if hold is not None:
-        result["lift"]["holdout"] = result["holdout"]["best"]["objective"] - result["holdout"]["baseline"]["objective"]
     stop = "early stopping on the validation part" if info.get("stopped_early") else "iteration limit"
+    result = result_document(
+        prep, method=fuser.name, formula=fuser.name, seed=seed, budget=1, evaluations=1, seconds=seconds,
+        best_params=_params(fuser, info, cfg), best_per_task=best_pt, best_feasible=bool(ev.feasible[0]),
+        holdout_best=None if hold is None else (hold[0], bool(hold[1].feasible[0])),
+        best_trial=1, stop_reason=stop,
+        normalisation=(f"none: the fused score is the {fuser.model.upper()} fuser's raw output "
+                       f"(a ranking score); the baseline params are the study's formula weights"),
+        rows={"search": prep.search_log.n, "holdout": prep.holdout_log.n if prep.holdout_log else 0,
+              "train": int(train.log.n), "validation": int(val.log.n)})
     result.update({
-        "best_trial": 1,
-        "stop_reason": stop,
-        "normalisation": (f"none: the fused score is the {fuser.model.upper()} fuser's raw output "
-                          f"(a ranking score); the baseline params are the study's formula weights"),
-        "tasks": [{"name": t.name, "metric": t.metric, "weight": t.weight, "max_drop": t.max_drop,
-                   "score": t.score, "label": t.label, "sign": t.sign} for t in study.tasks],
-        "rows": {"search": prep.search_log.n, "holdout": prep.holdout_log.n if prep.holdout_log else 0,
-                 "train": int(train.log.n), "validation": int(val.log.n)},
-        "split": study.split,
-        "study_file": str(study.path.resolve()) if study.path else None,
-        "log": str(Path(study.log).resolve()),
-        "gauc_weighting": study.gauc_weighting,
         "target": fuser.target,
         "ltr": {
             "model": fuser.model, "target": fuser.target, "backend": fuser.backend,

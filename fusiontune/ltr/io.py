@@ -24,8 +24,6 @@ never holds a half-written model.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -55,15 +53,10 @@ class PickleRefused(RunError):
 
 
 def _atomic_binary(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``write(tmp_path_str)`` then rename (the one atomic writer, :func:`fusiontune.io.atomic_write`)."""
+    from ..io import atomic_write
+
+    atomic_write(path, lambda tmp: write(str(tmp)))
 
 
 class LgbText:

@@ -311,7 +311,7 @@ def to_json(rep: dict) -> str:
 
 def write_report(rep: dict, fmt: str, out: Path) -> list[Path]:
     """Write the report; returns every file written (the Markdown's PNGs too)."""
-    from ..results import atomic_write_text
+    from ..io import atomic_write_bytes, atomic_write_text
 
     out = Path(out)
     if fmt == "json":
@@ -327,9 +327,7 @@ def write_report(rep: dict, fmt: str, out: Path) -> list[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     for name, png in plots.items():
         p = out.parent / f"{out.stem}-{name}.png"
-        tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_bytes(png)
-        tmp.replace(p)
+        atomic_write_bytes(p, png)
         names[name] = p.name
         written.append(p)
     atomic_write_text(out, to_markdown(rep, names))
