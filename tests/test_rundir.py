@@ -79,7 +79,7 @@ def test_rerun_replaces_the_directory_as_a_whole(run, tmp_path, small_study):
     assert proc.returncode == 0, proc.stderr
     second = json.loads((out / "result.json").read_text())["run_id"]
     assert second != first
-    assert sorted(p.name for p in out.iterdir()) == ["result.json", "run.json", "study.db", "trials.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["result.json", "run.json", "study.db", "study.json", "trials.csv"]
     assert json.loads((out / "run.json").read_text())["run_id"] == second
     assert len(pd.read_csv(out / "trials.csv")) == 48
     assert sqlite3.connect(out / "study.db").execute("select count(*) from trials").fetchone()[0] == 48
