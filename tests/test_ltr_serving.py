@@ -235,6 +235,12 @@ def test_fuser_is_judged_against_the_best_formula(known, tmp_path, capsys):
     theta = prep.space.from_dict(v["best_formula"]["params"])
     h = prep.holdout_objective
     assert v["best_formula"]["holdout"] == pytest.approx(float(h.metrics(theta[None, :])[0] @ h.w), abs=1e-12)
+    # the report says it too, in its learned-fuser section
+    rep = tmp_path / "report.md"
+    assert main(["report", "--run", str(runs / "dnn"), "--format", "md", "--out", str(rep), "--resamples", "50",
+                 "--stability-resamples", "10"]) == 0
+    text = rep.read_text()
+    assert "vs the formulas it would replace" in text and "loses to the best formula" in text
     # without --vs the runs folder is searched: same choice
     assert main(["ltr", "--study", str(path), "--model", "gbdt", "--out", str(runs / "gbdt"), "--quiet"]) == 0
     g = json.loads((runs / "gbdt" / "result.json").read_text())["versus"]

@@ -381,4 +381,7 @@ def collect(run_dir: Path | None = None, pareto: str | None = None, resamples: i
             rep["ltr"] = {"feature_importance": dict(items)}
         else:
             rep["ltr"] = {"note": "result.json has no feature_importance for this learned fuser"}
+        from .ltr_section import collect_versus
+
+        rep["ltr"]["vs"] = collect_versus(result)
     return rep

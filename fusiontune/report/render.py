@@ -233,6 +233,11 @@ def sections(rep: dict) -> list[Section]:
         else:
             sec.text.append(rep["ltr"].get("note", ""))
         out.append(sec)
+        from .ltr_section import versus_section
+
+        vs = versus_section(rep)
+        if vs is not None:
+            out.append(vs)
     return out
 
 
