@@ -2,8 +2,9 @@
 
 Per study: the best formula (the search method with the best *in-sample* objective among
 ``--methods`` at the study's budget; the holdout does not choose it), the GBDT fuser
-(combined and lambdarank targets) and the residual DNN (without and with the surrogate
-fine-tune).  For each: wall seconds (fit or search), in-sample objective, holdout
+(scikit-learn combined; LightGBM lambdarank and combined as residual trees on the baseline
+formula; LightGBM combined on the best formula) and the residual DNN (on the baseline,
+without and with the surrogate fine-tune; on the best formula with the fine-tune).  For each: wall seconds (fit or search), in-sample objective, holdout
 objective, holdout delta vs the baseline and vs the best formula, each with a paired 95%
 group-bootstrap interval (every candidate scored on the very same resamples of the holdout
 requests), and whether it keeps the guardrails on the holdout.
@@ -69,21 +70,28 @@ def run_study(path: str, seed: int, methods: list[str], resamples: int, finetune
     f_scores = hobj.formula.scores(hobj.prepared, theta[None, :])[0]
     rows.append((f"formula: {m} (best of {','.join(methods)})", secs, res["best"]["objective"], f_scores,
                  res["holdout"]["best"]["objective"], res["holdout"]["best"]["feasible"], ""))
-    for label, model, target, opts in [
-        ("gbdt combined", "gbdt", "combined", None),
-        ("gbdt lambdarank", "gbdt", "lambdarank", None),
-        ("dnn residual", "dnn", "combined", None),
-        (f"dnn residual + surrogate fine-tune ({finetune} ep)", "dnn", "combined", {"dnn": {"finetune": finetune}}),
+    best_params = res["best"]["params"]
+    ft = {"dnn": {"finetune": finetune}}
+    lgb = {"backend": "lightgbm"}
+    for label, model, target, opts, start in [
+        ("gbdt combined (sklearn)", "gbdt", "combined", None, None),
+        ("gbdt lambdarank (LightGBM, residual on baseline)", "gbdt", "lambdarank", None, None),
+        ("gbdt combined (LightGBM, residual on baseline)", "gbdt", "combined", lgb, None),
+        ("gbdt combined (LightGBM, residual on best formula)", "gbdt", "combined", lgb, best_params),
+        ("dnn residual on baseline", "dnn", "combined", None, None),
+        (f"dnn residual on baseline + surrogate fine-tune ({finetune} ep)", "dnn", "combined", ft, None),
+        (f"dnn residual on best formula + fine-tune ({finetune} ep)", "dnn", "combined", ft, best_params),
     ]:
         t0 = time.perf_counter()
-        r, _, fuser = fit_ltr(prep, model, target, seed, opts, show_progress=False)
+        r, _, fuser = fit_ltr(prep, model, target, seed, opts, show_progress=False, start=start)
         secs = time.perf_counter() - t0
         note = ""
-        if model == "dnn":
-            ltr = r["ltr"]
-            note = (f"kept the formula" if ltr["kept_formula"] else
-                    f"best epoch {ltr['iterations']} ({ltr['best_phase']}), {ltr['epochs_run']} run")
-            note += f", val {ltr['validation_objective']:.5f} vs baseline {ltr['validation_baseline']:.5f}"
+        ltr = r["ltr"]
+        if ltr.get("kept_formula") is not None:
+            what = "epoch" if model == "dnn" else "tree count"
+            note = ("kept the start formula" if ltr["kept_formula"] else
+                    f"best {what} {ltr['iterations']}" + (f" ({ltr['best_phase']})" if model == "dnn" else ""))
+            note += f", val {ltr['validation_objective']:.5f} vs start {ltr['validation_baseline']:.5f}"
         g = r["ltr"]["guardrails"]
         if g.get("multipliers") and any(v != 1.0 for v in g["multipliers"].values()):
             note += (", " if note else "") + "guardrail x" + ",".join(

@@ -265,3 +265,40 @@ def test_vs_flags_in_compare(known, tmp_path):
     assert bool(row["loses"]) == bool(row["vs_best_formula"] <= 0 or row["holdout_lift_mean"] <= 0)
     md = (out / "compare.md").read_text()
     assert "vs best formula" in md
+
+
+# --------------------------------------------------------------------------- residual LightGBM, start
+def test_residual_lightgbm_starts_at_the_formula_and_never_below_it(known):
+    pytest.importorskip("lightgbm")
+    from fusiontune.ltr.residual import ResidualTrees
+
+    _, prep = known
+    r, _, fuser = fit_ltr(prep, "gbdt", "combined", 0, {"backend": "lightgbm"})
+    est = fuser.estimator
+    assert isinstance(est, ResidualTrees) and r["ltr"]["residual"]["formula"] == "multiplicative"
+    from fusiontune.ltr.fit import ensure_features
+
+    obj = ensure_features(prep, ["hour"]).objective
+    x = fuser.spec.matrix(obj.log)
+    # zero trees: the scaled formula, which ranks exactly as the baseline does
+    assert np.allclose(fused_metrics(obj, est.start(x)), obj.baseline_per_task, atol=1e-6)
+    # trees chosen by the validation objective, the formula (0 trees) among the candidates
+    trace = r["ltr"]["tree_trace"]
+    assert trace[0]["trees"] == 0 and r["ltr"]["validation_objective"] >= trace[0]["validation"] - 1e-9
+    assert not r["ltr"]["kept_formula"] and r["holdout"]["best"]["objective"] > r["holdout"]["baseline"]["objective"]
+
+
+def test_start_from_the_best_formula(known, tmp_path):
+    path, prep = known
+    runs = tmp_path / "runs"
+    assert main(["search", "--study", str(path), "--budget", "96", "--population", "16", "--out",
+                 str(runs / "cem"), "--quiet"]) == 0
+    assert main(["ltr", "--study", str(path), "--model", "dnn", "--start", "best", "--out", str(runs / "dnn"),
+                 "--quiet"]) == 0
+    r = json.loads((runs / "dnn" / "result.json").read_text())
+    best = json.loads((runs / "cem" / "result.json").read_text())["best"]["params"]
+    assert r["ltr"]["start_run"] == str(runs / "cem")
+    assert r["ltr"]["residual"]["a"] == pytest.approx([best[f"a_{t}"] for t in A_STAR], rel=1e-12)
+    # guardrails and deltas stay against the baseline; never below the start formula on validation
+    assert r["baseline"]["params"] == {"a_click": 1.0, "a_like": 1.0, "a_finish": 1.0}
+    assert r["ltr"]["validation_objective"] >= r["ltr"]["validation_baseline"] - 1e-9

@@ -20,6 +20,9 @@ def add_arguments(p) -> None:
     p.add_argument("--vs", type=Path, default=None, metavar="RUN",
                    help="formula search run to judge the fuser against (default: the study's search run with "
                         "the best in-sample objective in the folder of --out, e.g. runs/)")
+    p.add_argument("--start", default="baseline", metavar="baseline|best|RUN",
+                   help="formula the residual fusers (DNN, LightGBM GBDT) start from: the study's baseline weights "
+                        "(default), 'best' (the formula run --vs names or the one found), or a search run dir")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
@@ -29,7 +32,7 @@ def run(args) -> int:
     from ..ltr.config import parse_config
     from ..ltr.fit import fit_ltr
     from ..ltr.io import save_fuser
-    from ..ltr.versus import best_formula_run, summary_lines, versus
+    from ..ltr.versus import best_formula_run, read_start, summary_lines, versus
     from ..pipeline import load_study_log, prepare
     from ..results import default_run_dir, print_summary, write_run
 
@@ -44,13 +47,22 @@ def run(args) -> int:
     formula = make_formula(study.formula, study.task_names, study.fusion_options, src)
     log = load_study_log(study, formula.needs_probabilities, extra=cfg.features or None)
     prep = prepare(study, log)
-    result, trials, fuser = fit_ltr(prep, args.model, target, seed,
-                                    show_progress=False if args.quiet else None)
-    if args.vs is not None and not (args.vs / "result.json").exists():
-        from ..errors import RunError
+    from ..errors import RunError
 
+    if args.vs is not None and not (args.vs / "result.json").exists():
         raise RunError(f"{args.vs / 'result.json'}: not found (--vs names a finished formula search run)")
     vs_run = args.vs if args.vs is not None else best_formula_run(Path(out).parent, prep)
+    start, start_run = None, None
+    if args.start != "baseline":
+        start_run = vs_run if args.start == "best" else Path(args.start)
+        if start_run is None:
+            raise RunError(f"{Path(out).parent}: no formula search run of study {study.name!r} found to start from "
+                           f"(--start best); run `fusiontune search` first or name one with --vs")
+        start = read_start(prep, start_run)
+    result, trials, fuser = fit_ltr(prep, args.model, target, seed,
+                                    show_progress=False if args.quiet else None, start=start)
+    if start_run is not None:
+        result["ltr"]["start_run"] = str(start_run)
     result["versus"] = versus(prep, result, vs_run)
 
     def build(d: Path) -> None:  # the whole folder is ready before it replaces an older one

@@ -9,6 +9,8 @@ Example (every key optional)::
     validation = 0.2         # share of the search part held out for early stopping
     target = "combined"      # default --target: combined | lambdarank
     balance = "variance"     # task weights in the target: variance | observed | none (see targets.py)
+    residual = true          # LightGBM GBDT (backend "lightgbm" or target lambdarank): trees on top of the
+                             # baseline formula (init score), so they start where the formula is
     guardrail_rounds = 5     # refits that up-weight a task whose guardrail breaks (0: off)
     guardrail_margin = 0.2   # on the validation part keep drops within (1 - margin) * max_drop
 
@@ -58,7 +60,8 @@ DNN_DEFAULTS: dict[str, Any] = {"hidden": [32, 16], "epochs": 200, "batch_size":
                                 "finetune_lr": 0.001, "finetune_steps": 10}
 _INTS = {"max_iter", "max_leaf_nodes", "min_samples_leaf", "patience", "epochs", "batch_size", "threads",
          "finetune", "finetune_steps"}
-_TOP = {"features", "backend", "monotone", "validation", "target", "guardrail_rounds", "guardrail_margin", "balance", "gbdt", "dnn"}
+_TOP = {"features", "backend", "monotone", "validation", "target", "guardrail_rounds", "guardrail_margin", "balance",
+        "residual", "gbdt", "dnn"}
 
 
 @dataclass
@@ -71,6 +74,7 @@ class LtrConfig:
     guardrail_rounds: int = 5
     balance: str = "variance"
     guardrail_margin: float = 0.2
+    residual: bool = True
     gbdt: dict[str, float] = field(default_factory=lambda: dict(GBDT_DEFAULTS))
     dnn: dict[str, Any] = field(default_factory=lambda: dict(DNN_DEFAULTS))
 
@@ -143,9 +147,12 @@ def parse_config(section: dict | None, options: dict | None = None, src: str = "
     balance = raw.get("balance", "variance")
     if balance not in BALANCES:
         raise InputError(f"{src}: [ltr] balance must be \"observed\", \"variance\" or \"none\", got {balance!r}")
+    residual = raw.get("residual", True)
+    if not isinstance(residual, bool):
+        raise InputError(f"{src}: [ltr] residual must be true or false, got {residual!r}")
     for t in ("gbdt", "dnn"):
         if not isinstance(raw.get(t, {}), dict):
             raise InputError(f"{src}: [ltr.{t}] must be a table, got {raw[t]!r}")
-    return LtrConfig(list(feats), backend, monotone, float(val), target, rounds, balance, float(margin),
+    return LtrConfig(list(feats), backend, monotone, float(val), target, rounds, balance, float(margin), residual,
                      _hyper(src, "ltr.gbdt", raw.get("gbdt", {}), GBDT_DEFAULTS),
                      _hyper(src, "ltr.dnn", raw.get("dnn", {}), DNN_DEFAULTS))

@@ -196,7 +196,8 @@ def make_config(train, spec, hyper: dict, monotone: bool, base: dict) -> dict:
             "monotone": bool(monotone), "signs": [int(s) for s in spec.signs],
             "mu": mu.tolist(), "sd": sd.tolist(), "ctx_mu": cmu.tolist(), "ctx_sd": csd.tolist(),
             "base": {"formula": base["formula"], "a": [float(v) for v in base["a"]],
-                     "b": [float(v) for v in base.get("b") or [0.0] * k], "eps": float(base["eps"])},
+                     "b": [float(v) for v in base.get("b") or [0.0] * k], "eps": float(base["eps"]),
+                     **({"baseline": base["baseline"]} if base.get("baseline") else {})},
             "threads": int(hyper["threads"])}
 
 
@@ -286,7 +287,13 @@ def fit_dnn(train, val, target: str, hyper: dict, spec, monotone: bool, seed: in
         if finetune:  # the smoothed baseline: the network at its start *is* the baseline formula
             sur_rows = torch.from_numpy(np.asarray(surrogate_loss.rows, dtype=np.int64))
             with torch.no_grad():
-                surrogate_loss.set_baseline(net(x[sur_rows]))
+                if base.get("baseline"):  # started elsewhere: the guardrails' reference is the baseline
+                    from .residual import base_score
+
+                    ref = torch.from_numpy(base_score(train.x[surrogate_loss.rows], base["baseline"]))
+                    surrogate_loss.set_baseline(ref.to(torch.float32))
+                else:
+                    surrogate_loss.set_baseline(net(x[sur_rows]))
         steps = int(hyper.get("finetune_steps", 10))
         with progress(epochs + finetune, "dnn fuser", enabled=show_progress) as bar:
             for phase, n_ep, loss_fn, lr in phases:

@@ -45,7 +45,10 @@ def export_fuser(fuser: Fuser, to: str | Path, source: dict, x: np.ndarray | Non
         text = lightgbm_text(fuser.estimator)
         from .gbdt import import_lightgbm
 
-        exported = LgbText(import_lightgbm("a LightGBM text model").Booster(model_str=text))
+        from .io import residual_wrap
+
+        exported = residual_wrap(LgbText(import_lightgbm("a LightGBM text model").Booster(model_str=text)),
+                                 getattr(fuser.estimator, "describe", lambda: None)(), to)
         blob, fmt = text.encode("utf-8"), "lightgbm-text"
     else:
         blob, fmt = fuser_to_onnx(fuser), "onnx"
@@ -87,10 +90,13 @@ def load_exported(path: str | Path) -> Fuser:
     elif fmt == "lightgbm-text":
         from .gbdt import import_lightgbm
 
+        from .io import residual_wrap
+
         try:
             est = LgbText(import_lightgbm(str(path)).Booster(model_file=str(path)))
         except Exception as exc:  # noqa: BLE001 - LightGBM's own error type
             raise InputError(f"{path}: cannot read the LightGBM model: {str(exc).splitlines()[0]}") from None
+        est = residual_wrap(est, fz.get("residual"), side)
     else:
         raise InputError(f"{side}: format must be \"onnx\" or \"lightgbm-text\", got {fmt!r}")
     return Fuser(fz.get("model", ""), fz.get("backend", ""), fz.get("target", ""), spec, est,

@@ -142,8 +142,12 @@ def _resolve(prep, model: str, target: str | None, options: dict | None) -> tupl
 
 
 def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, options: dict | None = None,
-            show_progress: bool | None = None):
-    """Fit and judge a fuser.  Returns ``(result dict, trials DataFrame, Fuser)``."""
+            show_progress: bool | None = None, start: dict | None = None):
+    """Fit and judge a fuser.  Returns ``(result dict, trials DataFrame, Fuser)``.
+
+    ``start``: the formula weights a residual fuser starts from (``{param: value}``, e.g. the best
+    formula run's ``best.params``); default the study's baseline.  Guardrails and every delta are
+    still judged against the baseline."""
     t0 = time.perf_counter()
     cfg, target = _resolve(prep, model, target, options)
     prep = ensure_features(prep, cfg.features)
@@ -190,6 +194,12 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
     mono = spec.monotone(cfg.monotone)
     t_fit = time.perf_counter()
 
+    from .residual import RESIDUAL_FORMULAS
+
+    start_base = _base_formula(prep, start)
+    gbdt_base = (start_base if model == "gbdt" and cfg.residual and prep.formula.name in RESIDUAL_FORMULAS
+                 and (cfg.backend == "lightgbm" or target == "lambdarank") else None)
+
     def fit_once(task_w: np.ndarray):
         train, val = _part(train_log, spec, task_w), _part(val_log, spec, task_w)
         if target == "lambdarank":
@@ -199,12 +209,18 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
         if model == "gbdt":
             from .gbdt import fit_gbdt
 
-            est, backend, info = fit_gbdt(train, val, target, cfg.backend, cfg.gbdt, mono, seed)
+            est, backend, info = fit_gbdt(train, val, target, cfg.backend, cfg.gbdt, mono, seed, gbdt_base)
             hyper = dict(cfg.gbdt)
+            if hasattr(est, "start") and val_score is not None:  # residual trees: count chosen by the objective
+                from .residual import select_trees
+
+                info.update(select_trees(est, val.x, val_score, int(info["iterations"])))
+                if not info["blocked_by"]:
+                    info["blocked_by"] = [False] * spec.k
         else:
             from .dnn import fit_dnn
 
-            est, info = fit_dnn(train, val, target, cfg.dnn, spec, cfg.monotone, seed, _base_formula(prep),
+            est, info = fit_dnn(train, val, target, cfg.dnn, spec, cfg.monotone, seed, start_base,
                                 val_score, show_progress, _surrogate(prep, train, cfg, seed))
             backend, hyper = "torch", dict(cfg.dnn)
         fuser = Fuser(model, backend, target, spec, est, {**hyper, "monotone": cfg.monotone, "seed": int(seed)})
@@ -303,11 +319,16 @@ def _fit_with_guardrails(fit_once, w: np.ndarray, val_obj: Objective | None, rou
     return (*chosen[1:], guard)
 
 
-def _base_formula(prep) -> dict:
-    """The baseline formula the residual DNN starts from: name, weights a, biases b, eps."""
-    f, row = prep.formula, prep.space.as_dict(prep.space.baseline)
-    return {"formula": f.name, "a": [row[f"a_{t}"] for t in f.tasks],
-            "b": [row.get(f"b_{t}", 0.0) for t in f.tasks], "eps": float(f.eps)}
+def _base_formula(prep, params: dict | None = None) -> dict:
+    """The formula a residual fuser starts from: name, weights a, biases b, eps (the baseline
+    weights, or ``params``; then ``"baseline"`` holds the baseline's, the guardrails' reference)."""
+    f = prep.formula
+    row = prep.space.as_dict(prep.space.baseline if params is None else prep.space.from_dict(params, "start"))
+    out = {"formula": f.name, "a": [row[f"a_{t}"] for t in f.tasks],
+           "b": [row.get(f"b_{t}", 0.0) for t in f.tasks], "eps": float(f.eps)}
+    if params is not None:
+        out["baseline"] = _base_formula(prep)
+    return out
 
 
 def _surrogate(prep, train: "Part", cfg: LtrConfig, seed: int):
@@ -412,11 +433,21 @@ def _result(prep, fuser, cfg, info, seed, seconds, fit_seconds, best_pt, ev, bas
     })
     if "history" in info:
         result["ltr"]["history"] = info["history"]
+    if hasattr(fuser.estimator, "describe"):
+        result["ltr"]["residual"] = {**fuser.estimator.describe(),
+                                     "start": "trees on top of scale * baseline formula + offset (init score)"}
+        result["ltr"].update({k: info.get(k) for k in ("kept_formula", "validation_baseline", "tree_trace")})
+        if info.get("kept_formula"):
+            result["ltr"]["recommendation"] = ("keep the formula: no number of trees beat the baseline formula on "
+                                               "the validation part, so the fuser is the formula itself")
     if fuser.model == "dnn":
         result["ltr"].update({k: info.get(k) for k in ("kept_formula", "validation_baseline", "best_phase",
                                                        "finetune_epochs", "finetune_stopped_early", "epochs_run")})
-        result["ltr"]["residual"] = {"formula": fuser.estimator.config["base"]["formula"],
-                                     "start": "baseline formula + zero correction"}
+        b = fuser.estimator.config["base"]
+        result["ltr"]["residual"] = {"formula": b["formula"], "a": b["a"], "b": b["b"],
+                                     "start": ("baseline formula" if "baseline" not in b else
+                                               "the given start formula (e.g. the best search run)")
+                                     + " + zero correction"}
         if info.get("kept_formula"):
             result["ltr"]["recommendation"] = ("keep the formula: no epoch of the fit beat the baseline formula "
                                                "on the validation part, so the fuser is the formula itself")

@@ -49,7 +49,8 @@ def _lgb_common(h: dict, mono: list[int], seed: int) -> dict:
                 force_row_wise=True, n_jobs=int(h.get("threads", 1)), verbose=-1)
 
 
-def fit_gbdt(train, val, target: str, backend: str, hyper: dict, mono: list[int], seed: int):
+def fit_gbdt(train, val, target: str, backend: str, hyper: dict, mono: list[int], seed: int,
+             base: dict | None = None):
     """Fit on ``train`` with early stopping on ``val`` (both :class:`~fusiontune.ltr.fit.Part`).
 
     Returns ``(model, backend_used, info)``.  OpenMP runs ``hyper["threads"]`` threads
@@ -61,11 +62,26 @@ def fit_gbdt(train, val, target: str, backend: str, hyper: dict, mono: list[int]
     import sklearn.ensemble  # noqa: F401
 
     with threadpool_limits(int(hyper.get("threads", 1)), user_api="openmp"):
-        return _fit_gbdt(train, val, target, backend, hyper, mono, seed)
+        return _fit_gbdt(train, val, target, backend, hyper, mono, seed, base)
 
 
-def _fit_gbdt(train, val, target, backend, hyper, mono, seed):
+def _start(train, val, base):
+    """(init scores of train / val, (scale, offset)): the scaled baseline formula the residual
+    trees start from, on the training loss's log-odds scale."""
+    from .residual import base_score, calibration
+
+    s = base_score(train.x, base)
+    scale, offset = calibration(s, train.ybar, train.sw)
+    return (scale * s + offset, None if val is None else base_score(val.x, base, scale, offset)), (scale, offset)
+
+
+def _fit_gbdt(train, val, target, backend, hyper, mono, seed, base=None):
+    from .residual import ResidualTrees
+
     patience = int(hyper["patience"])
+    residual = base is not None and (target == "lambdarank" or backend == "lightgbm")
+    init, cal = _start(train, val, base) if residual else ((None, None), None)
+    wrap = (lambda m: ResidualTrees(m, base, *cal)) if residual else (lambda m: m)
     if target == "lambdarank":
         lgb = import_lightgbm("target='lambdarank' with model='gbdt'")
         max_group = int(max(train.sizes.max(), val.sizes.max() if val is not None else 1))
@@ -75,8 +91,10 @@ def _fit_gbdt(train, val, target, backend, hyper, mono, seed):
         if val is not None and patience:
             kw = dict(**_eval_args(model, val.x, val.grades), eval_group=[val.sizes], eval_at=[max_group],
                       callbacks=[lgb.early_stopping(patience, verbose=False)])
-        model.fit(train.x, train.grades, group=train.sizes, **kw)
-        return model, "lightgbm", _lgb_info(model, hyper)
+            if residual:
+                kw["eval_init_score"] = [init[1]]
+        model.fit(train.x, train.grades, group=train.sizes, init_score=init[0], **kw)
+        return wrap(model), "lightgbm", _lgb_info(model, hyper)
     if backend == "lightgbm":
         lgb = import_lightgbm("[ltr] backend = \"lightgbm\"")
         model = lgb.LGBMRegressor(objective="cross_entropy", **_lgb_common(hyper, mono, seed))
@@ -84,8 +102,10 @@ def _fit_gbdt(train, val, target, backend, hyper, mono, seed):
         if val is not None and patience:
             kw = dict(**_eval_args(model, val.x, val.ybar), eval_sample_weight=[val.sw],
                       callbacks=[lgb.early_stopping(patience, verbose=False)])
-        model.fit(train.x, train.ybar, sample_weight=train.sw, **kw)
-        return model, "lightgbm", _lgb_info(model, hyper)
+            if residual:
+                kw["eval_init_score"] = [init[1]]
+        model.fit(train.x, train.ybar, sample_weight=train.sw, init_score=init[0], **kw)
+        return wrap(model), "lightgbm", _lgb_info(model, hyper)
 
     from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -129,6 +149,8 @@ def predict_gbdt(model, x: np.ndarray, threads: int = 1) -> np.ndarray:
 
 
 def _predict(model, x):
+    if hasattr(model, "start"):  # residual trees: trees + scaled formula
+        return model.predict(x, raw_score=True)
     if hasattr(model, "decision_function"):  # scikit-learn
         return np.asarray(model.decision_function(x), dtype=np.float64)
     kw = {"num_iteration": model.best_iteration_} if getattr(model, "best_iteration_", None) else {}

@@ -71,10 +71,17 @@ class LgbText:
 
 def lightgbm_text(estimator) -> str:
     """The LightGBM text model of a fitted estimator (or :class:`LgbText`), cut at its best iteration."""
+    n = None
+    if hasattr(estimator, "start"):  # residual trees: the trees alone (the formula part is in fuser.json)
+        n = estimator.n_trees
+        estimator = estimator.trees
+    if n is None:
+        n = getattr(estimator, "best_iteration_", None) or None
+    if n == 0:
+        n = 1  # LightGBM reads 0 as "all"; trees_used = 0 in the residual block says none is used
     if isinstance(estimator, LgbText):
-        return estimator.booster.model_to_string()
-    best = getattr(estimator, "best_iteration_", None) or None
-    return estimator.booster_.model_to_string(num_iteration=best)
+        return estimator.booster.model_to_string(num_iteration=n)
+    return estimator.booster_.model_to_string(num_iteration=n)
 
 
 def save_fuser(fuser: Fuser, folder: str | Path) -> list[str]:
@@ -97,6 +104,8 @@ def save_fuser(fuser: Fuser, folder: str | Path) -> list[str]:
         files.append("model.npz")
     elif fuser.backend == "lightgbm":
         meta["model_file"] = "model.txt"
+        if hasattr(fuser.estimator, "describe"):
+            meta["residual"] = fuser.estimator.describe()
         text = lightgbm_text(fuser.estimator)
         _atomic_binary(folder / "model.txt", lambda p: Path(p).write_text(text, encoding="utf-8"))
         files.append("model.txt")
@@ -156,6 +165,7 @@ def load_fuser(folder: str | Path, trust_pickle: bool = False) -> Fuser:
             est = LgbText(lgb.Booster(model_file=str(mfile)))
         except Exception as exc:  # noqa: BLE001 - LightGBM raises its own error type on a bad file
             raise InputError(f"{mfile}: cannot read the LightGBM model: {str(exc).splitlines()[0]}") from None
+        est = residual_wrap(est, meta.get("residual"), cfg)
     elif onnx_file is not None and onnx_file.exists() and not (trust_pickle and mfile.exists()):
         from .serving import OnnxScorer
 
@@ -176,6 +186,21 @@ def load_fuser(folder: str | Path, trust_pickle: bool = False) -> Fuser:
         except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
             raise InputError(f"{mfile}: cannot load the model: {type(exc).__name__}: {exc}") from None
     return Fuser(model, backend, meta.get("target", ""), spec, est, meta.get("settings", {}))
+
+
+def residual_wrap(trees, res: dict | None, src: Path):
+    """``trees`` on top of the recorded baseline formula term (residual GBDT), or ``trees``."""
+    if not res:
+        return trees
+    from .residual import ResidualTrees
+
+    try:
+        base = {"formula": res["formula"], "a": list(res["a"]), "b": list(res["b"]), "eps": float(res["eps"])}
+        used = res.get("trees_used")
+        return ResidualTrees(trees, base, float(res["scale"]), float(res["offset"]),
+                             0 if used == 0 else None)  # the saved text holds exactly the trees used
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{src}: bad 'residual' block ({type(exc).__name__}: {exc})") from None
 
 
 def _load_npz(mfile: Path, meta: dict):

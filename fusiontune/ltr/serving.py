@@ -126,7 +126,53 @@ def _lightgbm_onnx(est, n: int) -> bytes:
     booster = lgb.Booster(model_str=text)
     model = onnxmltools.convert_lightgbm(booster, initial_types=[(INPUT, FloatTensorType([None, n]))],
                                          target_opset=15, zipmap=False)
-    return _finish(model, model.graph.output[0].name, 0)
+    out = model.graph.output[0].name
+    if hasattr(est, "start"):  # residual trees: add the scaled baseline formula inside the graph
+        out = _add_formula(model, out, est)
+    return _finish(model, out, 0)
+
+
+def _add_formula(model, trees_out: str, est) -> str:
+    """Nodes computing ``trees + features[:, :K] -> phi @ (scale * a) + offset`` (N, 1), as
+    :func:`fusiontune.ltr.residual.base_score` does in float32; returns the sum's name."""
+    from onnx import helper, numpy_helper
+
+    base, k = est.base, len(est.base["a"])
+    g = model.graph
+    f32 = np.float32
+
+    def const(name, arr):
+        g.initializer.append(numpy_helper.from_array(np.asarray(arr), name))
+        return name
+
+    nodes = [helper.make_node("Slice", [INPUT, const("fz_s0", np.array([0], np.int64)),
+                                        const("fz_s1", np.array([k], np.int64)),
+                                        const("fz_ax", np.array([1], np.int64))], ["fz_p"])]
+    if base["formula"] == "additive":
+        phi = "fz_p"
+    elif base["formula"] == "multiplicative":
+        nodes += [helper.make_node("Clip", ["fz_p", const("fz_eps", f32(base["eps"])), const("fz_one", f32(1.0))],
+                                   ["fz_pc"]),
+                  helper.make_node("Log", ["fz_pc"], ["fz_phi"])]
+        phi = "fz_phi"
+    else:  # power
+        nodes += [helper.make_node("Add", ["fz_p", const("fz_b", np.asarray(base["b"], f32))], ["fz_pb"]),
+                  helper.make_node("Max", ["fz_pb", const("fz_eps", f32(base["eps"]))], ["fz_pm"]),
+                  helper.make_node("Log", ["fz_pm"], ["fz_phi"])]
+        phi = "fz_phi"
+    w = (f32(est.scale) * np.asarray(base["a"], f32)).astype(f32).reshape(k, 1)
+    if est.n_trees == 0:  # the fit kept the formula: the one tree of the text model counts zero
+        nodes.append(helper.make_node("Mul", [trees_out, const("fz_zero", f32(0.0))], ["fz_trees0"]))
+        trees_out = "fz_trees0"
+    nodes += [helper.make_node("MatMul", [phi, const("fz_w", w)], ["fz_lin"]),
+              helper.make_node("Add", ["fz_lin", const("fz_off", np.array([f32(est.offset)], f32))], ["fz_start"]),
+              helper.make_node("Add", [trees_out, "fz_start"], ["fz_total"])]
+    g.node.extend(nodes)
+    if not any(o.domain in ("", "ai.onnx") and o.version >= 13 for o in model.opset_import):
+        for o in model.opset_import:  # Slice with inputs / Clip with min-max inputs need opset >= 11
+            if o.domain in ("", "ai.onnx"):
+                o.version = max(o.version, 13)
+    return "fz_total"
 
 
 def _float32_thresholds(m: re.Match) -> str:
@@ -224,6 +270,11 @@ def sidecar(fuser, model_file: str, fmt: str, source: dict, parity: dict | None)
                   "monotone": bool(settings.get("monotone", False))},
         "source": source, "parity": parity,
     }
+    if hasattr(fuser.estimator, "describe"):
+        doc["fuser"]["residual"] = {**fuser.estimator.describe(),
+                                    "note": ("score = LightGBM raw score + (scale * a) . phi(p) + offset, phi the "
+                                             "formula's per-task term; " + ("inside the graph" if fmt == "onnx" else
+                                                                            "a serving stack adds it to the trees"))}
     if fuser.model == "dnn":
         base = fuser.estimator.config["base"]
         doc["fuser"]["residual"] = {"formula": base["formula"], "a": base["a"], "b": base["b"], "eps": base["eps"],

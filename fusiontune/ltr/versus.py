@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import RunError
 
-__all__ = ["best_formula_run", "versus", "summary_lines"]
+__all__ = ["best_formula_run", "versus", "summary_lines", "read_start"]
 
 
 def _read(path: Path) -> dict | None:
@@ -92,6 +92,11 @@ def _formula_block(prep, run: Path) -> dict:
         out["holdout"] = float(hp @ h.w)
         out["holdout_feasible"] = bool(h.judge(hp[None, :]).feasible[0])
     return out
+
+
+def read_start(prep, run: str | Path) -> dict:
+    """The best weights of a formula search run of this study, to start a residual fuser from."""
+    return _formula_block(prep, Path(run))["params"]
 
 
 def versus(prep, result: dict, formula_run: str | Path | None) -> dict:
