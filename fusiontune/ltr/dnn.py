@@ -50,7 +50,7 @@ import numpy as np
 __all__ = ["fit_dnn", "predict_dnn", "build_net", "DnnState", "RESIDUAL_FORMULAS"]
 
 LOG_EPS = 1e-6
-RESIDUAL_FORMULAS = ("additive", "multiplicative", "power")
+from .residual import RESIDUAL_FORMULAS  # noqa: E402 - re-exported: the formulas a residual fuser starts from
 
 
 class DnnState:
@@ -138,25 +138,6 @@ def project(net, monotone: bool) -> None:
         net.d.copy_(s * torch.maximum(s * (a + net.d), lo) - a)
 
 
-def _calibration(score: np.ndarray, y: np.ndarray, w: np.ndarray, iters: int = 30) -> tuple[float, float]:
-    """(log scale, offset) of a weighted 1-D logistic fit ``sigma(s * score + c)`` to soft labels
-    (Newton's method; only starts the two free calibration scalars)."""
-    x = (score - score.mean()) / (score.std() or 1.0)
-    beta = np.zeros(2)
-    m = np.clip((y * w).sum() / max(w.sum(), 1e-12), 1e-4, 1 - 1e-4)
-    beta[1] = np.log(m / (1 - m))
-    for _ in range(iters):
-        f = np.clip(beta[0] * x + beta[1], -30, 30)
-        q = 1.0 / (1.0 + np.exp(-f))
-        g = np.array([(w * (q - y) * x).sum(), (w * (q - y)).sum()])
-        h = w * q * (1 - q)
-        hess = np.array([[(h * x * x).sum(), (h * x).sum()], [(h * x).sum(), h.sum()]]) + 1e-9 * np.eye(2)
-        beta -= np.linalg.solve(hess, g)
-    sd = score.std() or 1.0
-    scale = max(float(beta[0]) / sd, 1e-3)  # the formula ranks the right way round: keep the scale > 0
-    return float(np.log(scale)), float(beta[1] - beta[0] * score.mean() / sd)
-
-
 def _group_batches(sizes: np.ndarray, batch_rows: int, rng) -> list[np.ndarray]:
     """Row indices of mini-batches made of whole groups, in a shuffled group order."""
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -225,7 +206,10 @@ def fit_dnn(train, val, target: str, hyper: dict, spec, monotone: bool, seed: in
         n = len(train.x)
         with torch.no_grad():
             s0 = net(x).numpy().astype(np.float64)
-        lt0, c0 = _calibration(s0, train.ybar, train.sw)
+        from .residual import calibration
+
+        scale0, c0 = calibration(s0, train.ybar, train.sw)
+        lt0 = float(np.log(scale0))
         log_t = torch.nn.Parameter(torch.tensor(lt0, dtype=torch.float32))
         c_off = torch.nn.Parameter(torch.tensor(c0, dtype=torch.float32))
         bs = int(hyper["batch_size"])

@@ -37,7 +37,7 @@ def versus_section(rep: dict):
         rows.append([f"best formula: {f.get('method')} ({f.get('run')})", _f(f.get("holdout")),
                      _f(f.get("holdout_delta"), sign=True), _f(f.get("in_sample_delta"), sign=True)])
     else:
-        sec.text.append("No formula search run of this study was found to compare with (ltr --vs RUN names one).")
+        sec.text.append("No formula search run of this study was found to compare with (the ltr command can name one).")
     sec.tables.append((["opponent", "its holdout objective", "fuser Δ holdout", "fuser Δ in-sample"], rows))
     sec.text.append(f"Fuser holdout objective {_f(d.get('fuser_holdout'))}. The best formula is the search run "
                     f"with the best in-sample objective, re-scored on this study's holdout. {v.get('verdict', '')}")
