@@ -39,6 +39,12 @@ def log_label(study) -> str:
     return name or str(Path(study.log).resolve())
 
 
+def _split_summary(prep):
+    from .pipeline import split_summary
+
+    return split_summary(prep)
+
+
 def result_document(prep, *, method: str, formula: str, seed: int, budget: int, evaluations: int,
                     seconds: float, best_params: dict, best_per_task, best_feasible: bool,
                     holdout_best=None, best_trial, stop_reason: str, normalisation: str,
@@ -77,7 +83,7 @@ def result_document(prep, *, method: str, formula: str, seed: int, budget: int, 
                    "score": t.score, "label": t.label, "sign": t.sign} for t in study.tasks],
         "rows": rows if rows is not None else {"search": prep.search_log.n,
                                                "holdout": prep.holdout_log.n if prep.holdout_log else 0},
-        "split": split if split is not None else study.split,
+        "split": split if split is not None else _split_summary(prep),  # with the true holdout share
         "study_file": str(study.path.resolve()) if study.path else None,
         "log": log_label(study),
         "gauc_weighting": study.gauc_weighting,

@@ -372,8 +372,9 @@ def select_arms(run_dir: Path | None = None, k: int = 3, resamples: int = 1000, 
     return finish()
 
 
-def arms_table(cands: dict, console=None) -> None:
-    """Print the arms with their per-task deltas and intervals, then each arm's weights.
+def arms_table(cands: dict, console=None, max_dropped: int = 8) -> None:
+    """Print the arms with their per-task deltas and intervals, then each arm's weights, then
+    the dropped candidates with their reasons (the search's best first, ``max_dropped`` shown).
 
     The table is arms x tasks; when that is wider than the terminal (80 columns with four
     tasks is) it is printed transposed, tasks x arms, in as many blocks of arms as needed.
@@ -428,9 +429,17 @@ def arms_table(cands: dict, console=None) -> None:
     dropped = cands.get("dropped") or []
     if dropped:
         counts = ", ".join(f"{v} {k}" for k, v in (cands.get("dropped_counts") or {}).items())
-        console.print(f"dropped {len(dropped)} candidate(s) ({counts}); every reason is in candidates.json")
+        console.print(f"dropped {len(dropped)} candidate(s) ({counts}):")
+        shown = sorted(dropped, key=lambda d: (not d.get("is_search_best"), -d.get("objective_in_sample", 0)))
+        for d in shown[:max_dropped]:
+            star = " (the search's best)" if d.get("is_search_best") else ""
+            console.print(escape(f"  trial {d.get('trial')}{star}: {d['reason']}: {d['detail']}"))
+        if len(shown) > max_dropped:
+            console.print(f"  ... and {len(shown) - max_dropped} more, each with its reason in candidates.json")
     sb = cands.get("search_best") or {}
-    if sb.get("status") == "dropped":
+    if sb.get("status") == "dropped" and not any(d.get("is_search_best") for d in dropped):
         console.print(escape(f"the search's best (trial {sb.get('trial')}) was dropped: {sb.get('detail')}"))
+    elif str(sb.get("status", "")).startswith("arm-"):
+        console.print(f"the search's best (trial {sb.get('trial')}) is {sb['status']}")
     for n in cands.get("notes") or ([cands["note"]] if cands.get("note") else []):
         console.print(escape(f"note: {n}"))

@@ -221,3 +221,13 @@ def test_stability_reports_spread_and_warns_when_wide_or_not_converged(tmp_path,
     assert p["wide"] and p["spread_of_median"] > 0.5, p
     assert "a_t2 is not pinned down" in err
     assert not st["convergence"]["converged"] and "had not converged" in err
+
+
+def test_select_output_lists_dropped_candidates_with_reasons(run3, capsys):
+    assert main(["select", "--run", str(run3), "--k", "2", "--resamples", "60", "--candidates", "12"]) == 0
+    out = capsys.readouterr().out
+    c = json.loads((run3 / "candidates.json").read_text())
+    assert f"dropped {len(c['dropped'])} candidate(s)" in out
+    first = sorted(c["dropped"], key=lambda d: (not d["is_search_best"], -d["objective_in_sample"]))[0]
+    assert f"trial {first['trial']}" in out and first["reason"] in out
+    assert "the search's best" in out and "judged on the holdout" in out.replace("\n", " ")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-HELP = "pick k diverse A/B arms from a finished run (holdout deltas with paired bootstrap CIs)"
+HELP = ("pick k diverse A/B arms from a finished run (picked on the select rows, judged on the holdout "
+        "with paired bootstrap CIs)")
 
 
 def study_defaults(args, table: str, model) -> None:
