@@ -435,7 +435,7 @@ def arms_table(cands: dict, console=None, max_dropped: int = 8) -> None:
             star = " (the search's best)" if d.get("is_search_best") else ""
             console.print(escape(f"  trial {d.get('trial')}{star}: {d['reason']}: {d['detail']}"))
         if len(shown) > max_dropped:
-            console.print(f"  ... and {len(shown) - max_dropped} more, each with its reason in candidates.json")
+            console.print(f"  and {len(shown) - max_dropped} more, each with its reason in candidates.json")
     sb = cands.get("search_best") or {}
     if sb.get("status") == "dropped" and not any(d.get("is_search_best") for d in dropped):
         console.print(escape(f"the search's best (trial {sb.get('trial')}) was dropped: {sb.get('detail')}"))
