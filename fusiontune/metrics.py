@@ -22,7 +22,11 @@ Public API
 
 ``AucPlan(labels, weights)`` and ``GaucPlan(labels, groups, weights, weighting)`` do the
 score-independent work (label encoding, grouping) once; call them with many score
-matrices, as a search does.
+matrices, as a search does.  Both take ``label_codes=`` instead of ``labels`` (the uint8
+codes of :class:`fusiontune.log.PredictionLog`), and both are called with ``parallel=``:
+``None`` (default) runs a batch of candidates (and GAUC's groups) on every numba thread
+and a single AUC candidate on one; ``True``/``False`` force it.  Nothing global (numba's
+thread count) is ever changed.
 
 How it is fast
 --------------
@@ -31,51 +35,120 @@ One sort serves all K tasks.  Each row's float32 score is mapped to an order-pre
 the row's label code (2 bits per task: observed, positive), so that the sorted keys alone
 carry everything the Mann-Whitney sum needs and the scan reads memory sequentially, or,
 when there are sample weights or more than 16 tasks, the row index used to gather them.
-``np.sort`` on ``uint64`` is several times faster than ``np.argsort`` on floats.  Ties are
-blocks of equal high halves; each block adds ``pos_block * (neg_below + neg_block / 2)``.
+
+The keys are sorted either by ``np.sort`` or by a numba LSD radix sort on their 32 score
+bits (3 stable passes of 11 bits; a pass whose digit is the same for every key is
+skipped).  Which one is faster depends on the CPU (numpy's AVX-512 sorts), so it is
+measured once per machine and size class at first use (:func:`sort_choice`), cached in
+the process and under the user cache directory (``$XDG_CACHE_HOME/fusiontune``, never
+the repository); ``FUSIONTUNE_SORT=radix|numpy`` forces one.
+
+The scan is sequential and branch-light, with no per-block loop: with ``c`` the running
+count of a class and ``c0`` its value at the start of the current tie block (taken when
+the score changes), ``A = sum_pos neg0`` counts pairs with the negative strictly below
+and ``B = sum_neg pos0`` pairs with the positive strictly below, so
+``2 U = A + (P N - B)`` (ties count one half), in exact integer arithmetic.  Four tasks
+per pass keep every counter in a register.
 
 float64 scores whose values do not survive a round trip to float32 are ranked through an
 exact ``np.argsort`` path instead, so exactness never depends on the input dtype.
 
-GAUC sorts every group's rows separately (insertion sort for small groups), in parallel
-over (candidate, group) pairs with numba.
+GAUC: the group index is one counting pass over integer group codes (no sort when the
+rows are already grouped, as a log written request by request is).  Every group's rows
+are sorted separately (insertion sort for small groups) and scanned the same way, in
+parallel over (candidate, block of groups) pairs.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-import os
+from pathlib import Path
 
 import numba as nb
 import numpy as np
 
-__all__ = ["auc", "gauc", "AucPlan", "GaucPlan", "GroupIndex", "encode_labels", "WEIGHTINGS"]
+__all__ = ["auc", "gauc", "AucPlan", "GaucPlan", "GroupIndex", "encode_labels", "pack_label_codes",
+           "sort_keys", "sort_choice", "WEIGHTINGS"]
 
 WEIGHTINGS = ("rows", "positives", "uniform")
 _TASKS_PER_WORD = 16
 _LOW32 = np.uint64(0xFFFFFFFF)
+_RADIX_BITS = 11
+_RADIX_PASSES = 3  # 11 + 11 + 10 bits = the 32 score bits
+_RADIX_SIZE = 1 << _RADIX_BITS
 
 
 # --------------------------------------------------------------------------- encoding
 @nb.njit(cache=True)
-def _encode(lab, codes, bad_rows):
-    n, k = lab.shape
+def _label_bits(u, one, absmask, inf, c2):
+    """2-bit code of every label (bits u of one float type); returns nonzero if any label
+    is not 0, 1 or NaN.  Integer compares only, so the loop vectorises."""
+    zero = absmask ^ absmask
+    bad = np.uint32(0)
+    for j in range(u.shape[0]):
+        x = u[j]
+        a = x & absmask
+        pos = np.uint32(x == one)
+        obs = pos | np.uint32(a == zero)
+        bad |= (obs ^ np.uint32(1)) & np.uint32(a <= inf)  # not 0/1 and not NaN
+        c2[j] = obs | (pos << np.uint32(1))
+    return bad
+
+
+@nb.njit(cache=True)
+def _encode(u, n, k, one, absmask, inf, codes):
+    """Float labels as raw bits ``u`` (N*K,) (float32 or float64, with that type's bit
+    patterns of 1.0, the |x| mask and +inf) -> words (N, W), in one pass over row blocks.
+    Returns the first block's start row holding a bad label, or -1."""
+    words = codes.shape[1]
+    block = 8192
+    c2 = np.empty(block * k, dtype=np.uint32)
+    for r0 in range(0, n, block):
+        r1 = min(n, r0 + block)
+        if _label_bits(u[r0 * k:r1 * k], one, absmask, inf, c2):
+            return r0
+        if words == 1:
+            for i in range(r1 - r0):
+                code = np.uint32(0)
+                for t in range(k):
+                    code |= c2[i * k + t] << np.uint32(2 * t)
+                codes[r0 + i, 0] = code
+            continue
+        for i in range(r1 - r0):
+            for w in range(words):
+                code = np.uint32(0)
+                t1 = min(k, 16 * (w + 1))
+                for t in range(16 * w, t1):
+                    code |= c2[i * k + t] << np.uint32(2 * (t - 16 * w))
+                codes[r0 + i, w] = code
+    return -1
+
+
+@nb.njit(cache=True)
+def _pack_codes(c8, codes):
+    """uint8 codes (N, K) in {0, 1, 3} -> words (N, W); returns the first bad row or -1."""
+    n, k = c8.shape
     words = codes.shape[1]
     for i in range(n):
         for w in range(words):
             code = np.uint32(0)
-            for t in range(16 * w, min(k, 16 * (w + 1))):
-                v = lab[i, t]
-                if v != v:  # NaN: not observed
-                    continue
-                if v == 1.0:
-                    code |= np.uint32(3) << np.uint32(2 * (t - 16 * w))
-                elif v == 0.0:
-                    code |= np.uint32(1) << np.uint32(2 * (t - 16 * w))
-                else:
-                    bad_rows[i] = True
+            t1 = min(k, 16 * (w + 1))
+            for t in range(16 * w, t1):
+                c = np.uint32(c8[i, t])
+                if c == 2 or c > 3:
+                    return i
+                code |= c << np.uint32(2 * (t - 16 * w))
             codes[i, w] = code
+    return -1
+
+
+def _n_words(k: int) -> int:
+    return max(1, -(-k // _TASKS_PER_WORD))
 
 
 def encode_labels(labels: np.ndarray) -> np.ndarray:
@@ -92,13 +165,34 @@ def encode_labels(labels: np.ndarray) -> np.ndarray:
     if lab.dtype not in (np.float32, np.float64):
         lab = lab.astype(np.float64)
     n, k = lab.shape
-    codes = np.empty((n, max(1, -(-k // _TASKS_PER_WORD))), dtype=np.uint32)
-    bad_rows = np.zeros(n, dtype=np.bool_)
-    _encode(np.ascontiguousarray(lab), codes, bad_rows)
-    if bad_rows.any():
-        r = int(np.flatnonzero(bad_rows)[0])
-        c = int(np.flatnonzero(~np.isnan(lab[r]) & (lab[r] != 0) & (lab[r] != 1))[0])
+    codes = np.empty((n, _n_words(k)), dtype=np.uint32)
+    lab = np.ascontiguousarray(lab)
+    if lab.dtype == np.float32:
+        r = _encode(lab.reshape(-1).view(np.uint32), n, k, np.uint32(0x3F800000), np.uint32(0x7FFFFFFF),
+                    np.uint32(0x7F800000), codes)
+    else:
+        r = _encode(lab.reshape(-1).view(np.uint64), n, k, np.uint64(0x3FF0000000000000),
+                    np.uint64(0x7FFFFFFFFFFFFFFF), np.uint64(0x7FF0000000000000), codes)
+    if r >= 0:
+        blk = lab[r:r + 8192]
+        rr, c = (int(x[0]) for x in np.nonzero(~np.isnan(blk) & (blk != 0) & (blk != 1)))
+        r += rr
         raise ValueError(f"label must be 0, 1 or NaN; task {c} row {r} has {float(lab[r, c])!r}")
+    return codes
+
+
+def pack_label_codes(label_codes: np.ndarray) -> np.ndarray:
+    """Pack (N, K) uint8 label codes (0 not observed, 1 negative, 3 positive; the
+    in-memory log's ``label_codes``) into the words of :func:`encode_labels`."""
+    c8 = np.asarray(label_codes)
+    if c8.ndim == 1:
+        c8 = c8[:, None]
+    if c8.ndim != 2 or c8.dtype != np.uint8:
+        raise ValueError(f"label_codes must be (N, K) uint8, got {c8.dtype} {c8.shape}")
+    codes = np.empty((c8.shape[0], _n_words(c8.shape[1])), dtype=np.uint32)
+    r = _pack_codes(np.ascontiguousarray(c8), codes)
+    if r >= 0:
+        raise ValueError(f"label code must be 0, 1 or 3; row {r} has {c8[r].tolist()}")
     return codes
 
 
@@ -129,79 +223,14 @@ def _as_score_matrix(scores: np.ndarray, n: int) -> tuple[np.ndarray, bool, bool
     return np.ascontiguousarray(s), one, exact32
 
 
-# --------------------------------------------------------------------------- kernels
+# --------------------------------------------------------------------------- keys
 @nb.njit(cache=True, inline="always")
 def _ordered_u32(b):
     # float32 bits -> uint32 whose unsigned order is the float order (-0.0 ties +0.0).
     b = np.uint32(b)
-    if b == np.uint32(0x80000000):
-        b = np.uint32(0)
-    if b >> np.uint32(31):
-        return ~b
-    return b | np.uint32(0x80000000)
-
-
-@nb.njit(cache=True, parallel=True)
-def _keys_packed(bits, codes, out):
-    p_n, n = bits.shape
-    for p in nb.prange(p_n):
-        for i in range(n):
-            out[p, i] = (np.uint64(_ordered_u32(bits[p, i])) << np.uint64(32)) | np.uint64(codes[i])
-
-
-@nb.njit(cache=True, parallel=True)
-def _keys_indexed(bits, out):
-    p_n, n = bits.shape
-    for p in nb.prange(p_n):
-        for i in range(n):
-            out[p, i] = (np.uint64(_ordered_u32(bits[p, i])) << np.uint64(32)) | np.uint64(i)
-
-
-@nb.njit(cache=True)
-def _scan_packed_range(keys_p, lo, hi, k_tasks, acc, pos_tot, neg_tot):
-    """Mann-Whitney sums over sorted packed keys[lo:hi]; branch-free over the label bits."""
-    pos_b = np.zeros(k_tasks, dtype=np.int64)
-    neg_b = np.zeros(k_tasks, dtype=np.int64)
-    i = lo
-    while i < hi:
-        top = keys_p[i] >> np.uint64(32)
-        pos_b[:] = 0
-        neg_b[:] = 0
-        j = i
-        while j < hi and (keys_p[j] >> np.uint64(32)) == top:
-            code = np.int64(keys_p[j] & np.uint64(0xFFFFFFFF))
-            for k in range(k_tasks):
-                obs = (code >> (2 * k)) & 1
-                pos = (code >> (2 * k + 1)) & 1
-                pos_b[k] += pos
-                neg_b[k] += obs - pos
-            j += 1
-        for k in range(k_tasks):
-            acc[k] += pos_b[k] * (neg_tot[k] + 0.5 * neg_b[k])
-            neg_tot[k] += neg_b[k]
-            pos_tot[k] += pos_b[k]
-        i = j
-
-
-@nb.njit(cache=True, parallel=True)
-def _scan_packed(keys, k_tasks, out):
-    """Sorted keys carry the label code in their low 32 bits (K <= 16, no weights)."""
-    p_n, n = keys.shape
-    for p in nb.prange(p_n):
-        acc = np.zeros(k_tasks)
-        pos = np.zeros(k_tasks)
-        neg = np.zeros(k_tasks)
-        _scan_packed_range(keys[p], 0, n, k_tasks, acc, pos, neg)
-        for k in range(k_tasks):
-            den = pos[k] * neg[k]
-            out[p, k] = acc[k] / den if den > 0 else np.nan
-
-
-@nb.njit(cache=True, inline="always")
-def _label_of(codes, row, k):
-    w = k // 16
-    b = k - 16 * w
-    return (codes[row, w] >> np.uint32(2 * b)) & np.uint32(3)
+    b = np.uint32(0) if b == np.uint32(0x80000000) else b
+    flip = np.uint32(np.int32(b) >> np.int32(31)) | np.uint32(0x80000000)
+    return b ^ flip
 
 
 @nb.njit(cache=True, inline="always")
@@ -216,9 +245,268 @@ def _ordered_u64(b):
 
 
 @nb.njit(cache=True)
-def _scan_sorted(ties, rows, m, offset, codes, weights, k_tasks, out):
-    """Mann-Whitney sum over a sorted sequence: ``ties[i]`` equal means tied scores,
-    ``offset + rows[i]`` is the row whose labels and weight are gathered."""
+def _keys_one(bits, low, packed, keys, hist):
+    """keys[i] = ordered(bits[i]) << 32 | (low[i] if packed else i); radix histograms of
+    the three score digits in the same pass (hist (3, 2048), zeroed here)."""
+    n = bits.shape[0]
+    hist[:] = 0
+    for i in range(n):
+        hi = _ordered_u32(bits[i])
+        lo = np.uint32(low[i]) if packed else np.uint32(i)
+        keys[i] = (np.uint64(hi) << np.uint64(32)) | np.uint64(lo)
+        hist[0, hi & np.uint32(2047)] += 1
+        hist[1, (hi >> np.uint32(11)) & np.uint32(2047)] += 1
+        hist[2, hi >> np.uint32(22)] += 1
+
+
+@nb.njit(cache=True)
+def _radix_hist(keys, hist):
+    hist[:] = 0
+    for i in range(keys.shape[0]):
+        hi = np.uint32(keys[i] >> np.uint64(32))
+        hist[0, hi & np.uint32(2047)] += 1
+        hist[1, (hi >> np.uint32(11)) & np.uint32(2047)] += 1
+        hist[2, hi >> np.uint32(22)] += 1
+
+
+@nb.njit(cache=True)
+def _radix_sort(keys, tmp, hist):
+    """Stable LSD radix sort of uint64 keys on their high 32 bits, ``hist`` from
+    :func:`_keys_one` / :func:`_radix_hist`.  Passes whose digit is constant are skipped.
+    Returns True when the sorted keys are in ``tmp`` (an odd number of passes ran)."""
+    n = keys.shape[0]
+    src = keys
+    dst = tmp
+    swapped = False
+    for p in range(3):
+        if n == 0:
+            break
+        shift = np.uint64(32 + 11 * p)
+        h = hist[p]
+        if h[np.int64((src[0] >> shift) & np.uint64(2047))] == n:
+            continue  # every key has this digit: the pass would not move anything
+        s = 0
+        for d in range(2048):
+            c = h[d]
+            h[d] = s
+            s += c
+        for i in range(n):
+            k = src[i]
+            d = np.int64((k >> shift) & np.uint64(2047))
+            dst[h[d]] = k
+            h[d] += 1
+        t = src
+        src = dst
+        dst = t
+        swapped = not swapped
+    return swapped
+
+
+@nb.njit(cache=True)
+def _radix_from_bits(bits, low, packed, keys, tmp, hist):
+    """Keys ``ordered(bits) << 32 | (low or row)`` radix-sorted in one go: a histogram
+    pass over the scores, then the first non-constant digit's pass builds each key as it
+    scatters it (the unsorted keys are never written).  Returns True when the sorted keys
+    are in ``tmp``, False when in ``keys``."""
+    n = bits.shape[0]
+    hist[:] = 0
+    for i in range(n):
+        hi = _ordered_u32(bits[i])
+        hist[0, hi & np.uint32(2047)] += 1
+        hist[1, (hi >> np.uint32(11)) & np.uint32(2047)] += 1
+        hist[2, hi >> np.uint32(22)] += 1
+    first = -1
+    if n > 0:
+        h0 = _ordered_u32(bits[0])
+        for p in range(3):
+            d = np.int64((h0 >> np.uint32(11 * p)) & np.uint32(2047))
+            if hist[p, d] != n:
+                first = p
+                break
+    if first < 0:  # every score equal: any order is sorted
+        for i in range(n):
+            lo = np.uint32(low[i]) if packed else np.uint32(i)
+            keys[i] = (np.uint64(_ordered_u32(bits[i])) << np.uint64(32)) | np.uint64(lo)
+        return False
+    h = hist[first]
+    s = 0
+    for d in range(2048):
+        c = h[d]
+        h[d] = s
+        s += c
+    shift = np.uint32(11 * first)
+    for i in range(n):
+        hi = _ordered_u32(bits[i])
+        lo = np.uint32(low[i]) if packed else np.uint32(i)
+        d = np.int64((hi >> shift) & np.uint32(2047))
+        tmp[h[d]] = (np.uint64(hi) << np.uint64(32)) | np.uint64(lo)
+        h[d] += 1
+    src = tmp
+    dst = keys
+    swapped = True
+    for p in range(first + 1, 3):
+        shift64 = np.uint64(32 + 11 * p)
+        hp = hist[p]
+        if hp[np.int64((src[0] >> shift64) & np.uint64(2047))] == n:
+            continue
+        s = 0
+        for d in range(2048):
+            c = hp[d]
+            hp[d] = s
+            s += c
+        for i in range(n):
+            k = src[i]
+            d = np.int64((k >> shift64) & np.uint64(2047))
+            dst[hp[d]] = k
+            hp[d] += 1
+        t = src
+        src = dst
+        dst = t
+        swapped = not swapped
+    return swapped
+
+
+# --------------------------------------------------------------------------- scans
+@nb.njit(cache=True)
+def _scan_packed(keys, k_tasks, out):
+    """Sorted packed keys (label code in the low half) -> AUC of every task into out (K,).
+
+    Branch-light and sequential: one pass over the keys per 4 tasks, every counter a
+    scalar (registers), per row and task four integer adds; the only branch is the
+    (well-predicted) start of a tie block, where the block-start counts are taken."""
+    n = keys.shape[0]
+    for q in range((k_tasks + 3) // 4):
+        sh = np.uint64(8 * q)
+        n0 = n1 = n2 = n3 = 0
+        p0 = p1 = p2 = p3 = 0
+        s0 = s1 = s2 = s3 = 0
+        t0 = t1 = t2 = t3 = 0
+        a0 = a1 = a2 = a3 = 0
+        b0 = b1 = b2 = b3 = 0
+        prev = np.uint64(0xFFFFFFFFFFFFFFFF)
+        for i in range(n):
+            key = keys[i]
+            hi = key >> np.uint64(32)
+            if hi != prev:
+                s0 = n0
+                s1 = n1
+                s2 = n2
+                s3 = n3
+                t0 = p0
+                t1 = p1
+                t2 = p2
+                t3 = p3
+                prev = hi
+            c = np.int64((key >> sh) & np.uint64(0xFF))
+            p = (c >> 1) & 1
+            m = (c & 1) - p
+            a0 += p * s0
+            b0 += m * t0
+            n0 += m
+            p0 += p
+            p = (c >> 3) & 1
+            m = ((c >> 2) & 1) - p
+            a1 += p * s1
+            b1 += m * t1
+            n1 += m
+            p1 += p
+            p = (c >> 5) & 1
+            m = ((c >> 4) & 1) - p
+            a2 += p * s2
+            b2 += m * t2
+            n2 += m
+            p2 += p
+            p = (c >> 7) & 1
+            m = ((c >> 6) & 1) - p
+            a3 += p * s3
+            b3 += m * t3
+            n3 += m
+            p3 += p
+        res = ((a0, b0, n0, p0), (a1, b1, n1, p1), (a2, b2, n2, p2), (a3, b3, n3, p3))
+        for j in range(4):
+            k = 4 * q + j
+            if k < k_tasks:
+                a, b, nn, pp = res[j]
+                den = pp * nn
+                out[k] = (a + (den - b)) / (2.0 * den) if den > 0 else np.nan
+
+
+@nb.njit(cache=True)
+def _scan_gather(keys, rows_off, codes, weights, weighted, k_tasks, out):
+    """Sorted keys (row index in the low half, plus ``rows_off``): labels and weights are
+    gathered.  Any number of tasks, 4 per pass; float accumulators (exact integers when
+    unweighted)."""
+    n = keys.shape[0]
+    for q in range((k_tasks + 3) // 4):
+        word = q // 4
+        sh = np.uint32(8 * (q % 4))
+        n0 = n1 = n2 = n3 = 0.0
+        p0 = p1 = p2 = p3 = 0.0
+        s0 = s1 = s2 = s3 = 0.0
+        t0 = t1 = t2 = t3 = 0.0
+        a0 = a1 = a2 = a3 = 0.0
+        b0 = b1 = b2 = b3 = 0.0
+        prev = np.uint64(0xFFFFFFFFFFFFFFFF)
+        for i in range(n):
+            key = keys[i]
+            hi = key >> np.uint64(32)
+            if hi != prev:
+                s0 = n0
+                s1 = n1
+                s2 = n2
+                s3 = n3
+                t0 = p0
+                t1 = p1
+                t2 = p2
+                t3 = p3
+                prev = hi
+            row = rows_off + np.int64(key & np.uint64(0xFFFFFFFF))
+            w = weights[row] if weighted else 1.0
+            c = np.int64((codes[row, word] >> sh) & np.uint32(0xFF))
+            p = w * ((c >> 1) & 1)
+            m = w * (c & 1) - p
+            a0 += p * s0
+            b0 += m * t0
+            n0 += m
+            p0 += p
+            p = w * ((c >> 3) & 1)
+            m = w * ((c >> 2) & 1) - p
+            a1 += p * s1
+            b1 += m * t1
+            n1 += m
+            p1 += p
+            p = w * ((c >> 5) & 1)
+            m = w * ((c >> 4) & 1) - p
+            a2 += p * s2
+            b2 += m * t2
+            n2 += m
+            p2 += p
+            p = w * ((c >> 7) & 1)
+            m = w * ((c >> 6) & 1) - p
+            a3 += p * s3
+            b3 += m * t3
+            n3 += m
+            p3 += p
+        res = ((a0, b0, n0, p0), (a1, b1, n1, p1), (a2, b2, n2, p2), (a3, b3, n3, p3))
+        for j in range(4):
+            k = 4 * q + j
+            if k < k_tasks:
+                a, b, nn, pp = res[j]
+                den = pp * nn
+                out[k] = (a + (den - b)) / (2.0 * den) if den > 0 else np.nan
+
+
+@nb.njit(cache=True, inline="always")
+def _label_of(codes, row, k):
+    w = k // 16
+    b = k - 16 * w
+    return (codes[row, w] >> np.uint32(2 * b)) & np.uint32(3)
+
+
+@nb.njit(cache=True)
+def _scan_sorted(ties, rows, m, offset, codes, weights, weighted, k_tasks, out):
+    """Mann-Whitney sum over a sorted sequence (float64 path): ``ties[i]`` equal means
+    tied scores, ``offset + rows[i]`` is the row whose labels and weight are gathered."""
     pos_b = np.zeros(k_tasks)
     neg_b = np.zeros(k_tasks)
     neg_below = np.zeros(k_tasks)
@@ -233,7 +521,7 @@ def _scan_sorted(ties, rows, m, offset, codes, weights, k_tasks, out):
         j = i
         while j < m and ties[j] == hi:
             row = offset + rows[j]
-            w = weights[row]
+            w = weights[row] if weighted else 1.0
             for k in range(k_tasks):
                 c = _label_of(codes, row, k)
                 if c == 3:
@@ -251,18 +539,69 @@ def _scan_sorted(ties, rows, m, offset, codes, weights, k_tasks, out):
         out[k] = acc[k] / den if den > 0 else np.nan
 
 
-@nb.njit(cache=True, parallel=True)
-def _scan_indexed(keys, codes, weights, k_tasks, out):
-    """Sorted keys carry the row index in their low half; labels and weights are gathered."""
-    p_n, n = keys.shape
-    for p in nb.prange(p_n):
-        ties = keys[p] >> np.uint64(32)
-        rows = (keys[p] & np.uint64(0xFFFFFFFF)).astype(np.int64)
-        _scan_sorted(ties, rows, n, 0, codes, weights, k_tasks, out[p])
+# --------------------------------------------------------------------------- batch AUC
+@nb.njit(cache=True)
+def _auc_one(bits, low, codes, weights, weighted, packed, k_tasks, keys, tmp, hist, out):
+    """One candidate end to end: keys + histograms, radix sort, scan."""
+    s = tmp if _radix_from_bits(bits, low, packed, keys, tmp, hist) else keys
+    if packed:
+        _scan_packed(s, k_tasks, out)
+    else:
+        _scan_gather(s, 0, codes, weights, weighted, k_tasks, out)
 
 
 @nb.njit(cache=True, parallel=True)
-def _scan_order(order, bits, codes, weights, k_tasks, out):
+def _auc_radix_par(bits, low, codes, weights, weighted, packed, k_tasks, keys, tmp, hist, out):
+    """Candidates spread over the T scratch slots (T = threads), one slot per thread."""
+    p_n = bits.shape[0]
+    t_n = keys.shape[0]
+    for t in nb.prange(t_n):
+        for p in range(t, p_n, t_n):
+            _auc_one(bits[p], low, codes, weights, weighted, packed, k_tasks, keys[t], tmp[t], hist[t], out[p])
+
+
+@nb.njit(cache=True)
+def _auc_radix_ser(bits, low, codes, weights, weighted, packed, k_tasks, keys, tmp, hist, out):
+    for p in range(bits.shape[0]):
+        _auc_one(bits[p], low, codes, weights, weighted, packed, k_tasks, keys[0], tmp[0], hist[0], out[p])
+
+
+@nb.njit(cache=True, parallel=True)
+def _keys_rows_par(bits, low, packed, keys):
+    for p in nb.prange(bits.shape[0]):
+        for i in range(bits.shape[1]):
+            lo = np.uint32(low[i]) if packed else np.uint32(i)
+            keys[p, i] = (np.uint64(_ordered_u32(bits[p, i])) << np.uint64(32)) | np.uint64(lo)
+
+
+@nb.njit(cache=True)
+def _keys_rows_ser(bits, low, packed, keys):
+    for p in range(bits.shape[0]):
+        for i in range(bits.shape[1]):
+            lo = np.uint32(low[i]) if packed else np.uint32(i)
+            keys[p, i] = (np.uint64(_ordered_u32(bits[p, i])) << np.uint64(32)) | np.uint64(lo)
+
+
+@nb.njit(cache=True, parallel=True)
+def _scan_rows_par(keys, codes, weights, weighted, packed, k_tasks, out):
+    for p in nb.prange(keys.shape[0]):
+        if packed:
+            _scan_packed(keys[p], k_tasks, out[p])
+        else:
+            _scan_gather(keys[p], 0, codes, weights, weighted, k_tasks, out[p])
+
+
+@nb.njit(cache=True)
+def _scan_rows_ser(keys, codes, weights, weighted, packed, k_tasks, out):
+    for p in range(keys.shape[0]):
+        if packed:
+            _scan_packed(keys[p], k_tasks, out[p])
+        else:
+            _scan_gather(keys[p], 0, codes, weights, weighted, k_tasks, out[p])
+
+
+@nb.njit(cache=True, parallel=True)
+def _scan_order(order, bits, codes, weights, weighted, k_tasks, out):
     """float64 path: ``order`` is an argsort of each row of the scores, ``bits`` their
     float64 bit patterns."""
     p_n, n = order.shape
@@ -270,110 +609,185 @@ def _scan_order(order, bits, codes, weights, k_tasks, out):
         ties = np.empty(n, dtype=np.uint64)
         for i in range(n):
             ties[i] = _ordered_u64(bits[p, order[p, i]])
-        _scan_sorted(ties, order[p], n, 0, codes, weights, k_tasks, out[p])
+        _scan_sorted(ties, order[p], n, 0, codes, weights, weighted, k_tasks, out[p])
 
 
-@nb.njit(cache=True)
-def _group_auc_one(bits_p, start, stop, codes, weights, k_tasks, keys, use_keys, out_g):
-    """AUC of every task inside rows [start, stop) for one candidate (NaN if one class)."""
-    m = stop - start
-    if use_keys:  # float32 scores: packed (score, local row) keys
-        for i in range(m):
-            keys[i] = (np.uint64(_ordered_u32(bits_p[start + i])) << np.uint64(32)) | np.uint64(i)
-        if m <= 32:  # insertion sort: groups are usually small
-            for i in range(1, m):
-                x = keys[i]
-                j = i - 1
-                while j >= 0 and keys[j] > x:
-                    keys[j + 1] = keys[j]
-                    j -= 1
-                keys[j + 1] = x
-        else:
-            keys[:m] = np.sort(keys[:m])
-        ties = keys[:m] >> np.uint64(32)
-        rows = (keys[:m] & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    else:  # float64 scores that float32 cannot hold exactly
-        ties = np.empty(m, dtype=np.uint64)
-        for i in range(m):
-            ties[i] = _ordered_u64(bits_p[start + i])
-        rows = np.argsort(ties, kind="mergesort").astype(np.int64)
-        ties = ties[rows]
-    _scan_sorted(ties, rows, m, start, codes, weights, k_tasks, out_g)
+# kept for callers that build (score, row) keys themselves (the bootstrap)
+@nb.njit(cache=True, parallel=True)
+def _keys_indexed(bits, out):
+    p_n, n = bits.shape
+    for p in nb.prange(p_n):
+        for i in range(n):
+            out[p, i] = (np.uint64(_ordered_u32(bits[p, i])) << np.uint64(32)) | np.uint64(i)
 
 
 @nb.njit(cache=True, parallel=True)
-def _group_aucs(bits, offsets, codes, weights, group_w, k_tasks, max_group, use_keys, out):
-    """Per-group AUC of every task, out (P, G, K), 0 where the group does not count
-    (group_w == 0).  bits (P, N): float32 (use_keys) or float64 score bits in grouped row
-    order.  Work is split over (candidate, block of 256 groups) pairs."""
-    p_n = bits.shape[0]
-    g_n = offsets.shape[0] - 1
-    chunk = 256
-    n_chunks = (g_n + chunk - 1) // chunk
-    for t in nb.prange(p_n * n_chunks):
-        p = t // n_chunks
-        c = t - p * n_chunks
-        keys = np.empty(max_group, dtype=np.uint64)
-        auc_g = np.empty(k_tasks)
-        for g in range(c * chunk, min(g_n, (c + 1) * chunk)):
-            has = False
-            for k in range(k_tasks):
-                out[p, g, k] = 0.0
-                if group_w[g, k] > 0:
-                    has = True
-            if not has:
-                continue
-            _group_auc_one(bits[p], offsets[g], offsets[g + 1], codes, weights, k_tasks, keys, use_keys, auc_g)
-            for k in range(k_tasks):
-                if group_w[g, k] > 0:
-                    out[p, g, k] = auc_g[k]
+def _radix_rows(keys, tmp):
+    for p in nb.prange(keys.shape[0]):
+        hist = np.empty((3, 2048), dtype=np.int64)
+        _radix_hist(keys[p], hist)
+        if _radix_sort(keys[p], tmp[p], hist):
+            keys[p, :] = tmp[p]
 
 
-# --------------------------------------------------------------------------- sorting
+# --------------------------------------------------------------------------- sort choice
 _POOL: ThreadPoolExecutor | None = None
+_CHOICE: dict[int, str] = {}
+_CHOICE_LOCK = threading.Lock()
+_MIN_MEASURED = 1 << 14  # below this the sorts cost microseconds: numpy's, no measuring
+
+
+def _threads() -> int:
+    return max(1, int(nb.get_num_threads()))
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="ft-sort")
+    return _POOL
+
+
+def _np_sort_rows(keys: np.ndarray, parallel: bool) -> None:
+    """Sort each row of a (P, N) uint64 array in place; numpy's sort releases the GIL."""
+    if keys.shape[0] <= 1 or not parallel:
+        keys.sort(axis=1)
+    else:
+        list(_pool().map(lambda i: keys[i].sort(), range(keys.shape[0])))
+
+
+def _size_class(n: int) -> int:
+    return min(24, max(14, int(n).bit_length()))
+
+
+def _cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fusiontune" / "sort-choice.json"
+
+
+def _machine_key() -> str:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        import platform
+
+        model = platform.processor() or platform.machine()
+    return f"{model}|numpy {np.__version__}|numba {nb.__version__}"
+
+
+def _measure(cls: int) -> str:
+    """Median time of np.sort vs the radix sort on 2**cls random packed keys."""
+    n = 1 << min(cls, 21)
+    rng = np.random.default_rng(12345)
+    s = rng.standard_normal(n).astype(np.float32)
+    keys = np.empty(n, dtype=np.uint64)
+    tmp = np.empty(n, dtype=np.uint64)
+    hist = np.empty((3, 2048), dtype=np.int64)
+    low = rng.integers(0, 256, n).astype(np.uint32)
+    bits = s.view(np.uint32)
+    _keys_one(bits, low, True, keys, hist)
+    base = keys.copy()
+
+    def radix():
+        keys[:] = base
+        _radix_hist(keys, hist)
+        _radix_sort(keys, tmp, hist)
+
+    def numpy_():
+        keys[:] = base
+        keys.sort()
+
+    t = {"radix": [], "numpy": []}
+    radix(), numpy_()  # compile / warm
+    for _ in range(5):  # CPU time of this thread: robust to other processes on a shared machine
+        for name, fn in (("radix", radix), ("numpy", numpy_)):
+            t0 = time.thread_time()
+            fn()
+            t[name].append(time.thread_time() - t0)
+    return "radix" if np.median(t["radix"]) < np.median(t["numpy"]) else "numpy"
+
+
+def sort_choice(n: int) -> str:
+    """``"radix"`` or ``"numpy"``: the faster sort of ``n`` packed keys on this machine.
+
+    Measured once per size class (powers of two) at first use, remembered in the process
+    and in ``$XDG_CACHE_HOME/fusiontune/sort-choice.json`` (keyed by CPU model, numpy and
+    numba versions).  ``FUSIONTUNE_SORT=radix|numpy`` overrides it."""
+    forced = os.environ.get("FUSIONTUNE_SORT", "").strip().lower()
+    if forced in ("radix", "numpy"):
+        return forced
+    if n < _MIN_MEASURED:
+        return "numpy"
+    cls = _size_class(n)
+    got = _CHOICE.get(cls)
+    if got is not None:
+        return got
+    with _CHOICE_LOCK:
+        if cls in _CHOICE:
+            return _CHOICE[cls]
+        path, mkey = _cache_file(), _machine_key()
+        disk: dict = {}
+        try:
+            disk = json.loads(path.read_text())
+            got = disk.get(mkey, {}).get(str(cls))
+        except (OSError, ValueError, AttributeError):
+            disk = {}
+        if got not in ("radix", "numpy"):
+            got = _measure(cls)
+            try:
+                disk = disk if isinstance(disk, dict) else {}
+                disk.setdefault(mkey, {})[str(cls)] = got
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(disk, indent=1, sort_keys=True))
+                os.replace(tmp, path)
+            except OSError:
+                pass  # a read-only home only costs the measurement next time
+        _CHOICE[cls] = got
+        return got
+
+
+def sort_keys(keys: np.ndarray, method: str = "auto", parallel: bool = True) -> None:
+    """Sort each row of (P, N) uint64 keys in place by their high 32 bits (stable for the
+    radix sort, a full sort for numpy's; both give the same order of the high halves)."""
+    if method == "auto":
+        method = sort_choice(keys.shape[1])
+    if method == "radix":
+        _radix_rows(keys, np.empty_like(keys))
+    elif method == "numpy":
+        _np_sort_rows(keys, parallel)
+    else:
+        raise ValueError(f"sort method must be 'auto', 'radix' or 'numpy', got {method!r}")
 
 
 def _sort_rows(keys: np.ndarray) -> None:
-    """Sort each row of a (P, N) uint64 array in place; numpy's sort releases the GIL."""
-    global _POOL
-    p = keys.shape[0]
-    workers = min(p, os.cpu_count() or 1)
-    if workers <= 1:
-        keys.sort(axis=1)
-        return
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="ft-sort")
-    list(_POOL.map(lambda i: keys[i].sort(), range(p)))
+    """Sort each row of a (P, N) uint64 array in place (the bootstrap's entry point)."""
+    sort_keys(keys, "auto", True)
 
 
 # --------------------------------------------------------------------------- public API
-class _threads_for:
-    """Run numba kernels on one thread for a single candidate, on all for a batch.
-
-    Splitting one candidate's scan across threads gains little (the sort dominates) and
-    loses badly when the cores are busy: OpenMP regions wait for the slowest thread.  A
-    batch parallelises over whole candidates instead.
-    """
-
-    def __init__(self, n_candidates: int):
-        self.serial = n_candidates <= 1
-
-    def __enter__(self):
-        if self.serial:
-            self.before = nb.get_num_threads()
-            nb.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        if self.serial:
-            nb.set_num_threads(self.before)
+def _want_parallel(parallel: bool | None, p: int) -> bool:
+    return p > 1 if parallel is None else bool(parallel)
 
 
-def _prepare(labels, weights):
-    labels = np.asarray(labels)
-    if labels.ndim == 1:
-        labels = labels[:, None]
-    codes = encode_labels(labels)
-    n, k = labels.shape
+def _prepare(labels, weights, label_codes=None):
+    if label_codes is not None:
+        c8 = np.asarray(label_codes)
+        if c8.ndim == 1:
+            c8 = c8[:, None]
+        codes = pack_label_codes(c8)
+        n, k = c8.shape
+    else:
+        labels = np.asarray(labels)
+        if labels.ndim == 1:
+            labels = labels[:, None]
+        codes = encode_labels(labels)
+        n, k = labels.shape
     if weights is not None:
         weights = np.asarray(weights, dtype=np.float64)
         if weights.shape != (n,):
@@ -383,38 +797,137 @@ def _prepare(labels, weights):
     return codes, n, k, weights
 
 
-class AucPlan:
-    """Labels (and weights) encoded once; call it with many score matrices."""
+class _Scratch:
+    """Per-thread key buffers reused across calls (a search calls a plan thousands of
+    times); a concurrent caller gets fresh buffers instead of waiting."""
 
-    def __init__(self, labels, weights=None):
-        self.codes, self.n, self.k, self.weights = _prepare(labels, weights)
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.arrays: tuple | None = None
+
+    def get(self, slots: int, n: int):
+        a = self.arrays
+        if a is None or a[0].shape[0] < slots or a[0].shape[1] != n:
+            a = (np.empty((slots, n), dtype=np.uint64), np.empty((slots, n), dtype=np.uint64),
+                 np.empty((slots, 3, 2048), dtype=np.int64))
+            self.arrays = a
+        return a[0][:slots], a[1][:slots], a[2][:slots]
+
+    def release(self):
+        self.arrays = None
+
+
+class AucPlan:
+    """Labels (and weights) encoded once; call it with many score matrices.
+
+    ``sort``: ``"auto"`` (the faster on this machine, :func:`sort_choice`), ``"radix"`` or
+    ``"numpy"``."""
+
+    def __init__(self, labels=None, weights=None, *, label_codes=None, sort: str = "auto"):
+        if sort not in ("auto", "radix", "numpy"):
+            raise ValueError(f"sort must be 'auto', 'radix' or 'numpy', got {sort!r}")
+        self.codes, self.n, self.k, self.weights = _prepare(labels, weights, label_codes)
         if self.n >= 2**32:
             raise ValueError("more than 2**32 rows is not supported")
-        self._w = self.weights if self.weights is not None else np.ones(self.n)
+        self.sort = sort
+        self.packed = self.weights is None and self.codes.shape[1] == 1
+        self._low = self.codes[:, 0] if self.packed else np.zeros(1, dtype=np.uint32)
+        self._w = self.weights if self.weights is not None else np.ones(1)
+        self._scratch = _Scratch()
 
-    def __call__(self, scores) -> np.ndarray:
+    def __call__(self, scores, parallel: bool | None = None) -> np.ndarray:
         s, one, exact32 = _as_score_matrix(scores, self.n)
-        out = np.empty((s.shape[0], self.k))
-        with _threads_for(s.shape[0]):
-            if exact32:
-                keys = np.empty(s.shape, dtype=np.uint64)
-                if self.weights is None and self.codes.shape[1] == 1:
-                    _keys_packed(s.view(np.uint32), self.codes[:, 0], keys)
-                    _sort_rows(keys)
-                    _scan_packed(keys, self.k, out)
-                else:
-                    _keys_indexed(s.view(np.uint32), keys)
-                    _sort_rows(keys)
-                    _scan_indexed(keys, self.codes, self._w, self.k, out)
+        p = s.shape[0]
+        out = np.empty((p, self.k))
+        par = _want_parallel(parallel, p)
+        if not exact32:
+            order = np.argsort(s, axis=1, kind="stable")
+            _scan_order(order, s.view(np.uint64), self.codes, self._w, self.weights is not None, self.k, out)
+            return out[0] if one else out
+        method = self.sort if self.sort != "auto" else sort_choice(self.n)
+        slots = min(p, _threads()) if par else 1
+        if not self._scratch.lock.acquire(blocking=False):
+            scratch = _Scratch()
+        else:
+            scratch = self._scratch
+        try:
+            keys, tmp, hist = scratch.get(slots, self.n)
+            bits = s.view(np.uint32)
+            weighted = self.weights is not None
+            if method == "radix":
+                fn = _auc_radix_par if par else _auc_radix_ser
+                fn(bits, self._low, self.codes, self._w, weighted, self.packed, self.k, keys, tmp, hist, out)
             else:
-                order = np.argsort(s, axis=1, kind="stable")
-                _scan_order(order, s.view(np.uint64), self.codes, self._w, self.k, out)
+                mk = _keys_rows_par if par else _keys_rows_ser
+                sc = _scan_rows_par if par else _scan_rows_ser
+                for c in range(0, p, slots):
+                    kk = keys[:min(slots, p - c)]
+                    mk(bits[c:c + slots], self._low, self.packed, kk)
+                    _np_sort_rows(kk, par)
+                    sc(kk, self.codes, self._w, weighted, self.packed, self.k, out[c:c + slots])
+        finally:
+            if scratch is self._scratch:
+                self._scratch.lock.release()
         return out[0] if one else out
+
+    def release(self) -> None:
+        """Drop the reused key buffers (16 bytes per row per thread)."""
+        self._scratch.release()
 
 
 def auc(scores, labels, weights=None) -> np.ndarray:
     """Exact per-task AUC of one or many score vectors.  See the module docstring."""
-    return AucPlan(labels, weights)(scores)
+    plan = AucPlan(labels, weights)
+    return plan(scores)
+
+
+# --------------------------------------------------------------------------- groups
+@nb.njit(cache=True)
+def _group_runs(g, n_ids):
+    """One pass over integer codes in [0, n_ids): run starts, and whether every id forms
+    a single run (rows already grouped)."""
+    n = g.shape[0]
+    seen = np.zeros(n_ids, dtype=np.bool_)
+    starts = np.empty(n + 1, dtype=np.int64)
+    m = 0
+    contiguous = True
+    for i in range(n):
+        if i == 0 or g[i] != g[i - 1]:
+            v = g[i]
+            if seen[v]:
+                contiguous = False
+            seen[v] = True
+            starts[m] = i
+            m += 1
+    starts[m] = n
+    return starts[:m + 1], contiguous
+
+
+@nb.njit(cache=True)
+def _group_perm(g, n_ids):
+    """Stable counting sort of rows by integer code: (perm, offsets over present ids)."""
+    n = g.shape[0]
+    cnt = np.zeros(n_ids + 1, dtype=np.int64)
+    for i in range(n):
+        cnt[g[i] + 1] += 1
+    m = 0
+    for v in range(n_ids):
+        if cnt[v + 1] > 0:
+            m += 1
+    offsets = np.empty(m + 1, dtype=np.int64)
+    offsets[0] = 0
+    j = 0
+    for v in range(n_ids):
+        if cnt[v + 1] > 0:
+            offsets[j + 1] = offsets[j] + cnt[v + 1]
+            j += 1
+        cnt[v + 1] += cnt[v]
+    perm = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        v = g[i]
+        perm[cnt[v]] = i
+        cnt[v] += 1
+    return perm, offsets
 
 
 @dataclass(frozen=True)
@@ -438,16 +951,22 @@ class GroupIndex:
         n = g.shape[0]
         if n == 0:
             return cls(None, np.zeros(1, dtype=np.int64), 0)
-        change = np.flatnonzero(g[1:] != g[:-1]) + 1
-        starts = np.concatenate([[0], change])
-        run_vals = g[starts]
-        if np.unique(run_vals).shape[0] == run_vals.shape[0]:  # already contiguous
-            return cls(None, np.concatenate([starts, [n]]).astype(np.int64), n)
-        perm = np.argsort(g, kind="stable")
-        sg = g[perm]
-        change = np.flatnonzero(sg[1:] != sg[:-1]) + 1
-        offsets = np.concatenate([[0], change, [n]]).astype(np.int64)
-        return cls(perm.astype(np.int64), offsets, n)
+        if g.dtype.kind in "iub":
+            lo, hi = int(g.min()), int(g.max())
+            if lo >= 0 and hi < max(2 * n, 1 << 16):
+                codes, n_ids = g, hi + 1  # small non-negative integers: codes already
+            else:
+                codes = np.unique(g, return_inverse=True)[1].reshape(-1)
+                n_ids = int(codes.max()) + 1
+        else:
+            codes = np.unique(g, return_inverse=True)[1].reshape(-1)
+            n_ids = int(codes.max()) + 1
+        codes = np.ascontiguousarray(codes)
+        starts, contiguous = _group_runs(codes, n_ids)
+        if contiguous:
+            return cls(None, starts, n)
+        perm, offsets = _group_perm(codes, n_ids)
+        return cls(perm, offsets, n)
 
     @property
     def n_groups(self) -> int:
@@ -458,48 +977,155 @@ class GroupIndex:
 
 
 @nb.njit(cache=True)
-def _group_stats(offsets, codes, weights, k_tasks, weighting, out):
-    """out[g, k] = GAUC weight of group g for task k, 0 when it lacks a class."""
+def _group_stats(offsets, codes, weights, weighted, k_tasks, weighting, out):
+    """out[g, k] = GAUC weight of group g for task k, 0 when it lacks a class.  One pass."""
     g_n = offsets.shape[0] - 1
+    pos = np.zeros(k_tasks)
+    neg = np.zeros(k_tasks)
+    npos = np.zeros(k_tasks, dtype=np.int64)
+    nneg = np.zeros(k_tasks, dtype=np.int64)
     for g in range(g_n):
-        for k in range(k_tasks):
-            pos = 0.0
-            neg = 0.0
-            npos = 0
-            nneg = 0
-            for row in range(offsets[g], offsets[g + 1]):
+        pos[:] = 0.0
+        neg[:] = 0.0
+        npos[:] = 0
+        nneg[:] = 0
+        for row in range(offsets[g], offsets[g + 1]):
+            w = weights[row] if weighted else 1.0
+            for k in range(k_tasks):
                 c = _label_of(codes, row, k)
-                if c == 3:
-                    pos += weights[row]
-                    npos += 1
-                elif c == 1:
-                    neg += weights[row]
-                    nneg += 1
-            if npos == 0 or nneg == 0 or pos <= 0 or neg <= 0:
+                p = c >> np.uint32(1)
+                o = c & np.uint32(1)
+                pos[k] += w * p
+                neg[k] += w * (o - p)
+                npos[k] += p
+                nneg[k] += o - p
+        for k in range(k_tasks):
+            if npos[k] == 0 or nneg[k] == 0 or pos[k] <= 0 or neg[k] <= 0:
                 out[g, k] = 0.0
             elif weighting == 0:
-                out[g, k] = pos + neg
+                out[g, k] = pos[k] + neg[k]
             elif weighting == 1:
-                out[g, k] = pos
+                out[g, k] = pos[k]
             else:
                 out[g, k] = 1.0
+
+
+@nb.njit(cache=True)
+def _group_auc_one(bits_p, start, stop, codes, weights, weighted, packed, k_tasks, keys, tmp, use_keys, out_g):
+    """AUC of every task inside rows [start, stop) for one candidate (NaN if one class)."""
+    m = stop - start
+    if use_keys:  # float32 scores: (score, code) or (score, local row) keys
+        for i in range(m):
+            lo = codes[start + i, 0] if packed else np.uint32(i)
+            keys[i] = (np.uint64(_ordered_u32(bits_p[start + i])) << np.uint64(32)) | np.uint64(lo)
+        if m <= 48:  # insertion sort: groups are usually small
+            for i in range(1, m):
+                x = keys[i]
+                j = i - 1
+                while j >= 0 and keys[j] > x:
+                    keys[j + 1] = keys[j]
+                    j -= 1
+                keys[j + 1] = x
+            s = keys[:m]
+        else:
+            hist = np.empty((3, 2048), dtype=np.int64)
+            _radix_hist(keys[:m], hist)
+            s = tmp[:m] if _radix_sort(keys[:m], tmp[:m], hist) else keys[:m]
+        if packed:
+            _scan_packed(s, k_tasks, out_g)
+        else:
+            _scan_gather(s, start, codes, weights, weighted, k_tasks, out_g)
+    else:  # float64 scores that float32 cannot hold exactly
+        ties = np.empty(m, dtype=np.uint64)
+        for i in range(m):
+            ties[i] = _ordered_u64(bits_p[start + i])
+        rows = np.argsort(ties, kind="mergesort").astype(np.int64)
+        ties = ties[rows]
+        _scan_sorted(ties, rows, m, start, codes, weights, weighted, k_tasks, out_g)
+
+
+_GROUP_CHUNK = 512
+
+
+@nb.njit(cache=True)
+def _group_chunk(bits, offsets, codes, weights, weighted, packed, group_w, k_tasks, use_keys, reduce,
+                 p, c, keys, tmp, auc_g, out):
+    g_n = offsets.shape[0] - 1
+    g1 = min(g_n, (c + 1) * _GROUP_CHUNK)
+    for g in range(c * _GROUP_CHUNK, g1):
+        has = False
+        for k in range(k_tasks):
+            if group_w[g, k] > 0:
+                has = True
+        if not reduce:
+            for k in range(k_tasks):
+                out[p, g, k] = 0.0
+        if not has:
+            continue
+        _group_auc_one(bits[p], offsets[g], offsets[g + 1], codes, weights, weighted, packed, k_tasks, keys,
+                       tmp, use_keys, auc_g)
+        for k in range(k_tasks):
+            if group_w[g, k] > 0:
+                if reduce:
+                    out[p, c, k] += group_w[g, k] * auc_g[k]
+                else:
+                    out[p, g, k] = auc_g[k]
+
+
+@nb.njit(cache=True, parallel=True)
+def _group_aucs_par(bits, offsets, codes, weights, weighted, packed, group_w, k_tasks, max_group, use_keys,
+                    reduce, out):
+    """Per-group AUCs, out (P, G, K) (0 where a group does not count), or with ``reduce``
+    the group-weighted partial sums per block of groups, out (P, n_blocks, K).  Work is
+    split over (candidate, block of groups) pairs."""
+    p_n = bits.shape[0]
+    g_n = offsets.shape[0] - 1
+    n_chunks = (g_n + _GROUP_CHUNK - 1) // _GROUP_CHUNK
+    for t in nb.prange(p_n * n_chunks):
+        p = t // n_chunks
+        c = t - p * n_chunks
+        keys = np.empty(max_group, dtype=np.uint64)
+        tmp = np.empty(max_group, dtype=np.uint64)
+        auc_g = np.empty(k_tasks)
+        _group_chunk(bits, offsets, codes, weights, weighted, packed, group_w, k_tasks, use_keys, reduce,
+                     p, c, keys, tmp, auc_g, out)
+
+
+@nb.njit(cache=True)
+def _group_aucs_ser(bits, offsets, codes, weights, weighted, packed, group_w, k_tasks, max_group, use_keys,
+                    reduce, out):
+    p_n = bits.shape[0]
+    g_n = offsets.shape[0] - 1
+    n_chunks = (g_n + _GROUP_CHUNK - 1) // _GROUP_CHUNK
+    keys = np.empty(max_group, dtype=np.uint64)
+    tmp = np.empty(max_group, dtype=np.uint64)
+    auc_g = np.empty(k_tasks)
+    for t in range(p_n * n_chunks):
+        p = t // n_chunks
+        c = t - p * n_chunks
+        _group_chunk(bits, offsets, codes, weights, weighted, packed, group_w, k_tasks, use_keys, reduce,
+                     p, c, keys, tmp, auc_g, out)
 
 
 class GaucPlan:
     """Everything about labels and groups that does not depend on the scores."""
 
-    def __init__(self, labels, groups, weights=None, weighting: str = "rows"):
+    def __init__(self, labels=None, groups=None, weights=None, weighting: str = "rows", *, label_codes=None):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        codes, n, k, weights = _prepare(labels, weights)
+        if groups is None:
+            raise ValueError("GAUC needs groups")
+        codes, n, k, weights = _prepare(labels, weights, label_codes)
         index = groups if isinstance(groups, GroupIndex) else GroupIndex.build(groups)
         if index.n != n:
             raise ValueError(f"groups has {index.n} rows, labels {n}")
         self.index, self.n, self.k = index, n, k
         self.codes = np.ascontiguousarray(index.take(codes))
-        self.weights = index.take(weights) if weights is not None else np.ones(n)
+        self.weighted = weights is not None
+        self._w = index.take(weights) if weights is not None else np.ones(1)
+        self.packed = not self.weighted and self.codes.shape[1] == 1
         gw = np.zeros((index.n_groups, k))
-        _group_stats(index.offsets, self.codes, self.weights, k, WEIGHTINGS.index(weighting), gw)
+        _group_stats(index.offsets, self.codes, self._w, self.weighted, k, WEIGHTINGS.index(weighting), gw)
         tot = gw.sum(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
             self.group_w = np.where(tot > 0, gw / np.where(tot > 0, tot, 1), 0.0)
@@ -507,22 +1133,34 @@ class GaucPlan:
         sizes = np.diff(index.offsets)
         self.max_group = int(sizes.max()) if sizes.size else 0
 
-    def group_aucs(self, scores, grouped: bool = False) -> np.ndarray:
-        """Per-group AUCs (P, G, K), 0 for the (group, task) pairs GAUC skips."""
+    @property
+    def weights(self) -> np.ndarray:
+        """Row weights in grouped order (ones when the plan is unweighted)."""
+        return self._w if self.weighted else np.ones(self.n)
+
+    def _run(self, scores, grouped, reduce, parallel):
         s, _, exact32 = _as_score_matrix(scores, self.n)
         if not grouped:
             s = self.index.take(s, axis=1)
         bits = np.ascontiguousarray(s).view(np.uint32 if exact32 else np.uint64)
-        out = np.empty((s.shape[0], self.index.n_groups, self.k))
-        with _threads_for(s.shape[0]):
-            _group_aucs(bits, self.index.offsets, self.codes, self.weights, self.group_w, self.k,
-                        max(self.max_group, 1), exact32, out)
+        p = s.shape[0]
+        g_n = self.index.n_groups
+        n_chunks = (g_n + _GROUP_CHUNK - 1) // _GROUP_CHUNK
+        out = np.zeros((p, n_chunks, self.k)) if reduce else np.empty((p, g_n, self.k))
+        par = (p > 1 or self.n >= 1 << 15) if parallel is None else bool(parallel)
+        fn = _group_aucs_par if par else _group_aucs_ser
+        fn(bits, self.index.offsets, self.codes, self._w, self.weighted, self.packed, self.group_w, self.k,
+           max(self.max_group, 1), exact32, reduce, out)
         return out
 
-    def __call__(self, scores, grouped: bool = False) -> np.ndarray:
+    def group_aucs(self, scores, grouped: bool = False, parallel: bool | None = None) -> np.ndarray:
+        """Per-group AUCs (P, G, K), 0 for the (group, task) pairs GAUC skips."""
+        return self._run(np.atleast_2d(scores), grouped, False, parallel)
+
+    def __call__(self, scores, grouped: bool = False, parallel: bool | None = None) -> np.ndarray:
         """GAUC per task; ``grouped=True`` means the scores are already in grouped order."""
         one = np.ndim(scores) == 1
-        out = np.einsum("pgk,gk->pk", self.group_aucs(scores, grouped), self.group_w)
+        out = self._run(scores, grouped, True, parallel).sum(axis=1)
         out[:, ~self.valid] = np.nan
         return out[0] if one else out
 

@@ -141,3 +141,146 @@ def test_bad_labels_and_nan_scores_raise():
         auc(np.array([0.1, np.nan]), np.array([[0.0], [1.0]]))
     with pytest.raises(ValueError, match="shape"):
         auc(np.zeros(3), np.zeros((4, 1)))
+
+
+# --------------------------------------------------------------------------- sort paths
+from fusiontune import metrics as M  # noqa: E402
+from fusiontune.metrics import AucPlan, pack_label_codes, sort_keys  # noqa: E402
+
+
+def adversarial_scores():
+    rng = np.random.default_rng(11)
+    n = 5000
+    tiny = np.float32(1e-45)  # smallest subnormal
+    sub = (rng.integers(-50, 50, n) * tiny).astype(np.float32)  # subnormals of both signs, and zeros
+    return {
+        "all equal": np.full(n, 0.37, dtype=np.float32),
+        "two values": np.where(rng.random(n) < 0.5, np.float32(0.25), np.float32(-3.0)),
+        "negative zero": np.where(rng.random(n) < 0.5, np.float32(-0.0), np.float32(0.0)),
+        "zeros and subnormals": sub,
+        "already sorted": np.sort(rng.standard_normal(n).astype(np.float32)),
+        "reverse sorted": np.sort(rng.standard_normal(n).astype(np.float32))[::-1].copy(),
+        "powers of two": np.ldexp(np.float32(1), rng.integers(-30, 30, n)).astype(np.float32),
+        "infinities": np.where(rng.random(n) < 0.1, np.float32(np.inf),
+                               np.where(rng.random(n) < 0.1, np.float32(-np.inf),
+                                        np.round(rng.random(n), 2).astype(np.float32))),
+    }
+
+
+def _keys(s, low=None):
+    keys = np.empty((1, s.size), dtype=np.uint64)
+    lo = np.zeros(1, dtype=np.uint32) if low is None else low.astype(np.uint32)
+    M._keys_rows_ser(s[None, :].view(np.uint32), lo, low is not None, keys)
+    return keys
+
+
+@pytest.mark.parametrize("name", list(adversarial_scores()))
+def test_every_sort_path_agrees_on_adversarial_keys(name):
+    s = adversarial_scores()[name]
+    rng = np.random.default_rng(5)
+    # (score, row) keys: numpy's full sort and the stable radix sort must give the same keys
+    by = {}
+    for method in ("radix", "numpy"):
+        k = _keys(s)
+        sort_keys(k, method)
+        by[method] = k[0]
+    np.testing.assert_array_equal(by["radix"], by["numpy"])
+    # the order of the high halves is the float order, -0.0 tied with +0.0
+    hi = by["numpy"] >> np.uint64(32)
+    assert (np.diff(hi.astype(np.int64)) >= 0).all()
+    rows = (by["numpy"] & M._LOW32).astype(np.int64)
+    fs = s[rows].astype(np.float64)
+    assert (fs[1:] >= fs[:-1]).all()
+    # (score, label code) keys: same high halves, same multiset
+    low = rng.integers(0, 256, s.size)
+    a, b = _keys(s, low), _keys(s, low)
+    sort_keys(a, "radix")
+    sort_keys(b, "numpy")
+    np.testing.assert_array_equal(a >> np.uint64(32), b >> np.uint64(32))
+    np.testing.assert_array_equal(np.sort(a[0]), b[0])
+    # the one-candidate fused path (keys built while scattering) and the batch path
+    y = (rng.random((s.size, 3)) < 0.4).astype(float)
+    y[rng.random((s.size, 3)) < 0.2] = np.nan
+    ref = ref_auc(s, y) if np.isfinite(s).all() else None
+    outs = [AucPlan(y, sort=m)(s, parallel=par) for m in ("radix", "numpy") for par in (False, True)]
+    outs += [AucPlan(y, np.ones(s.size), sort=m)(np.stack([s, s]))[1] for m in ("radix", "numpy")]
+    for o in outs:
+        np.testing.assert_allclose(o, outs[0], rtol=0, atol=1e-15, equal_nan=True)
+    if ref is not None:
+        np.testing.assert_allclose(outs[0], ref, rtol=0, atol=1e-12, equal_nan=True)
+
+
+def test_radix_sort_is_stable_and_skips_constant_digits():
+    rng = np.random.default_rng(2)
+    n = 20_000
+    hi = rng.integers(0, 7, n).astype(np.uint64) << np.uint64(40)  # digits 0 and 1 constant
+    tag = rng.permutation(n).astype(np.uint64)
+    keys = (hi << np.uint64(0)) | tag
+    want = keys[np.argsort(keys >> np.uint64(32), kind="stable")]
+    got = keys.copy()[None, :]
+    sort_keys(got, "radix")
+    np.testing.assert_array_equal(got[0], want)
+    hist = np.empty((3, 2048), dtype=np.int64)
+    M._radix_hist(keys, hist)
+    tmp = np.empty_like(keys)
+    k2 = keys.copy()
+    # only the top digit varies: exactly one pass runs, so the result lands in tmp
+    assert M._radix_sort(k2, tmp, hist)
+    np.testing.assert_array_equal(tmp, want)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cases(max_n=300, max_k=20), st.sampled_from(["radix", "numpy"]), st.booleans())
+def test_auc_every_sort_path_and_thread_mode_matches_sklearn(case, method, parallel):
+    scores, labels, weights, _ = case
+    scores = np.stack([scores, scores[::-1].copy()])
+    plan = AucPlan(labels, weights, sort=method)
+    got = plan(scores, parallel=parallel)
+    for i in range(2):
+        np.testing.assert_allclose(got[i], ref_auc(scores[i], labels, weights), rtol=0, atol=1e-12,
+                                   equal_nan=True)
+
+
+def test_large_groups_and_codes_input():
+    """Groups above the insertion-sort size use the radix sort; uint8 codes = float labels."""
+    rng = np.random.default_rng(8)
+    n = 3000
+    groups = np.repeat(np.arange(10), n // 10)
+    s = np.round(rng.random(n), 3).astype(np.float32)
+    y = (rng.random((n, 3)) < 0.3).astype(float)
+    y[rng.random((n, 3)) < 0.3] = np.nan
+    c8 = np.where(np.isnan(y), 0, np.where(y == 1, 3, 1)).astype(np.uint8)
+    np.testing.assert_array_equal(pack_label_codes(c8), encode_labels(y))
+    ref = ref_gauc(s, y, groups)
+    for par in (False, True):
+        np.testing.assert_allclose(GaucPlan(label_codes=c8, groups=groups)(s, parallel=par), ref, atol=1e-12)
+    np.testing.assert_allclose(AucPlan(label_codes=c8)(s), ref_auc(s, y), atol=1e-12)
+    with pytest.raises(ValueError, match="0, 1 or 3"):
+        pack_label_codes(np.array([[2]], dtype=np.uint8))
+
+
+def test_group_index_one_pass_matches_a_stable_sort():
+    rng = np.random.default_rng(4)
+    for g in (rng.integers(0, 50, 1000), rng.integers(-10**12, 10**12, 1000), rng.integers(0, 5, 1000) * 10**9,
+              np.array(["b", "a", "b", "c"] * 50)):
+        idx = GroupIndex.build(g)
+        perm = np.argsort(g, kind="stable")
+        _, first = np.unique(g[perm], return_index=True)
+        np.testing.assert_array_equal(idx.offsets, np.r_[first, g.size])
+        if idx.perm is not None:
+            np.testing.assert_array_equal(g[idx.perm], g[perm])
+
+
+def test_sort_choice_is_cached_outside_the_repository(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("FUSIONTUNE_SORT", raising=False)
+    monkeypatch.setattr(M, "_CHOICE", {})
+    got = M.sort_choice(1 << 16)
+    assert got in ("radix", "numpy")
+    stored = (tmp_path / "fusiontune" / "sort-choice.json").read_text()
+    assert got in stored
+    monkeypatch.setattr(M, "_measure", lambda cls: pytest.fail("measured twice"))
+    monkeypatch.setattr(M, "_CHOICE", {})
+    assert M.sort_choice(1 << 16) == got  # from the disk cache
+    monkeypatch.setenv("FUSIONTUNE_SORT", "radix")
+    assert M.sort_choice(1 << 20) == "radix"
