@@ -1,46 +1,85 @@
 """Metric-kernel speed, measured side by side in one run (not part of the test suite).
 
-    python benchmarks/bench_metrics.py [--rows 1000000] [--groups 50000] [--repeats 5]
+    python benchmarks/bench_metrics.py [--rows 1000000] [--groups 50000] [--repeats 7]
 
-1. Exact 4-task AUC on 1M rows with ties and NaN labels: ``fusiontune.metrics.auc`` vs
-   calling ``sklearn.metrics.roc_auc_score`` once per task on that task's observed rows
-   (target: >= 20x faster).  Also the weighted path and a batch of 16 candidates.
-2. GAUC on 1M rows / 50k groups / 4 tasks vs one ``np.argsort`` of 1M float64 keys
-   (target: <= 6x).  "one-shot" includes grouping the rows and preparing the labels;
-   "prepared" is what a search pays per candidate (plan built once).
+Targets of issue #10 (1M rows, 4 tasks, 10^4 distinct scores so heavy ties, NaN labels):
 
-Every timing is the median of ``--repeats`` runs after one warm-up (numba compiles on
-first use).  Results are checked against sklearn before anything is timed.
+1. AUC one-shot (``fusiontune.metrics.auc``: label encoding + plan + call) vs calling
+   ``sklearn.metrics.roc_auc_score`` once per task on its observed rows: >= 40x.
+   A planned call (``AucPlan``) vs ``np.sort`` of the same packed uint64 keys: <= 1.5x.
+2. GAUC, 50k groups: building ``GaucPlan`` vs one ``np.argsort`` of the group ids (<= 1x);
+   a planned call vs one ``np.argsort`` of the float32 scores (<= 1x); one-shot (<= 2x).
+3. Batch throughput of 16 candidates on all numba threads vs on one (``parallel=True`` vs
+   ``parallel=False``, the same compiled kernels): >= 1.7x on 2 cores.
+
+Every pair of timings is taken alternately (A, B, A, B, ...) and the medians compared, so
+load from other processes on a shared machine hits both sides alike.  The load average
+(/proc/loadavg) is printed before and after: read the ratios, not the milliseconds.
+Results are checked against sklearn before anything is timed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from fusiontune.metrics import GaucPlan, auc, gauc
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numba  # noqa: E402
+
+from fusiontune import metrics as M  # noqa: E402
+from fusiontune.metrics import AucPlan, GaucPlan, auc, gauc, sort_choice  # noqa: E402
 
 
-def median_time(fn, repeats):
-    fn()
-    times = []
+def loadavg() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def medians(fns, repeats):
+    """Median wall time of each function, run alternately after one warm-up each."""
+    for f in fns:
+        f()
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        for j, f in enumerate(fns):
+            t0 = time.perf_counter()
+            f()
+            times[j].append(time.perf_counter() - t0)
+    return [float(np.median(t)) for t in times]
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--groups", type=int, default=50_000)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--batch", type=int, default=16)
     args = ap.parse_args()
-    n, k = args.rows, 4
+    n, k, r = args.rows, 4, args.repeats
     rng = np.random.default_rng(0)
     scores = np.round(rng.random(n), 4).astype(np.float32)  # 10^4 levels: heavy ties
     rates = np.array([0.1, 0.02, 0.3, 0.08])
@@ -48,46 +87,83 @@ def main():
     labels[rng.random((n, k)) < np.array([0.0, 0.2, 0.1, 0.9])] = np.nan  # convert: mostly unobserved
     weights = rng.random(n) + 0.5
     groups = np.sort(rng.integers(0, args.groups, n))
+    batch = np.stack([np.round(rng.random(n), 4).astype(np.float32) for _ in range(args.batch)])
 
-    def sk_loop(w=None):
+    def sk_loop(s=scores, w=None):
         out = []
         for j in range(k):
             m = ~np.isnan(labels[:, j])
-            out.append(roc_auc_score(labels[m, j], scores[m], sample_weight=None if w is None else w[m]))
+            out.append(roc_auc_score(labels[m, j], s[m], sample_weight=None if w is None else w[m]))
         return np.array(out)
 
     # exactness first
     np.testing.assert_allclose(auc(scores, labels), sk_loop(), atol=1e-12)
-    np.testing.assert_allclose(auc(scores, labels, weights), sk_loop(weights), atol=1e-12)
+    np.testing.assert_allclose(auc(scores, labels, weights), sk_loop(w=weights), atol=1e-12)
+    for method in ("radix", "numpy"):
+        np.testing.assert_allclose(AucPlan(labels, sort=method)(scores), sk_loop(), atol=1e-12)
 
-    print(f"rows={n:,} tasks={k} distinct scores={np.unique(scores).size:,} groups={np.unique(groups).size:,}"
-          f" repeats={args.repeats} (median)")
-    t_sk = median_time(sk_loop, max(1, args.repeats // 2))
-    t_ft = median_time(lambda: auc(scores, labels), args.repeats)
-    t_skw = median_time(lambda: sk_loop(weights), max(1, args.repeats // 2))
-    t_ftw = median_time(lambda: auc(scores, labels, weights), args.repeats)
-    batch = np.stack([np.round(rng.random(n), 4).astype(np.float32) for _ in range(16)])
-    t_batch = median_time(lambda: auc(batch, labels), max(1, args.repeats // 2)) / 16
-    print("\n1) exact 4-task AUC")
-    print(f"   sklearn roc_auc_score x4            {t_sk * 1e3:9.1f} ms")
-    print(f"   fusiontune auc                      {t_ft * 1e3:9.1f} ms   ratio {t_sk / t_ft:6.1f}x "
-          f"(target >= 20x: {'PASS' if t_sk / t_ft >= 20 else 'FAIL'})")
-    print(f"   sklearn x4, sample_weight           {t_skw * 1e3:9.1f} ms")
-    print(f"   fusiontune auc, weights             {t_ftw * 1e3:9.1f} ms   ratio {t_skw / t_ftw:6.1f}x")
-    print(f"   fusiontune auc, batch of 16 / cand  {t_batch * 1e3:9.1f} ms   ratio {t_sk / t_batch:6.1f}x")
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs, numba threads {numba.get_num_threads()}; "
+          f"numpy {np.__version__}, numba {numba.__version__}, Python {platform.python_version()}")
+    print(f"load average before: {loadavg()}")
+    print(f"rows={n:,} tasks={k} distinct scores={np.unique(scores).size:,} groups={np.unique(groups).size:,} "
+          f"repeats={r} (median, alternating)")
+    print(f"sort chosen for this machine and size: {sort_choice(n)}")
 
-    keys = rng.random(n)
-    t_sort = median_time(lambda: np.argsort(keys), args.repeats)
-    t_g1 = median_time(lambda: gauc(scores, labels, groups), args.repeats)
-    plan = GaucPlan(labels, groups)
-    t_g2 = median_time(lambda: plan(scores), args.repeats)
-    t_g16 = median_time(lambda: plan(batch), max(1, args.repeats // 2)) / 16
-    print("\n2) GAUC, 4 tasks")
-    print(f"   np.argsort 1M float64               {t_sort * 1e3:9.1f} ms")
-    print(f"   fusiontune gauc one-shot            {t_g1 * 1e3:9.1f} ms   = {t_g1 / t_sort:4.2f}x argsort "
-          f"(target <= 6x: {'PASS' if t_g1 / t_sort <= 6 else 'FAIL'})")
-    print(f"   fusiontune gauc prepared            {t_g2 * 1e3:9.1f} ms   = {t_g2 / t_sort:4.2f}x argsort")
-    print(f"   fusiontune gauc batch of 16 / cand  {t_g16 * 1e3:9.1f} ms   = {t_g16 / t_sort:4.2f}x argsort")
+    # ---------------------------------------------------------------- AUC
+    plan = AucPlan(labels)
+    plan_r = AucPlan(labels, sort="radix")
+    plan_n = AucPlan(labels, sort="numpy")
+    keys = np.empty((1, n), dtype=np.uint64)
+    M._keys_rows_ser(scores[None].view(np.uint32), plan.codes[:, 0], True, keys)
+    packed = keys[0].copy()
+    t_sk, t_one = medians([sk_loop, lambda: auc(scores, labels)], max(3, r // 2))
+    t_sort, t_plan, t_pr, t_pn, t_enc = medians(
+        [lambda: np.sort(packed), lambda: plan(scores), lambda: plan_r(scores), lambda: plan_n(scores),
+         lambda: M.encode_labels(labels)], r)
+    t_skw, t_onew = medians([lambda: sk_loop(w=weights), lambda: auc(scores, labels, weights)], max(3, r // 2))
+    planw = AucPlan(labels, weights)
+    t_planw, = medians([lambda: planw(scores)], r)
+    print("\n1) exact 4-task AUC, 1M rows")
+    print(f"   sklearn roc_auc_score x4 (loop)        {t_sk * 1e3:8.1f} ms")
+    print(f"   fusiontune auc one-shot                {t_one * 1e3:8.1f} ms   sklearn/ours {t_sk / t_one:6.1f}x "
+          f"(target >= 40x: {verdict(t_sk / t_one >= 40)})")
+    print(f"     of which encode_labels               {t_enc * 1e3:8.1f} ms")
+    print(f"   np.sort of the packed uint64 keys      {t_sort * 1e3:8.1f} ms")
+    print(f"   AucPlan call (sort={sort_choice(n):5s})            {t_plan * 1e3:8.1f} ms   = {t_plan / t_sort:4.2f}x "
+          f"np.sort (target <= 1.5x: {verdict(t_plan / t_sort <= 1.5)})")
+    print(f"     forced radix / forced numpy sort     {t_pr * 1e3:8.1f} / {t_pn * 1e3:.1f} ms")
+    print(f"   sklearn x4, sample_weight              {t_skw * 1e3:8.1f} ms")
+    print(f"   fusiontune auc one-shot, weights       {t_onew * 1e3:8.1f} ms   sklearn/ours {t_skw / t_onew:6.1f}x")
+    print(f"   AucPlan call, weights                  {t_planw * 1e3:8.1f} ms")
+
+    # ---------------------------------------------------------------- GAUC
+    t_gsort, t_build = medians([lambda: np.argsort(groups), lambda: GaucPlan(labels, groups)], r)
+    gplan = GaucPlan(labels, groups)
+    t_ssort, t_gcall, t_gone = medians([lambda: np.argsort(scores), lambda: gplan(scores),
+                                        lambda: gauc(scores, labels, groups)], r)
+    t_gser, = medians([lambda: gplan(scores, parallel=False)], r)
+    print("\n2) GAUC, 4 tasks, 1M rows")
+    print(f"   np.argsort of the group ids            {t_gsort * 1e3:8.1f} ms")
+    print(f"   GaucPlan build                         {t_build * 1e3:8.1f} ms   = {t_build / t_gsort:4.2f}x "
+          f"(target <= 1x: {verdict(t_build <= t_gsort)})")
+    print(f"   np.argsort of the float32 scores       {t_ssort * 1e3:8.1f} ms")
+    print(f"   GaucPlan call                          {t_gcall * 1e3:8.1f} ms   = {t_gcall / t_ssort:4.2f}x "
+          f"(target <= 1x: {verdict(t_gcall <= t_ssort)})   [one thread: {t_gser * 1e3:.1f} ms]")
+    print(f"   gauc one-shot                          {t_gone * 1e3:8.1f} ms   = {t_gone / t_ssort:4.2f}x "
+          f"(target <= 2x: {verdict(t_gone <= 2 * t_ssort)})")
+
+    # ---------------------------------------------------------------- batches: 1 thread vs all
+    p = batch.shape[0]
+    ta1, taN, tg1, tgN = medians([lambda: plan(batch, parallel=False), lambda: plan(batch, parallel=True),
+                                  lambda: gplan(batch, parallel=False), lambda: gplan(batch, parallel=True)],
+                                 max(3, r // 2))
+    th = numba.get_num_threads()
+    print(f"\n3) batch of {p} candidates: one thread vs {th} threads (same kernels, parallel=False / True)")
+    print(f"   AUC   {ta1 / p * 1e3:7.2f} -> {taN / p * 1e3:6.2f} ms/candidate   speed-up {ta1 / taN:4.2f}x "
+          f"(target >= 1.7x: {verdict(ta1 / taN >= 1.7)})")
+    print(f"   GAUC  {tg1 / p * 1e3:7.2f} -> {tgN / p * 1e3:6.2f} ms/candidate   speed-up {tg1 / tgN:4.2f}x "
+          f"(target >= 1.7x: {verdict(tg1 / tgN >= 1.7)})")
+    print(f"\nload average after: {loadavg()}")
 
 
 if __name__ == "__main__":

@@ -45,28 +45,51 @@ FORMULAS = ("additive", "multiplicative", "power", "rank")
 DEFAULT_BOUNDS = {"a": (0.0, 4.0), "b": (0.0, 1.0)}
 
 
+@nb.njit(cache=True, inline="always")
+def _linear_row(theta, x, out, p):
+    k_n = theta.shape[1]
+    for i in range(x.shape[0]):
+        acc = 0.0
+        for k in range(k_n):
+            acc += theta[p, k] * x[i, k]
+        out[p, i] = acc
+
+
+@nb.njit(cache=True, inline="always")
+def _power_row(a, b, x, eps, out, p):
+    k_n = a.shape[1]
+    for i in range(x.shape[0]):
+        acc = 0.0
+        for k in range(k_n):
+            acc += a[p, k] * np.log(max(b[p, k] + x[i, k], eps))
+        out[p, i] = acc
+
+
+# A parallel (over candidates) and a serial compiled form of each; the caller chooses and
+# numba's thread count is never changed.  Both run the same per-candidate code, so a
+# candidate's fused scores are bit-identical either way.
 @nb.njit(cache=True, parallel=True)
 def _linear(theta, x, out):
-    p_n, k_n = theta.shape
-    n = x.shape[0]
-    for p in nb.prange(p_n):
-        for i in range(n):
-            acc = 0.0
-            for k in range(k_n):
-                acc += theta[p, k] * x[i, k]
-            out[p, i] = acc
+    for p in nb.prange(theta.shape[0]):
+        _linear_row(theta, x, out, p)
+
+
+@nb.njit(cache=True)
+def _linear_serial(theta, x, out):
+    for p in range(theta.shape[0]):
+        _linear_row(theta, x, out, p)
 
 
 @nb.njit(cache=True, parallel=True)
 def _power(a, b, x, eps, out):
-    p_n, k_n = a.shape
-    n = x.shape[0]
-    for p in nb.prange(p_n):
-        for i in range(n):
-            acc = 0.0
-            for k in range(k_n):
-                acc += a[p, k] * np.log(max(b[p, k] + x[i, k], eps))
-            out[p, i] = acc
+    for p in nb.prange(a.shape[0]):
+        _power_row(a, b, x, eps, out, p)
+
+
+@nb.njit(cache=True)
+def _power_serial(a, b, x, eps, out):
+    for p in range(a.shape[0]):
+        _power_row(a, b, x, eps, out, p)
 
 
 @dataclass
@@ -91,10 +114,13 @@ class Formula:
         return names
 
     def prepare(self, log: PredictionLog) -> np.ndarray:
-        """The per-row matrix the formula is linear (or power) in, computed once per log."""
-        p = log.scores.astype(np.float64)
+        """The per-row matrix the formula is linear (or power) in, computed once per log.
+
+        Additive and power formulas read the log's float32 probabilities themselves (the
+        kernels widen each to float64 exactly, so no float64 copy is held)."""
         if self.name == "additive" or self.name == "power":
-            return np.ascontiguousarray(p)
+            return np.ascontiguousarray(log.scores, dtype=np.float32)
+        p = log.scores.astype(np.float64)
         if self.name == "multiplicative":
             return np.ascontiguousarray(np.log(np.clip(p, self.eps, 1.0)))
         if self.name == "rank":
@@ -111,16 +137,24 @@ class Formula:
             r = np.ceil(r * self.buckets) / self.buckets
         return r
 
-    def scores(self, prepared: np.ndarray, theta: np.ndarray) -> np.ndarray:
-        """Fused scores (P, N) float32 for full parameter rows ``theta`` (P, n_params)."""
+    def scores(self, prepared: np.ndarray, theta: np.ndarray, out: np.ndarray | None = None,
+               parallel: bool | None = None) -> np.ndarray:
+        """Fused scores (P, N) float32 for full parameter rows ``theta`` (P, n_params);
+        written into ``out`` (a reused (P, N) float32 buffer) when given.  ``parallel``:
+        None = over candidates on every numba thread when P > 1, False = one thread."""
         theta = np.atleast_2d(np.asarray(theta, dtype=np.float64))
-        out = np.empty((theta.shape[0], prepared.shape[0]), dtype=np.float32)
+        shape = (theta.shape[0], prepared.shape[0])
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
+        elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
+        par = theta.shape[0] > 1 if parallel is None else bool(parallel)
         k = len(self.tasks)
         if self.name == "power":
-            _power(np.ascontiguousarray(theta[:, :k]), np.ascontiguousarray(theta[:, k:]), prepared,
-                   self.eps, out)
+            (_power if par else _power_serial)(np.ascontiguousarray(theta[:, :k]),
+                                               np.ascontiguousarray(theta[:, k:]), prepared, self.eps, out)
         else:
-            _linear(np.ascontiguousarray(theta), prepared, out)
+            (_linear if par else _linear_serial)(np.ascontiguousarray(theta), prepared, out)
         return out
 
 

@@ -31,7 +31,7 @@ from .study import Task
 
 __all__ = ["Objective", "Evaluation"]
 
-_MAX_BATCH_BYTES = 512 * 2**20
+_MAX_BATCH_BYTES = 128 * 2**20  # fused scores of one kernel call (float32, P x N)
 
 
 @dataclass
@@ -59,11 +59,14 @@ class Objective:
         self.flip = np.array([t.sign < 0 for t in tasks], dtype=bool)
         self.auc_idx = np.array([i for i, t in enumerate(tasks) if t.metric == "auc"], dtype=int)
         self.gauc_idx = np.array([i for i, t in enumerate(tasks) if t.metric == "gauc"], dtype=int)
-        self._auc_labels = np.ascontiguousarray(log.labels[:, self.auc_idx])
-        self._auc_plan = AucPlan(self._auc_labels, log.weights) if self.auc_idx.size else None
+        codes = log.label_codes
+        self._auc_plan = None
+        if self.auc_idx.size:
+            self._auc_plan = AucPlan(label_codes=np.ascontiguousarray(codes[:, self.auc_idx]), weights=log.weights)
         self._plan = None
         if self.gauc_idx.size:
-            self._plan = GaucPlan(log.labels[:, self.gauc_idx], log.groups, log.weights, gauc_weighting)
+            self._plan = GaucPlan(label_codes=np.ascontiguousarray(codes[:, self.gauc_idx]), groups=log.groups,
+                                  weights=log.weights, weighting=gauc_weighting)
             if not self._plan.valid.all():
                 bad = tasks[int(self.gauc_idx[~self._plan.valid][0])].name
                 raise InputError(f"{log.source}: task {bad!r} uses GAUC but no group has both a positive "
@@ -72,20 +75,45 @@ class Objective:
         self.penalty = 100.0 * float(self.w.sum())
         self.calls = 0
         self.kernel_seconds = 0.0
+        self._fused: np.ndarray | None = None  # fused-score buffer reused across a search
+        self.parallel: bool | None = None  # None: batches on every numba thread; False: one thread
 
     @property
     def n_rows(self) -> int:
         return self.log.n
 
+    @property
+    def _auc_labels(self) -> np.ndarray:
+        """Float labels (N, K_auc) of the AUC tasks, decoded on demand (the bootstrap's input)."""
+        return self.log.labels[:, self.auc_idx]
+
+    def batch_size(self) -> int:
+        """Candidates per kernel call: as many as fit ``_MAX_BATCH_BYTES`` of fused scores,
+        and never fewer than the kernel's threads (so a batch keeps every core busy)."""
+        import numba
+
+        return max(int(numba.get_num_threads()), _MAX_BATCH_BYTES // (4 * max(self.n_rows, 1)), 1)
+
     def metrics(self, theta: np.ndarray) -> np.ndarray:
         """Per-task metrics (P, K) for full parameter rows (P, n_params), in batches."""
         theta = np.atleast_2d(theta)
         out = np.empty((theta.shape[0], len(self.tasks)))
-        step = max(1, _MAX_BATCH_BYTES // (12 * max(self.n_rows, 1)))
+        step = self.batch_size()
         for s in range(0, theta.shape[0], step):
-            out[s:s + step] = self.score_metrics(self.formula.scores(self.prepared, theta[s:s + step]))
+            rows = theta[s:s + step]
+            m = rows.shape[0]
+            if self._fused is None or self._fused.shape[0] < m:
+                self._fused = np.empty((min(step, max(m, theta.shape[0])), self.n_rows), dtype=np.float32)
+            fused = self.formula.scores(self.prepared, rows, out=self._fused[:m], parallel=self.parallel)
+            out[s:s + step] = self.score_metrics(fused)
         self.calls += theta.shape[0]
         return out
+
+    def release(self) -> None:
+        """Drop the buffers reused across calls (fused scores, sort keys)."""
+        self._fused = None
+        if self._auc_plan is not None:
+            self._auc_plan.release()
 
     def score_metrics(self, fused: np.ndarray) -> np.ndarray:
         """Per-task metrics (P, K) of fused scores (P, N) given in the row order of ``self.log``
@@ -94,9 +122,9 @@ class Objective:
         fused = np.atleast_2d(fused)
         out = np.empty((fused.shape[0], len(self.tasks)))
         if self._auc_plan is not None:
-            out[:, self.auc_idx] = self._auc_plan(fused)
+            out[:, self.auc_idx] = self._auc_plan(fused, parallel=self.parallel)
         if self._plan is not None:
-            out[:, self.gauc_idx] = self._plan(fused, grouped=True)
+            out[:, self.gauc_idx] = self._plan(fused, grouped=True, parallel=self.parallel)
         self.kernel_seconds += time.perf_counter() - t0
         return self.orient(out)
 
