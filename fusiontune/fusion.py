@@ -121,8 +121,9 @@ class Formula:
         if self.name == "additive" or self.name == "power":
             return np.ascontiguousarray(log.scores, dtype=np.float32)
         p = log.scores.astype(np.float64)
-        if self.name == "multiplicative":
-            return np.ascontiguousarray(np.log(np.clip(p, self.eps, 1.0)))
+        if self.name == "multiplicative":  # in place: one (N, K) float64 array at the peak
+            np.clip(p, self.eps, 1.0, out=p)
+            return np.log(p, out=p)
         if self.name == "rank":
             return np.ascontiguousarray(self._ranks(p, log.groups))
         raise AssertionError(self.name)

@@ -198,6 +198,44 @@ def memory_table(source, columns: list[str] | None = None) -> pa.Table:
     return table
 
 
+class _ParquetColumns:
+    """A Parquet file read one column at a time, as ``load_log`` converts them, so a load's
+    peak memory is the compact log plus one column instead of plus the whole table."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        import pyarrow.parquet as pq
+
+        self.path = path
+        try:
+            self.file = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{path}: cannot read: {first}") from None
+        _check_columns(path, self.file.schema_arrow.names, columns)
+        self.num_rows = self.file.metadata.num_rows
+        if self.num_rows == 0:
+            raise InputError(f"{path}: empty file (no rows)")
+        self.column_names = list(columns)
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        try:
+            return self.file.read(columns=[name]).column(0)
+        except (pa.ArrowInvalid, OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{self.path}: cannot read: {first}") from None
+
+    def drop_columns(self, columns: list[str]) -> "_ParquetColumns":
+        return self  # nothing is held
+
+
+def _open_columns(path: Path, columns: list[str]):
+    """Columns of a log file: Parquet lazily column by column, CSV as one Arrow table."""
+    suffix = "".join(path.suffixes[-2:]).lower()
+    if path.is_file() and (suffix.endswith(".parquet") or suffix.endswith(".pq")):
+        return _ParquetColumns(path, columns)
+    return read_table(path, columns)
+
+
 def _check_columns(path: Path, have: list[str], want: list[str] | None) -> None:
     if want is None:
         return
@@ -258,7 +296,7 @@ def load_log(path: str | Path, tasks: list[TaskColumns], *, group: str | None = 
         if c:
             cols.append(c)
     cols = list(dict.fromkeys(cols))
-    table = read_table(path, cols) if in_memory_name(source) is None else memory_table(source, cols)
+    table = _open_columns(path, cols) if in_memory_name(source) is None else memory_table(source, cols)
     n = table.num_rows
 
     scores = np.empty((n, len(tasks)), dtype=np.float32)
@@ -291,6 +329,12 @@ def load_log(path: str | Path, tasks: list[TaskColumns], *, group: str | None = 
         if not (lab == 0).any():
             raise InputError(f"{path}: column {t.label!r} (label of task {t.name!r}) has no negative (0) row")
         codes[:, j] = (lab == 0).view(np.uint8) | ((lab == 1).view(np.uint8) * np.uint8(LABEL_POSITIVE))
+        del s, lab, bad
+        # free the Arrow buffers of columns no later step reads (the peak of a load is the table)
+        later = {c for u in tasks[j + 1:] for c in (u.score, u.label)} | {c for c in (group, weight, time, *(extra or [])) if c}
+        done = [c for c in dict.fromkeys((t.score, t.label)) if c not in later and c in table.column_names]
+        if done:
+            table = table.drop_columns(done)
 
     groups = group_hash = None
     if group:
@@ -319,6 +363,8 @@ def load_log(path: str | Path, tasks: list[TaskColumns], *, group: str | None = 
             i = _first_bad(np.isnan(tcol))
             raise InputError(f"{path}: column {time!r} (time) is empty at row {i + 1}")
     ex = {c: table.column(c).to_numpy(zero_copy_only=False) for c in (extra or [])}
+    del table
+    pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed pages otherwise
     return PredictionLog([t.name for t in tasks], scores, None, groups, weights, tcol, str(path), ex,
                          group_hash, label_codes=codes)
 

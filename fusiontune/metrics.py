@@ -42,6 +42,9 @@ skipped).  Which one is faster depends on the CPU (numpy's AVX-512 sorts), so it
 measured once per machine and size class at first use (:func:`sort_choice`), cached in
 the process and under the user cache directory (``$XDG_CACHE_HOME/fusiontune``, never
 the repository); ``FUSIONTUNE_SORT=radix|numpy`` forces one.
+With sample weights (and at most 16 tasks) the low half keeps the label code and each
+row's weight rides along in the radix sort's scatter passes, so the weighted scan is as
+sequential as the unweighted one; only more than 16 tasks gathers labels by row index.
 
 The scan is sequential and branch-light, with no per-block loop: with ``c`` the running
 count of a class and ``c0`` its value at the start of the current tie block (taken when
@@ -130,20 +133,38 @@ def _encode(u, n, k, one, absmask, inf, codes):
 
 
 @nb.njit(cache=True)
-def _pack_codes(c8, codes):
-    """uint8 codes (N, K) in {0, 1, 3} -> words (N, W); returns the first bad row or -1."""
+def _bad_codes(flat):
+    bad = np.uint8(0)
+    for j in range(flat.shape[0]):
+        c = flat[j]
+        bad |= np.uint8(c == np.uint8(2)) | np.uint8(c > np.uint8(3))
+    return bad
+
+
+@nb.njit(cache=True)
+def _pack_words(c8, codes):
     n, k = c8.shape
     words = codes.shape[1]
+    if words == 1:
+        for i in range(n):
+            code = np.uint32(0)
+            for t in range(k):
+                code |= np.uint32(c8[i, t]) << np.uint32(2 * t)
+            codes[i, 0] = code
+        return
     for i in range(n):
         for w in range(words):
             code = np.uint32(0)
-            t1 = min(k, 16 * (w + 1))
-            for t in range(16 * w, t1):
-                c = np.uint32(c8[i, t])
-                if c == 2 or c > 3:
-                    return i
-                code |= c << np.uint32(2 * (t - 16 * w))
+            for t in range(16 * w, min(k, 16 * (w + 1))):
+                code |= np.uint32(c8[i, t]) << np.uint32(2 * (t - 16 * w))
             codes[i, w] = code
+
+
+def _pack_codes(c8, codes):
+    """uint8 codes (N, K) in {0, 1, 3} -> words (N, W); returns the first bad row or -1."""
+    if _bad_codes(c8.reshape(-1)):
+        return int(np.flatnonzero(((c8 == 2) | (c8 > 3)).any(axis=1))[0])
+    _pack_words(c8, codes)
     return -1
 
 
@@ -366,6 +387,70 @@ def _radix_from_bits(bits, low, packed, keys, tmp, hist):
     return swapped
 
 
+@nb.njit(cache=True)
+def _radix_payload(bits, low, w, keys, tmp, wk, wtmp, hist):
+    """:func:`_radix_from_bits` with a float64 payload (the row weight) moved along with
+    each key, so the weighted scan reads both sequentially instead of gathering.  Returns
+    True when the sorted keys / weights are in ``tmp`` / ``wtmp``."""
+    n = bits.shape[0]
+    hist[:] = 0
+    for i in range(n):
+        hi = _ordered_u32(bits[i])
+        hist[0, hi & np.uint32(2047)] += 1
+        hist[1, (hi >> np.uint32(11)) & np.uint32(2047)] += 1
+        hist[2, hi >> np.uint32(22)] += 1
+    first = -1
+    if n > 0:
+        h0 = _ordered_u32(bits[0])
+        for p in range(3):
+            d = np.int64((h0 >> np.uint32(11 * p)) & np.uint32(2047))
+            if hist[p, d] != n:
+                first = p
+                break
+    if first < 0:
+        for i in range(n):
+            keys[i] = (np.uint64(_ordered_u32(bits[i])) << np.uint64(32)) | np.uint64(low[i])
+            wk[i] = w[i]
+        return False
+    h = hist[first]
+    s = 0
+    for d in range(2048):
+        c = h[d]
+        h[d] = s
+        s += c
+    shift = np.uint32(11 * first)
+    for i in range(n):
+        hi = _ordered_u32(bits[i])
+        d = np.int64((hi >> shift) & np.uint32(2047))
+        j = h[d]
+        tmp[j] = (np.uint64(hi) << np.uint64(32)) | np.uint64(low[i])
+        wtmp[j] = w[i]
+        h[d] = j + 1
+    src, dst, ws, wd = tmp, keys, wtmp, wk
+    swapped = True
+    for p in range(first + 1, 3):
+        shift64 = np.uint64(32 + 11 * p)
+        hp = hist[p]
+        if hp[np.int64((src[0] >> shift64) & np.uint64(2047))] == n:
+            continue
+        s = 0
+        for d in range(2048):
+            c = hp[d]
+            hp[d] = s
+            s += c
+        for i in range(n):
+            k = src[i]
+            d = np.int64((k >> shift64) & np.uint64(2047))
+            j = hp[d]
+            dst[j] = k
+            wd[j] = ws[i]
+            hp[d] = j + 1
+        src, dst = dst, src
+        ws, wd = wd, ws
+        swapped = not swapped
+    return swapped
+
+
 # --------------------------------------------------------------------------- scans
 @nb.njit(cache=True)
 def _scan_packed(keys, k_tasks, out):
@@ -496,6 +581,67 @@ def _scan_gather(keys, rows_off, codes, weights, weighted, k_tasks, out):
                 out[k] = (a + (den - b)) / (2.0 * den) if den > 0 else np.nan
 
 
+@nb.njit(cache=True)
+def _scan_packed_w(keys, ws, k_tasks, out):
+    """:func:`_scan_packed` with per-row weights ``ws`` in the same (sorted) order."""
+    n = keys.shape[0]
+    for q in range((k_tasks + 3) // 4):
+        sh = np.uint64(8 * q)
+        n0 = n1 = n2 = n3 = 0.0
+        p0 = p1 = p2 = p3 = 0.0
+        s0 = s1 = s2 = s3 = 0.0
+        t0 = t1 = t2 = t3 = 0.0
+        a0 = a1 = a2 = a3 = 0.0
+        b0 = b1 = b2 = b3 = 0.0
+        prev = np.uint64(0xFFFFFFFFFFFFFFFF)
+        for i in range(n):
+            key = keys[i]
+            hi = key >> np.uint64(32)
+            if hi != prev:
+                s0 = n0
+                s1 = n1
+                s2 = n2
+                s3 = n3
+                t0 = p0
+                t1 = p1
+                t2 = p2
+                t3 = p3
+                prev = hi
+            w = ws[i]
+            c = np.int64((key >> sh) & np.uint64(0xFF))
+            p = w * ((c >> 1) & 1)
+            m = w * (c & 1) - p
+            a0 += p * s0
+            b0 += m * t0
+            n0 += m
+            p0 += p
+            p = w * ((c >> 3) & 1)
+            m = w * ((c >> 2) & 1) - p
+            a1 += p * s1
+            b1 += m * t1
+            n1 += m
+            p1 += p
+            p = w * ((c >> 5) & 1)
+            m = w * ((c >> 4) & 1) - p
+            a2 += p * s2
+            b2 += m * t2
+            n2 += m
+            p2 += p
+            p = w * ((c >> 7) & 1)
+            m = w * ((c >> 6) & 1) - p
+            a3 += p * s3
+            b3 += m * t3
+            n3 += m
+            p3 += p
+        res = ((a0, b0, n0, p0), (a1, b1, n1, p1), (a2, b2, n2, p2), (a3, b3, n3, p3))
+        for j in range(4):
+            k = 4 * q + j
+            if k < k_tasks:
+                a, b, nn, pp = res[j]
+                den = pp * nn
+                out[k] = (a + (den - b)) / (2.0 * den) if den > 0 else np.nan
+
+
 @nb.njit(cache=True, inline="always")
 def _label_of(codes, row, k):
     w = k // 16
@@ -564,6 +710,30 @@ def _auc_radix_par(bits, low, codes, weights, weighted, packed, k_tasks, keys, t
 def _auc_radix_ser(bits, low, codes, weights, weighted, packed, k_tasks, keys, tmp, hist, out):
     for p in range(bits.shape[0]):
         _auc_one(bits[p], low, codes, weights, weighted, packed, k_tasks, keys[0], tmp[0], hist[0], out[p])
+
+
+@nb.njit(cache=True)
+def _auc_one_w(bits, low, weights, k_tasks, keys, tmp, wk, wtmp, hist, out):
+    """One weighted candidate (K <= 16): keys + weights radix-sorted together, scanned."""
+    if _radix_payload(bits, low, weights, keys, tmp, wk, wtmp, hist):
+        _scan_packed_w(tmp, wtmp, k_tasks, out)
+    else:
+        _scan_packed_w(keys, wk, k_tasks, out)
+
+
+@nb.njit(cache=True, parallel=True)
+def _auc_w_par(bits, low, weights, k_tasks, keys, tmp, wk, wtmp, hist, out):
+    p_n = bits.shape[0]
+    t_n = keys.shape[0]
+    for t in nb.prange(t_n):
+        for p in range(t, p_n, t_n):
+            _auc_one_w(bits[p], low, weights, k_tasks, keys[t], tmp[t], wk[t], wtmp[t], hist[t], out[p])
+
+
+@nb.njit(cache=True)
+def _auc_w_ser(bits, low, weights, k_tasks, keys, tmp, wk, wtmp, hist, out):
+    for p in range(bits.shape[0]):
+        _auc_one_w(bits[p], low, weights, k_tasks, keys[0], tmp[0], wk[0], wtmp[0], hist[0], out[p])
 
 
 @nb.njit(cache=True, parallel=True)
@@ -805,13 +975,14 @@ class _Scratch:
         self.lock = threading.Lock()
         self.arrays: tuple | None = None
 
-    def get(self, slots: int, n: int):
+    def get(self, slots: int, n: int, payload: bool = False):
         a = self.arrays
-        if a is None or a[0].shape[0] < slots or a[0].shape[1] != n:
+        if a is None or a[0].shape[0] < slots or a[0].shape[1] != n or (payload and a[3] is None):
             a = (np.empty((slots, n), dtype=np.uint64), np.empty((slots, n), dtype=np.uint64),
-                 np.empty((slots, 3, 2048), dtype=np.int64))
+                 np.empty((slots, 3, 2048), dtype=np.int64),
+                 np.empty((2, slots, n), dtype=np.float64) if payload else None)
             self.arrays = a
-        return a[0][:slots], a[1][:slots], a[2][:slots]
+        return a[0][:slots], a[1][:slots], a[2][:slots], (a[3][:, :slots] if payload else None)
 
     def release(self):
         self.arrays = None
@@ -831,7 +1002,8 @@ class AucPlan:
             raise ValueError("more than 2**32 rows is not supported")
         self.sort = sort
         self.packed = self.weights is None and self.codes.shape[1] == 1
-        self._low = self.codes[:, 0] if self.packed else np.zeros(1, dtype=np.uint32)
+        self.payload = self.weights is not None and self.codes.shape[1] == 1  # weights ride the sort
+        self._low = self.codes[:, 0] if self.codes.shape[1] == 1 else np.zeros(1, dtype=np.uint32)
         self._w = self.weights if self.weights is not None else np.ones(1)
         self._scratch = _Scratch()
 
@@ -851,10 +1023,13 @@ class AucPlan:
         else:
             scratch = self._scratch
         try:
-            keys, tmp, hist = scratch.get(slots, self.n)
+            keys, tmp, hist, wbuf = scratch.get(slots, self.n, self.payload)
             bits = s.view(np.uint32)
             weighted = self.weights is not None
-            if method == "radix":
+            if self.payload:  # weighted, <= 16 tasks: (key, weight) pairs radix-sorted, any machine
+                fn = _auc_w_par if par else _auc_w_ser
+                fn(bits, self._low, self.weights, self.k, keys, tmp, wbuf[0], wbuf[1], hist, out)
+            elif method == "radix":
                 fn = _auc_radix_par if par else _auc_radix_ser
                 fn(bits, self._low, self.codes, self._w, weighted, self.packed, self.k, keys, tmp, hist, out)
             else:
@@ -871,7 +1046,7 @@ class AucPlan:
         return out[0] if one else out
 
     def release(self) -> None:
-        """Drop the reused key buffers (16 bytes per row per thread)."""
+        """Drop the reused key buffers (16 bytes per row per thread, 32 with weights)."""
         self._scratch.release()
 
 
@@ -978,27 +1153,45 @@ class GroupIndex:
 
 @nb.njit(cache=True)
 def _group_stats(offsets, codes, weights, weighted, k_tasks, weighting, out):
-    """out[g, k] = GAUC weight of group g for task k, 0 when it lacks a class.  One pass."""
+    """out[g, k] = GAUC weight of group g for task k, 0 when it lacks a class.  One pass
+    over the rows; integer counts in registers when unweighted with <= 16 tasks."""
     g_n = offsets.shape[0] - 1
     pos = np.zeros(k_tasks)
     neg = np.zeros(k_tasks)
     npos = np.zeros(k_tasks, dtype=np.int64)
     nneg = np.zeros(k_tasks, dtype=np.int64)
+    fast = not weighted and codes.shape[1] == 1
     for g in range(g_n):
-        pos[:] = 0.0
-        neg[:] = 0.0
-        npos[:] = 0
-        nneg[:] = 0
-        for row in range(offsets[g], offsets[g + 1]):
-            w = weights[row] if weighted else 1.0
+        r0 = offsets[g]
+        r1 = offsets[g + 1]
+        if fast:
             for k in range(k_tasks):
-                c = _label_of(codes, row, k)
-                p = c >> np.uint32(1)
-                o = c & np.uint32(1)
-                pos[k] += w * p
-                neg[k] += w * (o - p)
-                npos[k] += p
-                nneg[k] += o - p
+                # popcounts of the task's bits over the group's code words
+                pk = 0
+                ok = 0
+                for row in range(r0, r1):
+                    c = codes[row, 0] >> np.uint32(2 * k)
+                    ok += c & np.uint32(1)
+                    pk += (c >> np.uint32(1)) & np.uint32(1)
+                npos[k] = pk
+                nneg[k] = ok - pk
+                pos[k] = pk
+                neg[k] = ok - pk
+        else:
+            pos[:] = 0.0
+            neg[:] = 0.0
+            npos[:] = 0
+            nneg[:] = 0
+            for row in range(r0, r1):
+                w = weights[row] if weighted else 1.0
+                for k in range(k_tasks):
+                    c = _label_of(codes, row, k)
+                    p = c >> np.uint32(1)
+                    o = c & np.uint32(1)
+                    pos[k] += w * p
+                    neg[k] += w * (o - p)
+                    npos[k] += p
+                    nneg[k] += o - p
         for k in range(k_tasks):
             if npos[k] == 0 or nneg[k] == 0 or pos[k] <= 0 or neg[k] <= 0:
                 out[g, k] = 0.0

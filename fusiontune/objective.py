@@ -31,7 +31,7 @@ from .study import Task
 
 __all__ = ["Objective", "Evaluation"]
 
-_MAX_BATCH_BYTES = 128 * 2**20  # fused scores of one kernel call (float32, P x N)
+_MAX_BATCH_BYTES = 16 * 2**20  # fused scores of one kernel call (float32, P x N), past one per thread
 
 
 @dataclass
@@ -88,8 +88,8 @@ class Objective:
         return self.log.labels[:, self.auc_idx]
 
     def batch_size(self) -> int:
-        """Candidates per kernel call: as many as fit ``_MAX_BATCH_BYTES`` of fused scores,
-        and never fewer than the kernel's threads (so a batch keeps every core busy)."""
+        """Candidates per kernel call: one per kernel thread (so a batch keeps every core
+        busy), more while their fused scores fit ``_MAX_BATCH_BYTES`` (small logs)."""
         import numba
 
         return max(int(numba.get_num_threads()), _MAX_BATCH_BYTES // (4 * max(self.n_rows, 1)), 1)
