@@ -55,16 +55,26 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+CPU: dict = {}
+
+
 def medians(fns, repeats):
-    """Median wall time of each function, run alternately after one warm-up each."""
+    """Median wall time of each function, run alternately after one warm-up each.  The
+    median CPU time of the process (all threads) is kept in ``CPU[fn]``: for the one-thread
+    timings it is what the work costs whatever else the machine runs."""
     for f in fns:
         f()
     times = [[] for _ in fns]
+    cpu = [[] for _ in fns]
     for _ in range(repeats):
         for j, f in enumerate(fns):
+            c0 = time.process_time()
             t0 = time.perf_counter()
             f()
             times[j].append(time.perf_counter() - t0)
+            cpu[j].append(time.process_time() - c0)
+    for f, c in zip(fns, cpu):
+        CPU[f] = float(np.median(c))
     return [float(np.median(t)) for t in times]
 
 
@@ -116,10 +126,11 @@ def main():
     keys = np.empty((1, n), dtype=np.uint64)
     M._keys_rows_ser(scores[None].view(np.uint32), plan.codes[:, 0], True, keys)
     packed = keys[0].copy()
-    t_sk, t_one = medians([sk_loop, lambda: auc(scores, labels)], max(3, r // 2))
+    f_sk, f_one = sk_loop, lambda: auc(scores, labels)
+    t_sk, t_one = medians([f_sk, f_one], max(3, r // 2))
+    f_sort, f_plan = lambda: np.sort(packed), lambda: plan(scores)
     t_sort, t_plan, t_pr, t_pn, t_enc = medians(
-        [lambda: np.sort(packed), lambda: plan(scores), lambda: plan_r(scores), lambda: plan_n(scores),
-         lambda: M.encode_labels(labels)], r)
+        [f_sort, f_plan, lambda: plan_r(scores), lambda: plan_n(scores), lambda: M.encode_labels(labels)], r)
     t_skw, t_onew = medians([lambda: sk_loop(w=weights), lambda: auc(scores, labels, weights)], max(3, r // 2))
     planw = AucPlan(labels, weights)
     t_planw, = medians([lambda: planw(scores)], r)
@@ -135,13 +146,21 @@ def main():
     print(f"   sklearn x4, sample_weight              {t_skw * 1e3:8.1f} ms")
     print(f"   fusiontune auc one-shot, weights       {t_onew * 1e3:8.1f} ms   sklearn/ours {t_skw / t_onew:6.1f}x")
     print(f"   AucPlan call, weights                  {t_planw * 1e3:8.1f} ms")
+    print(f"   CPU time (one thread, load-proof): sklearn/ours one-shot {CPU[f_sk] / CPU[f_one]:5.1f}x, "
+          f"AucPlan call / np.sort {CPU[f_plan] / CPU[f_sort]:4.2f}x "
+          f"({CPU[f_one] * 1e3:.1f}, {CPU[f_plan] * 1e3:.1f}, {CPU[f_sort] * 1e3:.1f} ms)")
 
     # ---------------------------------------------------------------- GAUC
     t_gsort, t_build = medians([lambda: np.argsort(groups), lambda: GaucPlan(labels, groups)], r)
     gplan = GaucPlan(labels, groups)
     t_ssort, t_gcall, t_gone = medians([lambda: np.argsort(scores), lambda: gplan(scores),
                                         lambda: gauc(scores, labels, groups)], r)
-    t_gser, = medians([lambda: gplan(scores, parallel=False)], r)
+    f_gser, f_ssort = lambda: gplan(scores, parallel=False), lambda: np.argsort(scores)
+    t_gser, _ = medians([f_gser, f_ssort], r)
+    f_build, f_gsort = lambda: GaucPlan(labels, groups), lambda: np.argsort(groups)
+    medians([f_build, f_gsort], r)
+    shuffled = rng.permutation(groups)
+    t_shuf, = medians([lambda: np.argsort(shuffled)], r)
     print("\n2) GAUC, 4 tasks, 1M rows")
     print(f"   np.argsort of the group ids            {t_gsort * 1e3:8.1f} ms")
     print(f"   GaucPlan build                         {t_build * 1e3:8.1f} ms   = {t_build / t_gsort:4.2f}x "
@@ -151,6 +170,11 @@ def main():
           f"(target <= 1x: {verdict(t_gcall <= t_ssort)})   [one thread: {t_gser * 1e3:.1f} ms]")
     print(f"   gauc one-shot                          {t_gone * 1e3:8.1f} ms   = {t_gone / t_ssort:4.2f}x "
           f"(target <= 2x: {verdict(t_gone <= 2 * t_ssort)})")
+    print(f"   CPU time, one thread: GaucPlan call / argsort(scores) {CPU[f_gser] / CPU[f_ssort]:4.2f}x, "
+          f"build / argsort(group ids) {CPU[f_build] / CPU[f_gsort]:4.2f}x "
+          f"({CPU[f_gser] * 1e3:.1f}, {CPU[f_ssort] * 1e3:.1f}, {CPU[f_build] * 1e3:.1f}, {CPU[f_gsort] * 1e3:.1f} ms)")
+    print(f"   (np.argsort of the same group ids shuffled: {t_shuf * 1e3:.1f} ms; the ids above are sorted, "
+          f"as in a log written request by request)")
 
     # ---------------------------------------------------------------- batches: 1 thread vs all
     p = batch.shape[0]
