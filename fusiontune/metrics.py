@@ -975,10 +975,14 @@ class _Scratch:
         self.lock = threading.Lock()
         self.arrays: tuple | None = None
 
-    def get(self, slots: int, n: int, payload: bool = False):
+    def get(self, slots: int, n: int, payload: bool = False, radix: bool = True):
+        """(keys, tmp, hist, weights) buffers; ``tmp`` only for the radix sort (numpy's
+        sorts in place), the weight pair only with ``payload``."""
         a = self.arrays
-        if a is None or a[0].shape[0] < slots or a[0].shape[1] != n or (payload and a[3] is None):
-            a = (np.empty((slots, n), dtype=np.uint64), np.empty((slots, n), dtype=np.uint64),
+        if (a is None or a[0].shape[0] < slots or a[0].shape[1] != n or (payload and a[3] is None)
+                or (radix and a[1].shape[1] != n)):
+            a = (np.empty((slots, n), dtype=np.uint64),
+                 np.empty((slots, n if radix else 0), dtype=np.uint64),
                  np.empty((slots, 3, 2048), dtype=np.int64),
                  np.empty((2, slots, n), dtype=np.float64) if payload else None)
             self.arrays = a
@@ -1023,7 +1027,8 @@ class AucPlan:
         else:
             scratch = self._scratch
         try:
-            keys, tmp, hist, wbuf = scratch.get(slots, self.n, self.payload)
+            radix = self.payload or method == "radix"
+            keys, tmp, hist, wbuf = scratch.get(slots, self.n, self.payload, radix)
             bits = s.view(np.uint32)
             weighted = self.weights is not None
             if self.payload:  # weighted, <= 16 tasks: (key, weight) pairs radix-sorted, any machine
@@ -1046,7 +1051,8 @@ class AucPlan:
         return out[0] if one else out
 
     def release(self) -> None:
-        """Drop the reused key buffers (16 bytes per row per thread, 32 with weights)."""
+        """Drop the reused key buffers (per thread and row: 8 bytes with numpy's sort, 16
+        with the radix sort, 32 with weights)."""
         self._scratch.release()
 
 
