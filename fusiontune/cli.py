@@ -61,12 +61,26 @@ def flag_hint(parser: argparse.ArgumentParser | None, param: str | None) -> str:
     return ""
 
 
+#: commands whose work goes through Optuna (samplers or the trial storage)
+OPTUNA_COMMANDS = ("search", "compare")
+
+
+def configure_logging(command: str | None) -> None:
+    """Loggers are configured here, by the command line only: the library never changes a
+    logger's level.  Optuna's per-trial INFO lines would bury the progress bar."""
+    if command in OPTUNA_COMMANDS:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    configure_logging(args.command)
     import signal
 
     from .interrupt import exit_status, handle_sigterm, signal_name

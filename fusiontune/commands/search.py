@@ -32,12 +32,11 @@ def add_arguments(p) -> None:
 
 
 def settings(study, args) -> dict:
-    s = dict(study.search)
-    for key in ("method", "budget", "seed", "population", "patience"):
-        v = getattr(args, key, None)
-        if v is not None:
-            s[key] = v
-    return s
+    """The search settings: :func:`fusiontune.search_settings` (the API's, so both run alike)."""
+    from ..api import search_settings
+
+    return search_settings(study, **{k: getattr(args, k, None) for k in
+                                     ("method", "budget", "seed", "population", "patience")})[0]
 
 
 def run(args) -> int:
@@ -67,9 +66,9 @@ def run(args) -> int:
     prep = prepare(study)
     claim = plan.claim()
     try:
-        options = dict(study.method_options.get(s["method"], {}))
-        if args.population is not None:  # the flag beats a per-method population in the study
-            options.pop("population", None)
+        from ..api import search_settings
+
+        options = search_settings(study, method=s["method"], population=args.population)[1]
         result, trials = search(prep, s["method"], s["budget"], s["seed"], s["population"], s["patience"],
                                 s["min_delta"], options,
                                 show_progress=False if args.quiet else None, storage=url, resume=args.resume,

@@ -1,4 +1,4 @@
-"""The report's figures as PNG bytes (matplotlib with the Agg backend, imported lazily)."""
+"""The report's figures as PNG bytes (matplotlib figures on an Agg canvas, imported lazily; no backend switch)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,28 @@ import io
 __all__ = ["make_plots"]
 
 
+class _Figures:
+    """Figures without pyplot: a :class:`matplotlib.figure.Figure` on its own Agg canvas, so
+    a report never switches the process's backend (a notebook keeps its own) nor registers
+    figures globally."""
+
+    @staticmethod
+    def subplots(*args, figsize=None, **kwargs):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        FigureCanvasAgg(fig)
+        return fig, fig.subplots(*args, **kwargs)
+
+
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return _Figures
 
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    _plt().close(fig)
     return buf.getvalue()
 
 

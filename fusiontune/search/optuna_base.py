@@ -39,7 +39,6 @@ class OptunaSearcher(Searcher):
         import optuna
         from optuna.distributions import FloatDistribution
 
-        optuna.logging.set_verbosity(optuna.logging.ERROR)
         self.names = [f"x{j}" for j in range(self.dim)]
         self.dists = {n: FloatDistribution(0.0, 1.0) for n in self.names}
         self._study = None

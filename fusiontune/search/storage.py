@@ -81,7 +81,6 @@ class TrialStore:
         import optuna
         from optuna.distributions import FloatDistribution
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.url, self.name, self.prep = url, name, prep
         self.metric_cols = [f"{t.metric}_{t.name}" for t in prep.study.tasks]
         self.dists = {k: FloatDistribution(float(lo), float(hi))
@@ -252,7 +251,6 @@ def stored_config(url: str, name: str) -> dict | None:
     """The settings stored with run ``name`` in ``url`` (None when there is no such run)."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
         return None
     try:
