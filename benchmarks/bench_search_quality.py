@@ -1,21 +1,35 @@
-"""Search quality at an equal budget on the demo study (issue 3, target (a)).
+"""Search quality at realistic dimension: every method on feed6 (issue 11, item 4).
 
-    python benchmarks/bench_search_quality.py [--budget 300] [--seeds 5] [--gp]
+    python benchmarks/bench_search_quality.py [--study studies/feed6.toml] [--budgets 300,1000]
+        [--seeds 5] [--methods ...] [--ref-evals 3000] [--ref-runs 3] [--cache FILE] [--gp]
 
-Runs cem, cma, neighborhood, our batched tpe, random and grid (and gp with --gp: Optuna's
-GP sampler spends ~0.5 s per trial, minutes per seed) with several seeds at the same
-budget on ``studies/demo.toml`` (prepared once), plus *plain Optuna TPE*: the loop a user
-writes today, ``TPESampler(seed=s)`` with default settings, one trial at a time, scoring
-each trial with the same objective (penalised for guardrail violations, as our methods
-see it).  Prints per method: mean in-sample gain over the baseline, its share of the
-best gain found by any method (target: >= 99% for cem, cma, neighborhood), mean holdout
-objective (target: cem, cma, neighborhood > plain TPE).  Quality numbers are
-deterministic for given seeds; only the seconds column is noisy.
+For each budget and seed, runs fusiontune's methods (cem, cma, neighborhood, random,
+grad, tpe, grid, and the warm-started variants ``cma+grad``, ``cem+grad``,
+``neighborhood+grad``: the method started at the surrogate optimum, ``warm_start =
+"grad"``) with the study's settings, and two *plain Optuna* loops a user would write
+today: ``TPESampler(seed=s)`` and ``CmaEsSampler(seed=s)`` with default settings, one
+trial at a time, each trial scored by the same exact objective (penalised for guardrail
+violations, as our methods see it) and the best *feasible* trial reported.
+
+**Attainable gain**: the best feasible in-sample gain over the baseline found by
+``--ref-runs`` long CMA-ES runs (``--ref-evals`` evaluations each, seeds 100..) *or by any
+run of the table* (so a method can score 100%, never more).  Per method and budget the
+table shows the mean and worst-seed share of it, the mean holdout gain, and the seconds
+per run.  Targets (issue 11): the best method reaches >= 99% of the attainable gain at
+budget 300 on every seed, and every tuned method (everything but random) beats plain
+Optuna TPE at equal budget (mean in-sample gain).
+
+Quality numbers are deterministic for given seeds (grad: torch runs on one thread);
+seconds are noisy, the more so on a shared machine.  Each run's result is cached in
+``--cache`` (JSON, keyed by study, method, budget, seed): re-running re-prints the table
+without re-running the searches; delete the file to measure afresh.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 import warnings
@@ -26,12 +40,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fusiontune.compare import compare  # noqa: E402
-from fusiontune.pipeline import prepare  # noqa: E402
+from fusiontune.errors import FusiontuneError  # noqa: E402
+from fusiontune.pipeline import prepare, search  # noqa: E402
 from fusiontune.study import load_study  # noqa: E402
 
+METHODS = ["grad", "cma+grad", "cma", "cem", "neighborhood", "tpe", "random",
+           "grid"]
+PLAIN = ["optuna-tpe", "optuna-cmaes"]
 
-def plain_tpe(prep, budget: int, seed: int) -> dict:
+
+def plain_optuna(prep, sampler: str, budget: int, seed: int) -> dict:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -50,65 +68,118 @@ def plain_tpe(prep, budget: int, seed: int) -> dict:
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+        smp = (optuna.samplers.TPESampler(seed=seed) if sampler == "optuna-tpe"
+               else optuna.samplers.CmaEsSampler(seed=seed))
+        study = optuna.create_study(direction="maximize", sampler=smp)
         study.optimize(objective, n_trials=budget)
     seconds = time.perf_counter() - t0
     base_j = float(obj.baseline_per_task @ obj.w)
-    if not np.isfinite(best["j"]):
-        best["j"] = base_j
+    j = best["j"] if np.isfinite(best["j"]) else base_j
+    return {"gain": j - base_j, "holdout": _holdout_gain(prep, best["theta"]), "seconds": seconds,
+            "evaluations": budget}
+
+
+def _holdout_gain(prep, theta) -> float:
     h = prep.holdout_objective
-    hj = float(h.metrics(best["theta"][None, :])[0] @ h.w)
-    return {"gain": best["j"] - base_j, "holdout": hj, "seconds": seconds}
+    if h is None:
+        return float("nan")
+    return float(h.metrics(np.asarray(theta)[None, :])[0] @ h.w - h.baseline_per_task @ h.w)
+
+
+def ours(prep, method: str, budget: int, seed: int, population: int) -> dict:
+    base, _, warm = method.partition("+")
+    opts = dict(prep.study.method_options.get(base, {}))
+    t0 = time.perf_counter()
+    try:
+        r, trials = search(prep, base, budget, seed, population, options=opts, show_progress=False,
+                           warm_start=warm or "none")
+    except FusiontuneError as exc:
+        return {"refused": str(exc)}
+    theta = np.array([r["best"]["params"][k] for k in prep.space.all_names])
+    return {"gain": r["lift"]["in_sample"], "holdout": _holdout_gain(prep, theta),
+            "seconds": time.perf_counter() - t0, "evaluations": r["evaluations"],
+            "on_bounds": [b["param"] for b in r.get("on_bounds", [])]}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", type=int, default=300)
+    ap.add_argument("--study", type=Path, default=ROOT / "studies" / "feed6.toml")
+    ap.add_argument("--budgets", default="300,1000")
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--population", type=int, default=None,
-                    help="one population for every method (default: the study's, incl. per-method overrides)")
-    ap.add_argument("--gp", action="store_true", help="include the GP sampler (slow)")
+    ap.add_argument("--methods", default=",".join(METHODS + PLAIN))
+    ap.add_argument("--ref-evals", type=int, default=3000)
+    ap.add_argument("--ref-runs", type=int, default=3)
+    ap.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / ".search_quality_cache.json")
+    ap.add_argument("--gp", action="store_true", help="include Optuna's GP sampler (slow: ~0.5 s a trial)")
     args = ap.parse_args()
-    study = load_study(ROOT / "studies" / "demo.toml")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    study = load_study(args.study)
     prep = prepare(study)
-    methods = ["cem", "cma", "neighborhood", "tpe", "random", "grid"] + (["gp"] if args.gp else [])
-    options = {m: dict(o) for m, o in study.method_options.items()}
-    if args.population is not None:
-        for o in options.values():
-            o.pop("population", None)
-    population = args.population or study.search["population"]
-    res = compare(prep, methods, args.budget, args.seeds, population, method_options=options)
-    base_j = float(prep.objective.baseline_per_task @ prep.objective.w)
-    hb = prep.holdout_objective
-    base_h = float(hb.baseline_per_task @ hb.w)
-    rows = {}
-    for m in methods:
-        g = res.runs[res.runs["method"] == m]
-        rows[m] = {"gain": g["gain_in_sample"].to_numpy(), "holdout": g["holdout"].to_numpy(),
-                   "seconds": g["seconds"].to_numpy()}
-    plain = [plain_tpe(prep, args.budget, s) for s in range(args.seeds)]
-    rows["optuna-tpe (plain)"] = {k: np.array([p[k] for p in plain]) for k in ("gain", "holdout", "seconds")}
-    best_gain = max(float(r["gain"].max()) for r in rows.values())
-    print(f"demo study, budget {args.budget}, seeds 0..{args.seeds - 1}, population {population} "
-          f"(per-method overrides: {dict((m, o['population']) for m, o in options.items() if 'population' in o)}); "
-          f"baseline objective {base_j:.5f} (holdout {base_h:.5f}); best in-sample gain by any method "
-          f"{best_gain:+.5f}")
-    print(f"{'method':<20} {'gain mean':>10} {'% of best':>9} {'worst seed %':>12} {'holdout mean':>12} "
-          f"{'vs plain TPE':>12} {'s/run':>7}")
-    plain_h = rows["optuna-tpe (plain)"]["holdout"].mean()
-    for m, r in rows.items():
-        print(f"{m:<20} {r['gain'].mean():>+10.5f} {100 * r['gain'].mean() / best_gain:>8.1f}% "
-              f"{100 * r['gain'].min() / best_gain:>11.1f}% {r['holdout'].mean():>12.5f} "
-              f"{r['holdout'].mean() - plain_h:>+12.5f} {r['seconds'].mean():>7.1f}")
+    population = study.search["population"]
+    budgets = [int(b) for b in args.budgets.split(",")]
+    methods = [m for m in args.methods.split(",") if m] + (["gp"] if args.gp else [])
+    cache = json.loads(args.cache.read_text()) if args.cache.exists() else {}
+
+    def run(method, budget, seed):
+        key = f"{study.name}|{method}|{budget}|{seed}|{population}"
+        if key not in cache:
+            if method in PLAIN:
+                cache[key] = plain_optuna(prep, method, budget, seed)
+            elif method == "reference":
+                cache[key] = ours(prep, "cma", budget, seed, population)
+            else:
+                cache[key] = ours(prep, method, budget, seed, population)
+            args.cache.write_text(json.dumps(cache, indent=1))
+            r = cache[key]
+            print(f"  {method:<18} budget {budget:>5} seed {seed}: "
+                  + (f"gain {r['gain']:+.5f} in {r['seconds']:.0f}s" if "gain" in r else r["refused"]),
+                  file=sys.stderr, flush=True)
+        return cache[key]
+
+    t0 = time.perf_counter()
+    ref = [run("reference", args.ref_evals, 100 + i) for i in range(args.ref_runs)]
+    res = {(m, b): [run(m, b, s) for s in range(args.seeds)] for b in budgets for m in methods}
+    wall = time.perf_counter() - t0
+    ref_gain = max((r["gain"] for r in ref), default=float("-inf"))
+    attainable = max([ref_gain] + [r["gain"] for rs in res.values() for r in rs if "gain" in r])
+    o = prep.objective
+    import platform
+    import subprocess
+
+    cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True).stdout.split(":")
+    print(f"study {study.name}: {prep.space.dim} free parameters, {o.n_rows} search rows, population {population}; "
+          f"seeds 0..{args.seeds - 1}; CPU {cpu[-1].strip() if len(cpu) > 1 else platform.processor()}")
+    print(f"attainable in-sample gain {attainable:+.5f}: the best of {args.ref_runs} long CMA-ES runs "
+          f"({args.ref_evals} evaluations each; best {ref_gain:+.5f} = {100 * ref_gain / attainable:.1f}%) and of "
+          f"every run below")
+    print()
+    print(f"| method | budget | mean % of attainable | worst seed % | mean holdout gain | s/run |")
+    print(f"|---|---:|---:|---:|---:|---:|")
     ok = True
-    for m in ("cem", "cma", "neighborhood"):
-        share = rows[m]["gain"].mean() / best_gain
-        beats = rows[m]["holdout"].mean() > plain_h
-        ok &= share >= 0.99 and beats
-        print(f"{m}: mean gain {100 * share:.1f}% of best ({'ok' if share >= 0.99 else 'MISS'}), "
-              f"mean holdout {'beats' if beats else 'does NOT beat'} plain Optuna TPE "
-              f"({rows[m]['holdout'].mean() - plain_h:+.5f})")
-    print("targets met" if ok else "targets NOT all met")
+    for b in budgets:
+        shares = {}
+        for m in methods:
+            rs = res[(m, b)]
+            if any("refused" in r for r in rs):
+                print(f"| {m} | {b} | refused: {rs[0]['refused'][:60]}... | | | |")
+                continue
+            g = np.array([r["gain"] for r in rs]) / attainable * 100
+            h = np.array([r["holdout"] for r in rs])
+            s = np.array([r["seconds"] for r in rs])
+            shares[m] = g
+            print(f"| {m} | {b} | {g.mean():.1f} | {g.min():.1f} | {h.mean():+.5f} | {s.mean():.0f} |")
+        if "optuna-tpe" in shares:
+            tpe = shares["optuna-tpe"].mean()
+            losers = [m for m in shares if m not in PLAIN and m != "random" and shares[m].mean() <= tpe]
+            best_m = max((m for m in shares if m not in PLAIN), key=lambda m: shares[m].min())
+            worst = shares[best_m].min()
+            line = (f"budget {b}: best method {best_m} (worst seed {worst:.1f}%); "
+                    f"tuned methods not beating plain Optuna TPE ({tpe:.1f}%): {', '.join(losers) or 'none'}")
+            print(f"\n{line}")
+            if b == 300:
+                ok &= worst >= 99.0
+            ok &= not losers
+    print(f"\n{'targets met' if ok else 'targets NOT all met'}; {wall:.0f} s of runs this invocation")
     return 0
 
 
