@@ -106,6 +106,8 @@ def main() -> int:
     ap.add_argument("--study", type=Path, default=ROOT / "studies" / "feed6.toml")
     ap.add_argument("--budgets", default="300,1000")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed..seeds-1 only (to split a "
+                    "long benchmark over processes sharing one --cache file set; merge the caches to print)")
     ap.add_argument("--methods", default=",".join(METHODS + PLAIN))
     ap.add_argument("--ref-evals", type=int, default=3000)
     ap.add_argument("--ref-runs", type=int, default=3)
@@ -138,7 +140,7 @@ def main() -> int:
 
     t0 = time.perf_counter()
     ref = [run("reference", args.ref_evals, 100 + i) for i in range(args.ref_runs)]
-    res = {(m, b): [run(m, b, s) for s in range(args.seeds)] for b in budgets for m in methods}
+    res = {(m, b): [run(m, b, s) for s in range(args.first_seed, args.seeds)] for b in budgets for m in methods}
     wall = time.perf_counter() - t0
     ref_gain = max((r["gain"] for r in ref), default=float("-inf"))
     attainable = max([ref_gain] + [r["gain"] for rs in res.values() for r in rs if "gain" in r])
