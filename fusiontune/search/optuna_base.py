@@ -113,7 +113,7 @@ class OptunaSearcher(Searcher):
         for row, val, c in zip(x, ev.objective, violation(ev)):
             trials.append(create_trial(params={k: float(v) for k, v in zip(self.names, row)},
                                        distributions=self.dists, value=float(val),
-                                       system_attrs={"constraints:guardrails": float(c)} if self.constrained else {}))
+                                       constraints={"guardrails": float(c)} if self.constrained else None))
         self.study.add_trials(trials)
         self._told += len(x)
         self._enqueue_baseline = False

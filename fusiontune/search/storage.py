@@ -24,23 +24,151 @@ run's trials and best identical to a straight run's.  Optuna's own samplers (tpe
 resume the Optuna way: the stored trials are loaded into the sampler's study as history
 and sampling continues from there (no trial lost or repeated; not bit-identical to an
 uninterrupted run, since the sampler's random state differs).
+
+Opening.  :func:`open_storage` opens (and on first use creates) the storage's tables under
+a lock: a PostgreSQL advisory lock, or an ``flock`` on the SQLite file, so any number of
+fresh processes may open one new database at once.  A study name that exists already is
+never deleted: a new run on it is refused (:class:`StudyExistsError`); ``resume`` continues
+it, and :mod:`fusiontune.search.coordination` lets several workers share it.
+
+Fast path.  A generation's trials are written with batched INSERTs in one transaction
+through Optuna's RDB models (Optuna's public ``add_trials`` commits each trial and each
+attribute on its own, ~10 ms a trial).  Those models are not public API, so the fast path
+is used only on the Optuna major versions it was tested with (:data:`FAST_PATH_MAJORS`,
+checked by ``tests/test_workers.py``); on any other version the public ``add_trials`` is
+used.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, RunError
+from ..errors import DependencyError, InputError, RunError
 from ..objective import Evaluation, Objective
 
-__all__ = ["TrialStore", "StoredEvaluator", "default_storage_url", "run_config"]
+__all__ = ["TrialStore", "StoredEvaluator", "default_storage_url", "run_config", "open_storage",
+           "StudyExistsError", "fast_path_supported"]
 
 FORMAT = 1
+
+#: Optuna major versions whose RDB models the fast write path was tested with
+FAST_PATH_MAJORS = (4, 5)
+
+
+def fast_path_supported(version: str | None = None) -> bool:
+    """Whether the batched write through Optuna's (non-public) RDB models may be used."""
+    if version is None:
+        import optuna
+
+        version = optuna.__version__
+    try:
+        major = int(str(version).split(".")[0])
+    except ValueError:
+        return False
+    return major in FAST_PATH_MAJORS
+
+
+class StudyExistsError(RunError):
+    """A new run was asked for under a study name the storage already holds."""
+
+    def __init__(self, name: str, url: str):
+        self.name, self.url = name, url
+        super().__init__(f"storage {url} already holds the study {name!r}; continue it (resume) or "
+                         f"share it with other workers (join); nothing was deleted", param="storage")
+
+
+def _driver_check(url: str) -> None:
+    """One line naming the install, when the URL's database driver is missing."""
+    import importlib.util
+
+    scheme = url.split(":", 1)[0].lower()
+    backend, _, driver = scheme.partition("+")
+    if backend in ("postgresql", "postgres"):
+        module = {"": "psycopg", "psycopg": "psycopg", "psycopg2": "psycopg2",
+                  "pg8000": "pg8000", "asyncpg": "asyncpg"}.get(driver, driver)
+        if importlib.util.find_spec(module) is None:
+            raise DependencyError(f"storage {url}: PostgreSQL needs the {module} driver: "
+                                  f"pip install 'fusiontune[postgres]' (psycopg 3)", param="storage")
+    elif backend == "mysql":
+        module = {"": "MySQLdb", "pymysql": "pymysql", "mysqldb": "MySQLdb"}.get(driver, driver)
+        if importlib.util.find_spec(module) is None:
+            raise DependencyError(f"storage {url}: MySQL needs the {module} driver "
+                                  f"(pip install {driver or 'mysqlclient'})", param="storage")
+
+
+def sqlite_path(url: str) -> Path | None:
+    if url.startswith("sqlite:///"):
+        rest = url[len("sqlite:///"):].split("?", 1)[0]
+        return Path(rest) if rest and rest != ":memory:" else None
+    return None
+
+
+@contextmanager
+def storage_lock(url: str, engine=None):
+    """Serialise schema and study creation across processes and machines sharing ``url``:
+    a PostgreSQL session advisory lock, an ``flock`` on the SQLite file (SQLite itself
+    locks with POSIX record locks, which do not interact with ``flock``), else nothing."""
+    path = sqlite_path(url)
+    if path is not None:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+b") as fh:  # an empty file is a valid new SQLite database
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return
+    if url.split(":", 1)[0].split("+")[0] in ("postgresql", "postgres"):
+        import sqlalchemy as sa
+
+        own = engine is None
+        eng = sa.create_engine(url, poolclass=sa.pool.NullPool) if own else engine
+        try:
+            with eng.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+        finally:
+            if own:
+                eng.dispose()
+        return
+    yield
+
+
+_LOCK_KEY = 0x66757369  # "fusi": the advisory-lock id fusiontune's storage creation uses
+
+
+def engine_kwargs(url: str) -> dict:
+    if sqlite_path(url) is not None:  # several writers: wait for the lock rather than fail at 5 s
+        return {"connect_args": {"timeout": 120}}
+    return {"pool_pre_ping": True}
+
+
+def open_storage(url: str):
+    """An Optuna RDBStorage for ``url``, its tables created race-free (see :func:`storage_lock`)."""
+    import optuna
+
+    _driver_check(url)
+    try:
+        with storage_lock(url):
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+    except InputError:
+        raise
+    except Exception as exc:  # bad URL, unreachable server
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise InputError(f"storage {url}: cannot open it as an Optuna storage "
+                         f"({type(exc).__name__}: {first[:200]})", param="storage") from None
 
 
 def default_storage_url(run_dir: Path) -> str:
@@ -85,14 +213,7 @@ class TrialStore:
         self.metric_cols = [f"{t.metric}_{t.name}" for t in prep.study.tasks]
         self.dists = {k: FloatDistribution(float(lo), float(hi))
                       for k, lo, hi in zip(prep.space.free, prep.space.low, prep.space.high)}
-        if url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.storage = optuna.storages.RDBStorage(url)
-        except Exception as exc:  # bad URL, missing driver, unreachable server
-            raise InputError(f"storage {url}: cannot open it as an Optuna storage "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
-                             param="storage") from None
+        self.storage = open_storage(url)
         names = [s.study_name for s in optuna.get_all_study_summaries(self.storage, include_best_trial=False)]
         if resume:
             if name not in names:
@@ -111,15 +232,16 @@ class TrialStore:
                                      f"resume with the same settings or start a new run", param="resume")
             self.config = stored
         else:
-            if name in names:  # a new run of the same study/method/seed replaces the old one
-                optuna.delete_study(study_name=name, storage=self.storage)
-            self.study = optuna.create_study(study_name=name, storage=self.storage, direction="maximize")
-            self.study.set_user_attr("fusiontune", json.loads(json.dumps(config, default=str)))
+            if name in names:  # never delete a stored run
+                raise StudyExistsError(name, url)
+            with storage_lock(url):  # another process may be creating the same name right now
+                try:
+                    self.study = optuna.create_study(study_name=name, storage=self.storage, direction="maximize")
+                except optuna.exceptions.DuplicatedStudyError:
+                    raise StudyExistsError(name, url) from None
+                self.study.set_user_attr("fusiontune", json.loads(json.dumps(config, default=str)))
             self.config = config
-        from optuna.distributions import distribution_to_json
-
-        self._dist_json = {k: distribution_to_json(d) for k, d in self.dists.items()}
-        self._fast = hasattr(self.storage, "scoped_session")
+        self._fast = fast_path_supported() and hasattr(self.storage, "scoped_session")
 
     # -- reading -------------------------------------------------------------------------
     def load(self) -> dict[int, Stored]:
@@ -142,64 +264,80 @@ class TrialStore:
     # -- writing -------------------------------------------------------------------------
     def write(self, gen: int, slots: np.ndarray, x: np.ndarray, theta: np.ndarray, ev: Evaluation) -> None:
         """Write the scored candidates ``slots`` of generation ``gen`` in one transaction."""
-        from optuna.trial import create_trial
-
-        space = self.prep.space
-        idx = [space.all_names.index(k) for k in space.free]
-        trials = []
-        for j, s in enumerate(slots):
-            pen = float(ev.penalised[j])
-            attrs = {"generation": int(gen), "slot": int(s), "objective": float(ev.objective[j]),
-                     "feasible": bool(ev.feasible[j])}
-            attrs.update({c: float(v) for c, v in zip(self.metric_cols, ev.per_task[j])})
-            value = float(ev.objective[j]) if ev.feasible[j] else pen
-            if not math.isfinite(value):
-                value = -1e300
-            trials.append(create_trial(params={k: float(theta[j, i]) for k, i in zip(space.free, idx)},
-                                       distributions=self.dists, value=value, user_attrs=attrs))
+        trials = [trial_template(self.prep.space, self.dists, self.metric_cols, {"generation": int(gen), "slot": int(s)},
+                                 theta[j], ev.objective[j], ev.per_task[j], ev.feasible[j], ev.penalised[j])
+                  for j, s in enumerate(slots)]
         if not trials:
             return
         if self._fast:
-            self._bulk_insert(trials)
+            from optuna.storages._rdb.storage import _create_scoped_session
+
+            with _create_scoped_session(self.storage.scoped_session) as session:
+                insert_trials(session, self.study._study_id, trials)
         else:  # other storages: one trial at a time (slot numbers keep a partial generation unambiguous)
             self.study.add_trials(trials)
-
-    def _bulk_insert(self, trials) -> None:
-        """All trials of a generation in one transaction, with batched INSERTs (Optuna's own
-        ``add_trials`` commits each trial and each attribute separately: ~10 ms a trial)."""
-        from datetime import datetime
-
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-        from optuna.trial import TrialState
-
-        sid = self.study._study_id
-        now = datetime.now()
-        with _create_scoped_session(self.storage.scoped_session) as session:
-            models.StudyModel.find_or_raise_by_id(sid, session, for_update=True)  # serialises writers
-            n0 = session.query(models.TrialModel).filter(models.TrialModel.study_id == sid).count()
-            rows = [models.TrialModel(study_id=sid, number=n0 + i, state=TrialState.COMPLETE,
-                                      datetime_start=now, datetime_complete=now) for i in range(len(trials))]
-            session.add_all(rows)
-            session.flush()  # assigns trial ids
-            children = []
-            for row, tr in zip(rows, trials):
-                v, vt = models.TrialValueModel.value_to_stored_repr(tr.value)
-                children.append(models.TrialValueModel(trial_id=row.trial_id, objective=0, value=v, value_type=vt))
-                for k, val in tr.params.items():
-                    d = tr.distributions[k]
-                    children.append(models.TrialParamModel(
-                        trial_id=row.trial_id, param_name=k, param_value=d.to_internal_repr(val),
-                        distribution_json=self._dist_json[k]))
-                for k, val in tr.user_attrs.items():
-                    children.append(models.TrialUserAttributeModel(trial_id=row.trial_id, key=k,
-                                                                   value_json=json.dumps(val)))
-            session.add_all(children)
 
     def finish(self, result: dict) -> None:
         self.study.set_user_attr("fusiontune_result", {"stop_reason": result.get("stop_reason"),
                                                        "evaluations": result.get("evaluations"),
                                                        "best_trial": result.get("best_trial")})
+
+
+def trial_template(space, dists: dict, metric_cols: list[str], attrs: dict, theta: np.ndarray, objective: float,
+                   per_task: np.ndarray, feasible: bool, penalised: float, constraint: float | None = None):
+    """The Optuna trial of one scored candidate.  Its value is ``J`` for a feasible
+    candidate and the penalised value otherwise; with ``constraint`` (Optuna's samplers on a
+    shared study) it is ``J`` and the guardrail violation is an Optuna constraint."""
+    from optuna.trial import create_trial
+
+    idx = [space.all_names.index(k) for k in space.free]
+    ua = dict(attrs)
+    ua.update({"objective": float(objective), "feasible": bool(feasible)})
+    ua.update({c: float(v) for c, v in zip(metric_cols, per_task)})
+    value = float(objective) if (feasible or constraint is not None) else float(penalised)
+    if not math.isfinite(value):
+        value = -1e300
+    return create_trial(params={k: float(theta[i]) for k, i in zip(space.free, idx)}, distributions=dists,
+                        value=value, user_attrs=ua,
+                        constraints=None if constraint is None else {"guardrails": float(constraint)})
+
+
+def insert_trials(session, study_id: int, trials: list) -> list[int]:
+    """The fast path: COMPLETE ``trials`` (from :func:`trial_template`) with batched INSERTs
+    in the caller's transaction; returns their trial numbers.  Uses Optuna's RDB models,
+    which are not public API: call it only when :func:`fast_path_supported`."""
+    from datetime import datetime
+
+    from optuna.distributions import distribution_to_json
+    from optuna.storages._rdb import models
+    from optuna.trial import TrialState
+
+    models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)  # serialises writers
+    n0 = session.query(models.TrialModel).filter(models.TrialModel.study_id == study_id).count()
+    now = datetime.now()
+    rows = [models.TrialModel(study_id=study_id, number=n0 + i, state=TrialState.COMPLETE,
+                              datetime_start=now, datetime_complete=now) for i in range(len(trials))]
+    session.add_all(rows)
+    session.flush()  # assigns trial ids
+    children, dist_json = [], {}
+    for row, tr in zip(rows, trials):
+        v, vt = models.TrialValueModel.value_to_stored_repr(tr.value)
+        children.append(models.TrialValueModel(trial_id=row.trial_id, objective=0, value=v, value_type=vt))
+        for k, val in tr.params.items():
+            d = tr.distributions[k]
+            if k not in dist_json:
+                dist_json[k] = distribution_to_json(d)
+            children.append(models.TrialParamModel(trial_id=row.trial_id, param_name=k,
+                                                   param_value=d.to_internal_repr(val),
+                                                   distribution_json=dist_json[k]))
+        for k, val in tr.user_attrs.items():
+            children.append(models.TrialUserAttributeModel(trial_id=row.trial_id, key=k, value_json=json.dumps(val)))
+        for k, val in tr.system_attrs.items():
+            children.append(models.TrialSystemAttributeModel(trial_id=row.trial_id, key=k,
+                                                             value_json=json.dumps(val)))
+    session.add_all(children)
+    session.flush()
+    return [n0 + i for i in range(len(trials))]
 
 
 class StoredEvaluator:
@@ -251,12 +389,14 @@ def stored_config(url: str, name: str) -> dict | None:
     """The settings stored with run ``name`` in ``url`` (None when there is no such run)."""
     import optuna
 
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+    path = sqlite_path(url)
+    if path is not None and (not path.exists() or path.stat().st_size == 0):
         return None
+    storage = open_storage(url)
     try:
-        study = optuna.load_study(study_name=name, storage=url)
+        study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         return None
-    except Exception as exc:
-        raise InputError(f"storage {url}: cannot open it as an Optuna storage ({type(exc).__name__})", param="storage") from None
+    finally:
+        storage.engine.dispose()
     return study.user_attrs.get("fusiontune")
