@@ -9,11 +9,7 @@ Times whole CLI runs, process start included and measured side by side in altern
 It checks that all three store the same trials (cem/cma/... are identical whatever the number of
 workers) and prints median wall times and the ratios.
 
-Last measured (AMD EPYC, 2 cores, shared with five other engineers' jobs, load average 8-12, so
-the absolute times are noisy; the ratios come from the same alternating runs), demo study, cem,
-budget 600, 3 repeats:
-
-    see the report in the commit that added these numbers (filled in below when measured)
+The measured numbers are in the commit that adds them and in docs/parallel.md.
 """
 
 from __future__ import annotations
