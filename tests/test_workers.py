@@ -282,3 +282,52 @@ def test_four_fresh_workers_create_one_study_without_racing(request, study_file,
         assert p.returncode == 0, err
     summaries = optuna.get_all_study_summaries(url, include_best_trial=False)
     assert [s.study_name for s in summaries] == ["known-cem-0"]
+
+
+def test_gp_bounded_window_and_cheaper_acquisition(study_file):
+    """gp fits each batch's GP on at most `window` trials (the best half and the most recent),
+    and its cheaper acquisition settings reach Optuna's GPSampler (attributes Optuna does not
+    document: this fails, rather than silently doing nothing, if an Optuna renames them)."""
+    import optuna
+
+    from fusiontune.search.base import make_searcher
+    from fusiontune.search.gp import ACQ_ATTRS
+
+    s = make_searcher("gp", dim=2, x0=np.full(2, 0.5), seed=0, population=8, options={"window": 6}, budget=40)
+    for key, attr in ACQ_ATTRS.items():
+        assert getattr(s._sampler, attr) == s.opts[key]
+    s.constrained = False
+    study = optuna.create_study(direction="maximize")
+    values = [5.0, 1.0, 9.0, 2.0, 8.0, 0.0, 3.0, 4.0, 7.0, 6.0]
+    for v in values:
+        study.add_trial(optuna.trial.create_trial(params={"x0": 0.5, "x1": 0.5}, distributions=s.dists, value=v))
+    kept = s._window_trials(study.get_trials())
+    # the best three (numbers 2, 4, 8), then the most recent until six (9, 7, 6), in trial order
+    assert [t.number for t in kept] == [2, 4, 6, 7, 8, 9]
+    prep = prepare(load_study(study_file))
+    result, trials = search(prep, "gp", 32, 1, 8, options={"window": 10})
+    assert len(trials) == 32  # exact budget with the windowed, constant-liar batches
+    assert result["best"]["objective"] > result["baseline"]["objective"] + 0.01
+    for _, batch in trials.groupby("generation"):  # the liar spreads each batch out
+        assert len(batch[["a_like", "a_finish"]].drop_duplicates()) == len(batch)
+
+
+def test_claims_are_atomic_and_an_interrupted_worker_hands_them_back(study_file, tmp_path):
+    from fusiontune.search.coordination import SharedStudy
+    from fusiontune.search.storage import run_config
+
+    prep = prepare(load_study(study_file))
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    config = run_config(prep, "cem", 0, 8, {}, 32, 0, 1e-6)
+    a, b = SharedStudy(url, "known-cem-0", prep, config), SharedStudy(url, "known-cem-0", prep, config)
+    x = np.random.default_rng(0).random((8, prep.space.dim))
+    assert a.publish(1, x) and not b.publish(1, x)  # written once; the second worker checks it
+    with pytest.raises(InputError, match="other candidates"):
+        b.publish(1, x[::-1])
+    got_a, got_b = a.claim(1, 5), b.claim(1, 5)
+    assert got_a == [0, 1, 2, 3, 4] and got_b == [5, 6, 7]  # each candidate to exactly one worker
+    assert b.claim(1, 5) == []  # a's claims are fresh: not claimable
+    a.release()  # interrupted
+    assert b.claim(1, 8) == [0, 1, 2, 3, 4]
+    a.close()
+    b.close()

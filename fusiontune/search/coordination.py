@@ -131,6 +131,8 @@ class _Heartbeat:
     def __exit__(self, *exc):
         self.stop.set()
         self.thread.join(timeout=10)
+        if exc[0] is not None:  # interrupted: hand the claims back now rather than at the timeout
+            self.shared.release()
 
 
 @dataclass
@@ -188,6 +190,17 @@ class SharedStudy:
         self.config = stored
         self._fast = fast_path_supported() and hasattr(self.storage, "scoped_session")
         self.stats = WorkerStats()
+
+    def release(self) -> None:
+        """Give this worker's running claims back to the others (an interrupted worker)."""
+        try:
+            with self.engine.begin() as c:
+                c.execute(self.cand.update()
+                          .where(self.cand.c.study_id == self.study_id, self.cand.c.state == RUNNING,
+                                 self.cand.c.worker == self.worker)
+                          .values(state=WAITING))
+        except Exception:  # the database is gone too: the heartbeat timeout still frees them
+            pass
 
     # -- database time -------------------------------------------------------------------
     def now(self):
@@ -445,15 +458,17 @@ class SharedStudy:
                         if trial is not None:  # lost the ticket while stalled: its new owner scores it
                             study.tell(trial, state=TrialState.FAIL)
                         continue
+                    c = float(viol[j]) if searcher.constrained else None
                     tmpl = trial_template(space, self.dists, self.metric_cols, attrs, theta[j], ev.objective[j],
-                                          ev.per_task[j], ev.feasible[j], ev.penalised[j], constraint=float(viol[j]))
+                                          ev.per_task[j], ev.feasible[j], ev.penalised[j], constraint=c)
                     if trial is None:
                         study.add_trial(tmpl)
                     else:
                         for key, val in tmpl.user_attrs.items():
                             trial.set_user_attr(key, val)
-                        trial.set_constraint("guardrails", float(viol[j]))
-                        study.tell(trial, float(ev.objective[j]))
+                        if c is not None:
+                            trial.set_constraint("guardrails", c)
+                        study.tell(trial, tmpl.value)
                     self.stats.evaluated += 1
                 bar.update(advance=len(todo))
         run = SearchRun()
@@ -499,35 +514,39 @@ def search_shared(prep, method: str, budget: int, seed: int, population: int, pa
                   heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT, chunk: int | None = None):
     """One worker of a shared run (created on first use); returns (result dict, trials
     DataFrame) like :func:`fusiontune.pipeline.search`, for the whole run."""
-    from ..pipeline import summarise_params, trials_frame
-    from .base import make_searcher, method_population
+    from ..errors import StudyError
+    from ..pipeline import on_bounds, summarise_params, trials_frame
+    from .run import build_searcher
     from .storage import run_config
 
     if not storage:
-        raise InputError("a shared run needs a storage URL that every worker can reach")
+        raise InputError("a shared run needs a storage URL that every worker can reach", param="storage")
+    if prep.study.search.get("screening"):
+        raise StudyError("[search] screening is not supported in shared runs (several workers); "
+                         "remove it or run one process", param="screening")
     t0 = time.perf_counter()
-    population, options = method_population(population, options)
-    searcher = make_searcher(method, dim=prep.space.dim, x0=prep.space.baseline_unit, seed=seed,
-                             population=population, options=options, budget=budget)
-    if hasattr(searcher, "constrained"):
-        searcher.constrained = any(t.max_drop is not None for t in prep.study.tasks)
+    sdef = prep.study.search
+    searcher, population, options = build_searcher(
+        method, prep.objective, prep.space, seed=seed, population=population, options=options, budget=budget,
+        warm_start=sdef.get("warm_start"), grad_options=prep.study.method_options.get("grad", {}))
     name = run_name or f"{prep.study.name}-{method}-{seed}"
     config = run_config(prep, method, seed, population, options, budget, patience, min_delta)
     shared = SharedStudy(storage, name, prep, config, heartbeat_timeout)
     try:
         k0 = prep.objective.kernel_seconds
-        if getattr(searcher, "replay", True):
+        if searcher.capabilities.replay:
             run = shared.run_population(searcher, budget, patience, min_delta, show_progress, chunk)
         else:
             run = shared.run_optuna(searcher, budget, show_progress)
         trials = trials_frame(prep, run)
-        extra = {"population": population, "options": searcher.opts,
+        extra = {"population": population, "options": {**searcher.opts, **options},
                  "kernel_seconds": round(prep.objective.kernel_seconds - k0, 4),
                  "storage": {"url": storage, "study_name": name, "shared": True, "worker": shared.worker,
                              "reused_evaluations": shared.stats.by_others,
                              "new_evaluations": shared.stats.evaluated}}
         result = summarise_params(prep, trials, method, seed, budget, time.perf_counter() - t0, run.stop_reason,
                                   extra)
+        result["on_bounds"] = on_bounds(prep.space, result["best"]["params"])
         shared.finish(result)
     finally:
         shared.close()
