@@ -306,9 +306,9 @@ def test_gp_bounded_window_and_cheaper_acquisition(study_file):
     assert [t.number for t in kept] == [2, 4, 6, 7, 8, 9]
     prep = prepare(load_study(study_file))
     result, trials = search(prep, "gp", 32, 1, 8, options={"window": 10})
-    assert len(trials) == 32  # exact budget with the windowed, constant-liar batches
+    assert len(trials) == 32  # exact budget with the windowed batches
     assert result["best"]["objective"] > result["baseline"]["objective"] + 0.01
-    for _, batch in trials.groupby("generation"):  # the liar spreads each batch out
+    for _, batch in trials.groupby("generation"):  # a batch spreads out (pending trials)
         assert len(batch[["a_like", "a_finish"]].drop_duplicates()) == len(batch)
 
 

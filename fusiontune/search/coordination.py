@@ -190,6 +190,7 @@ class SharedStudy:
         self.config = stored
         self._fast = fast_path_supported() and hasattr(self.storage, "scoped_session")
         self.stats = WorkerStats()
+        self._seen = 3  # workers that scored the last generation (first generation: quarters)
 
     def release(self) -> None:
         """Give this worker's running claims back to the others (an interrupted worker)."""
@@ -316,7 +317,9 @@ class SharedStudy:
                 theta = space.full(x)
                 gen += 1
                 self.publish(gen, x)
-                k = chunk or max(1, math.ceil(len(x) / 4))
+                # claim size: a share of the generation for each worker seen scoring the last one,
+                # plus one share for a worker that may join (each claim and each write is a commit)
+                k = chunk or max(1, math.ceil(len(x) / (self._seen + 1)))
                 per_task = self._score_generation(gen, x, theta, k, poll)
                 ev = obj.judge(per_task)  # the whole generation, as one process judges it
                 searcher.tell_evaluation(x, ev)
@@ -355,6 +358,7 @@ class SharedStudy:
             rows = self.generation_rows(gen)
             if len(rows) == len(x) and all(r.state == DONE for r in rows):
                 self.stats.by_others += sum(r.worker != self.worker for r in rows)
+                self._seen = max(1, len({r.worker for r in rows}))
                 return np.array([json.loads(r.result) for r in rows], dtype=np.float64)
             time.sleep(wait)  # others are scoring the rest
             wait = min(wait * 1.5, 0.2)
