@@ -171,7 +171,7 @@ def _run_shared(args, study, s, out, url, name, plan) -> int:
     for p in procs:
         p.join()
         failed += p.exitcode != 0
-    claim.write_result(result, trials)
+    claim.write_result(result, trials, study=study)
     st = result["storage"]
     if args.quiet:
         print(f"wrote {Path(out) / 'result.json'} and trials.csv (run {claim.run_id}; shared run in {url})")
