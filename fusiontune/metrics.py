@@ -75,6 +75,8 @@ from pathlib import Path
 import numba as nb
 import numpy as np
 
+from .io import atomic_write_text
+
 __all__ = ["auc", "gauc", "AucPlan", "GaucPlan", "GroupIndex", "encode_labels", "pack_label_codes",
            "sort_keys", "sort_choice", "WEIGHTINGS"]
 
@@ -912,10 +914,7 @@ def sort_choice(n: int) -> str:
             try:
                 disk = disk if isinstance(disk, dict) else {}
                 disk.setdefault(mkey, {})[str(cls)] = got
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(disk, indent=1, sort_keys=True))
-                os.replace(tmp, path)
+                atomic_write_text(path, json.dumps(disk, indent=1, sort_keys=True))
             except OSError:
                 pass  # a read-only home only costs the measurement next time
         _CHOICE[cls] = got
