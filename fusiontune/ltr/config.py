@@ -7,7 +7,7 @@ Example (every key optional)::
     backend = "sklearn"      # gbdt: "sklearn" (HistGradientBoosting) or "lightgbm"
     monotone = true          # fused score monotone in every task score (sign from [[tasks]])
     validation = 0.2         # share of the search part held out for early stopping
-    target = "combined"      # default --target: combined | lambdarank
+    target = "combined"      # training target: combined | lambdarank
     balance = "variance"     # task weights in the target: variance | observed | none (see targets.py)
     residual = true          # LightGBM GBDT (backend "lightgbm" or target lambdarank): trees on top of the
                              # baseline formula (init score), so they start where the formula is

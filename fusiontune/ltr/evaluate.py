@@ -1,4 +1,4 @@
-"""Re-score a saved or exported fuser on a study's log (``fusiontune eval --model``).
+"""Re-score a saved or exported fuser on a study's log (the `eval` command with a model).
 
 The result has the shape of :func:`fusiontune.export.evaluate_params`: per part (search,
 holdout, whole log) the fuser's per-task metrics and objective against the study's baseline
