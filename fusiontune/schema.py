@@ -49,42 +49,31 @@ def _split_commas(value):
     return value
 
 
-def _split_ints(value):
-    value = _split_commas(value)
-    if isinstance(value, list):
+def _split_as(kind):
+    """A validator: split ``"1, 2"`` like :func:`_split_commas`, then convert each string with
+    ``kind`` where it can (what cannot is left for pydantic to report)."""
+    def convert(value):
+        value = _split_commas(value)
+        if not isinstance(value, list):
+            return value
         out = []
         for v in value:
             if isinstance(v, str):
                 try:
-                    v = int(v)
+                    v = kind(v)
                 except ValueError:
                     pass
             out.append(v)
         return out
-    return value
-
-
-def _split_floats(value):
-    value = _split_commas(value)
-    if isinstance(value, list):
-        out = []
-        for v in value:
-            if isinstance(v, str):
-                try:
-                    v = float(v)
-                except ValueError:
-                    pass
-            out.append(v)
-        return out
-    return value
+    return convert
 
 
 #: column names: a list, or one comma-separated string
 Names = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_split_commas)]
 #: layer sizes >= 1: a list, or a comma-separated string
-Sizes = Annotated[list[Annotated[int, Field(ge=1)]], BeforeValidator(_split_ints)]
+Sizes = Annotated[list[Annotated[int, Field(ge=1)]], BeforeValidator(_split_as(int))]
 #: numbers: a list, or a comma-separated string
-Floats = Annotated[list[float], BeforeValidator(_split_floats)]
+Floats = Annotated[list[float], BeforeValidator(_split_as(float))]
 
 
 class Table(BaseModel):

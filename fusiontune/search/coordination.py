@@ -58,7 +58,7 @@ import numpy as np
 from ..errors import InputError
 from ..objective import Evaluation
 from ..progress import progress
-from .run import SearchRun
+from .run import Patience, SearchRun
 from .storage import (_NOT_COMPARED, StudyExistsError, engine_kwargs, fast_path_supported, insert_trials,
                       open_storage, storage_lock, trial_template)
 
@@ -310,7 +310,7 @@ class SharedStudy:
         space, obj = prep.space, prep.objective
         run = SearchRun()
         t0 = time.perf_counter()
-        done, gen, best, stale = 0, 0, -np.inf, 0
+        done, gen, watch = 0, 0, Patience(patience, min_delta)
         with _Heartbeat(self), progress(budget, f"search {searcher.name} (shared)", show_progress) as bar:
             while done < budget:
                 x = np.atleast_2d(searcher.ask())[: budget - done]
@@ -328,17 +328,11 @@ class SharedStudy:
                 run.evals.append(ev)
                 run.generation.append(np.full(len(x), gen))
                 done += len(x)
-                top = float(ev.penalised.max())
-                if top > best + min_delta:
-                    best, stale = top, 0
-                else:
-                    stale += 1
+                best = watch.update(float(ev.penalised.max()))
                 bar.update(advance=len(x), info=f"best {best:.5f}")
-                if searcher.stop_reason:
-                    run.stop_reason = searcher.stop_reason
-                    break
-                if patience and stale >= patience:
-                    run.stop_reason = f"no improvement > {min_delta:g} for {patience} generations"
+                reason = watch.stop_reason(searcher)
+                if reason:
+                    run.stop_reason = reason
                     break
         run.seconds = time.perf_counter() - t0
         return run

@@ -173,6 +173,29 @@ class Screening:
         return alive, key, spent
 
 
+class Patience:
+    """Best penalised value so far and the generations since it last improved by ``min_delta``;
+    shared by the one-process loop and the shared-run loop (``coordination.py``)."""
+
+    def __init__(self, patience: int = 0, min_delta: float = 1e-6, best: float = -np.inf):
+        self.patience, self.min_delta, self.best, self.stale = patience, min_delta, best, 0
+
+    def update(self, top: float) -> float:
+        if top > self.best + self.min_delta:
+            self.best, self.stale = top, 0
+        else:
+            self.stale += 1
+        return self.best
+
+    def stop_reason(self, searcher) -> str | None:
+        """Why the loop should stop now (the method's own reason first), or None."""
+        if searcher.stop_reason:
+            return searcher.stop_reason
+        if self.patience and self.stale >= self.patience:
+            return f"no improvement > {self.min_delta:g} for {self.patience} generations"
+        return None
+
+
 def run_search(searcher: Searcher, objective: Objective, space: ParamSpace, budget: int,
                patience: int = 0, min_delta: float = 1e-6, show_progress: bool | None = None,
                on_batch: Callable[[int, np.ndarray, np.ndarray, Evaluation], None] | None = None,
@@ -192,7 +215,7 @@ def run_search(searcher: Searcher, objective: Objective, space: ParamSpace, budg
         screening.bind(space.baseline)
     run = SearchRun()
     t0 = time.perf_counter()
-    stale, gen = 0, generation
+    gen, watch = generation, Patience(patience, min_delta, best)
     with progress(budget, f"search {searcher.name}", show_progress, unit="evaluations") as bar:
         bar.update(advance=done, resumed=True)
         while budget - done >= 1 - 1e-9:
@@ -227,18 +250,12 @@ def run_search(searcher: Searcher, objective: Objective, space: ParamSpace, budg
                 on_batch(gen, xs, theta, ev)
             done += cost
             run.cost += cost
-            top = float(ev.penalised.max())
-            if top > best + min_delta:
-                best, stale = top, 0
-            else:
-                stale += 1
+            best = watch.update(float(ev.penalised.max()))
             feas = ev.objective[ev.feasible]
             bar.update(advance=cost, info=f"best {best:.5f}" + ("" if feas.size else " (no feasible)"))
-            if searcher.stop_reason:
-                run.stop_reason = searcher.stop_reason
-                break
-            if patience and stale >= patience:
-                run.stop_reason = f"no improvement > {min_delta:g} for {patience} generations"
+            reason = watch.stop_reason(searcher)
+            if reason:
+                run.stop_reason = reason
                 break
     run.seconds = time.perf_counter() - t0
     return run
