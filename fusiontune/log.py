@@ -198,44 +198,6 @@ def memory_table(source, columns: list[str] | None = None) -> pa.Table:
     return table
 
 
-class _ParquetColumns:
-    """A Parquet file read one column at a time, as ``load_log`` converts them, so a load's
-    peak memory is the compact log plus one column instead of plus the whole table."""
-
-    def __init__(self, path: Path, columns: list[str]):
-        import pyarrow.parquet as pq
-
-        self.path = path
-        try:
-            self.file = pq.ParquetFile(path)
-        except (pa.ArrowInvalid, OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"{path}: cannot read: {first}") from None
-        _check_columns(path, self.file.schema_arrow.names, columns)
-        self.num_rows = self.file.metadata.num_rows
-        if self.num_rows == 0:
-            raise InputError(f"{path}: empty file (no rows)")
-        self.column_names = list(columns)
-
-    def column(self, name: str) -> pa.ChunkedArray:
-        try:
-            return self.file.read(columns=[name]).column(0)
-        except (pa.ArrowInvalid, OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"{self.path}: cannot read: {first}") from None
-
-    def drop_columns(self, columns: list[str]) -> "_ParquetColumns":
-        return self  # nothing is held
-
-
-def _open_columns(path: Path, columns: list[str]):
-    """Columns of a log file: Parquet lazily column by column, CSV as one Arrow table."""
-    suffix = "".join(path.suffixes[-2:]).lower()
-    if path.is_file() and (suffix.endswith(".parquet") or suffix.endswith(".pq")):
-        return _ParquetColumns(path, columns)
-    return read_table(path, columns)
-
-
 def _check_columns(path: Path, have: list[str], want: list[str] | None) -> None:
     if want is None:
         return
@@ -247,8 +209,16 @@ def _check_columns(path: Path, have: list[str], want: list[str] | None) -> None:
 
 def _numeric(path, table: pa.Table, col: str, what: str) -> np.ndarray:
     """Column as float64 with nulls as NaN; a non-numeric value is an InputError."""
-    arr = table.column(col)
+    return _numeric_array(path, table.column(col), col, what)
+
+
+def _numeric_array(path, arr, col: str, what: str, rows: "_Rows | None" = None) -> np.ndarray:
+    """An Arrow (chunked) array as float64 with nulls as NaN; a non-numeric value is an
+    InputError naming ``path``, ``col`` and the row (``rows`` maps batch rows to file rows)."""
     typ = arr.type
+    if pa.types.is_dictionary(typ):
+        arr = arr.cast(typ.value_type)
+        typ = arr.type
     if pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ):
         return arr.to_numpy(zero_copy_only=False).astype(np.float64) if arr.null_count == 0 else \
             pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
@@ -262,7 +232,18 @@ def _numeric(path, table: pa.Table, col: str, what: str) -> np.ndarray:
     num = pd.to_numeric(values, errors="coerce")
     bad = num.isna() & values.notna()
     i = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else 0
-    raise InputError(f"{path}: column {col!r} ({what}) is not numeric: row {i + 1} has {_show(values.iloc[i])}")
+    row = rows.row(i) if rows is not None else i + 1
+    raise InputError(f"{path}: column {col!r} ({what}) is not numeric: row {row} has {_show(values.iloc[i])}")
+
+
+class _Rows:
+    """Row numbers (1-based, within the file) of a batch's rows, for messages."""
+
+    def __init__(self, row0: int, kept: np.ndarray | None):
+        self.row0, self.kept = row0, kept
+
+    def row(self, i: int) -> int:
+        return self.row0 + (int(self.kept[i]) if self.kept is not None else i) + 1
 
 
 def _show(v) -> str:
@@ -278,17 +259,84 @@ def _first_bad(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
-def load_log(path: str | Path, tasks: list[TaskColumns], *, group: str | None = None,
-             weight: str | None = None, time: str | None = None,
-             need_probabilities: bool = True, extra: list[str] | None = None) -> PredictionLog:
-    """Load and validate a prediction log.  See the module docstring for the checks.
+def _check_sample_shard(name: str, sample, shard) -> tuple[float | None, tuple[int, int] | None]:
+    if sample is not None:
+        if isinstance(sample, bool) or not isinstance(sample, (int, float, np.floating, np.integer)) \
+                or not 0.0 < float(sample) <= 1.0:
+            raise InputError(f"{name}: sample must be a fraction in (0, 1], got {sample!r}", param="sample")
+        sample = float(sample)
+    if shard is not None:
+        ok = isinstance(shard, (tuple, list)) and len(shard) == 2 and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in shard)
+        if not ok or not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+            raise InputError(f"{name}: shard must be (index, count) with 0 <= index < count, got {shard!r}",
+                             param="shard")
+        shard = (int(shard[0]), int(shard[1]))
+    return sample, shard
 
-    ``path`` is a CSV / Parquet file, or an in-memory pandas DataFrame or pyarrow Table (then
-    messages name it ``<DataFrame>`` / ``<Table>``); the same checks apply to all three."""
+
+def _join(chunks: list[np.ndarray], tail: tuple = (), dtype=None) -> np.ndarray:
+    """Concatenate ``chunks`` into one new array, freeing each chunk once copied, so the peak is
+    the result plus one chunk (not twice the result, as ``np.concatenate`` of a held list)."""
+    n = sum(len(c) for c in chunks)
+    dtype = dtype or (chunks[0].dtype if chunks else np.float64)
+    out = np.empty((n, *tail), dtype=dtype)
+    at = 0
+    while chunks:
+        c = chunks.pop(0)
+        out[at:at + len(c)] = c
+        at += len(c)
+        del c
+    return out
+
+
+def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
+             weight: str | None = None, time: str | None = None,
+             need_probabilities: bool = True, extra: list[str] | None = None,
+             filter=None, sample: float | None = None,
+             shard: tuple[int, int] | None = None) -> PredictionLog:
+    """Load and validate a prediction log.  See the module docstring and ``docs/logs.md``.
+
+    Parameters
+    ----------
+    path
+        A CSV or Parquet file, a directory of Parquet files (Hive partitions ``key=value/`` are
+        columns too), a glob such as ``"logs/day=2026*/*.parquet"``, or an in-memory pandas
+        DataFrame / pyarrow Table (messages then name it ``<DataFrame>`` / ``<Table>``).  Only
+        the study's columns are read, in record batches; each batch goes straight into the
+        compact arrays (float32 scores, uint8 label codes, int32 group codes, uint64 group
+        hash), so the load's peak memory is near the compact log, not the Arrow table.
+    filter
+        Rows to keep: a pyarrow compute Expression, or a string in the filter language of
+        :func:`fusiontune.dataset.parse_filter` (``"country == 'US' and day >= 20261101"``).
+        Pushed down into the scan (partitions that cannot match are not opened).
+    sample
+        A fraction in (0, 1]: keep the groups whose :func:`group_hash_of` lies in the lowest
+        ``sample`` share of the 64-bit range (whole groups; the row's position among the rows
+        read when there is no group column).  Deterministic: the same rows in every run and
+        process.
+    shard
+        ``(index, count)``: keep only the groups whose hash modulo ``count`` is ``index``.
+        The ``count`` shards are disjoint, together they hold exactly the rows of the
+        unsharded load (with the same filter and sample), and a group never straddles two
+        shards, so per-group metrics (GAUC) of a shard are exact.  Group codes are
+        ``0..G_shard-1`` in order of first appearance within the shard; ``group_hash`` holds
+        the raw id's hash, equal across shards.  Every shard scans the whole log (it must hash
+        each row's group to know whether it is its own).  The "has a positive and a negative
+        row" check of each label is skipped for a shard (a small shard may lack one; the
+        caller combining shards checks the totals).  Rows of a shard keep the log's order.
+
+    Every problem raises :class:`~fusiontune.errors.InputError` (a bad ``filter``:
+    :class:`~fusiontune.errors.StudyError`) with one line naming the file (the Parquet file
+    of a dataset the bad value is in), the column, the row within that file and the value.
+    """
+    from .dataset import filter_columns, group_hash_of, keep_mask, open_source, parse_filter
+
     source = path
-    path = in_memory_name(source) or Path(source)
+    name = in_memory_name(source) or str(source)
     if not tasks:
-        raise InputError(f"{path}: no tasks given")
+        raise InputError(f"{name}: no tasks given")
+    sample, shard = _check_sample_shard(name, sample, shard)
     cols: list[str] = []
     for t in tasks:
         cols += [t.score, t.label]
@@ -296,76 +344,158 @@ def load_log(path: str | Path, tasks: list[TaskColumns], *, group: str | None = 
         if c:
             cols.append(c)
     cols = list(dict.fromkeys(cols))
-    table = _open_columns(path, cols) if in_memory_name(source) is None else memory_table(source, cols)
-    n = table.num_rows
+    expr, names = None, []
+    if isinstance(filter, str):
+        expr, names = parse_filter(filter, src=name, where="[log] filter")
+    elif isinstance(filter, pc.Expression):
+        expr, names = filter, None
+    elif filter is not None:
+        raise StudyError(f"{name}: [log] filter must be a string or a pyarrow Expression, got "
+                         f"{type(filter).__name__}", param="filter")
+    src = open_source(source, cols, also=names)
+    if expr is not None:
+        filter_columns(expr, names or [], src.schema, name, filter if isinstance(filter, str) else None,
+                       where="[log] filter")
+    hashed = sample is not None and sample < 1.0 or (shard is not None and shard[1] > 1)
 
-    scores = np.empty((n, len(tasks)), dtype=np.float32)
-    codes = np.empty((n, len(tasks)), dtype=np.uint8)
-    for j, t in enumerate(tasks):
-        s = _numeric(path, table, t.score, f"score of task {t.name!r}")
-        bad = ~np.isfinite(s)
-        if bad.any():
-            i = _first_bad(bad)
-            raise InputError(f"{path}: column {t.score!r} (score of task {t.name!r}) must be finite: "
-                             f"row {i + 1} has {_show(s[i])}")
-        if t.score_scale == "logit":
-            s = 1.0 / (1.0 + np.exp(-s))
-        elif need_probabilities:
-            bad = (s < 0) | (s > 1)
+    k = len(tasks)
+    score_chunks: list[np.ndarray] = []
+    code_chunks: list[np.ndarray] = []
+    inv_chunks: list[np.ndarray] = []
+    uniq_chunks: list[np.ndarray] = []
+    hash_chunks: list[np.ndarray] = []
+    weight_chunks: list[np.ndarray] = []
+    time_chunks: list[np.ndarray] = []
+    extra_chunks: dict[str, list[np.ndarray]] = {c: [] for c in (extra or [])}
+    seen_pos = np.zeros(k, dtype=bool)
+    seen_neg = np.zeros(k, dtype=bool)
+    read_rows = 0  # rows read (after the filter): the row id hashed when there is no group column
+    for part, row0, batch in src.batches(cols, expr):
+        n_read = batch.num_rows
+        h = None
+        if group:
+            arr = batch.column(group)
+            if arr.null_count:
+                i = _first_bad(arr.is_null().to_numpy(zero_copy_only=False))
+                raise InputError(f"{part}: column {group!r} (group) is empty at row {row0 + i + 1}")
+            h = group_hash_of(arr)
+        elif hashed:
+            h = group_hash_of(np.arange(read_rows, read_rows + n_read, dtype=np.int64))
+        read_rows += n_read
+        kept = None
+        mask = keep_mask(h, sample, shard) if hashed else None
+        if mask is not None:
+            kept = np.flatnonzero(mask)
+            if kept.size == 0:
+                continue
+            if kept.size < n_read:
+                batch = batch.take(pa.array(kept))
+                h = h[kept]
+            else:
+                kept = None
+        rows = _Rows(row0, kept)
+        n = batch.num_rows
+        sc = np.empty((n, k), dtype=np.float32)
+        cd = np.empty((n, k), dtype=np.uint8)
+        for j, t in enumerate(tasks):
+            s = _numeric_array(part, batch.column(t.score), t.score, f"score of task {t.name!r}", rows)
+            bad = ~np.isfinite(s)
             if bad.any():
                 i = _first_bad(bad)
-                raise InputError(
-                    f"{path}: column {t.score!r} (score of task {t.name!r}) must be a probability in [0, 1] "
-                    f"for this formula: row {i + 1} has {_show(s[i])} (set score_scale = \"logit\" for logits)")
-        scores[:, j] = s
-        lab = _numeric(path, table, t.label, f"label of task {t.name!r}")
-        bad = ~np.isnan(lab) & (lab != 0) & (lab != 1)
-        if bad.any():
-            i = _first_bad(bad)
-            raise InputError(f"{path}: column {t.label!r} (label of task {t.name!r}) must be 0, 1 or empty: "
-                             f"row {i + 1} has {_show(lab[i])}")
-        if not (lab == 1).any():
-            raise InputError(f"{path}: column {t.label!r} (label of task {t.name!r}) has no positive (1) row")
-        if not (lab == 0).any():
-            raise InputError(f"{path}: column {t.label!r} (label of task {t.name!r}) has no negative (0) row")
-        codes[:, j] = (lab == 0).view(np.uint8) | ((lab == 1).view(np.uint8) * np.uint8(LABEL_POSITIVE))
-        del s, lab, bad
-        # free the Arrow buffers of columns no later step reads (the peak of a load is the table)
-        later = {c for u in tasks[j + 1:] for c in (u.score, u.label)} | {c for c in (group, weight, time, *(extra or [])) if c}
-        done = [c for c in dict.fromkeys((t.score, t.label)) if c not in later and c in table.column_names]
-        if done:
-            table = table.drop_columns(done)
+                raise InputError(f"{part}: column {t.score!r} (score of task {t.name!r}) must be finite: "
+                                 f"row {rows.row(i)} has {_show(s[i])}")
+            if t.score_scale == "logit":
+                s = 1.0 / (1.0 + np.exp(-s))
+            elif need_probabilities:
+                bad = (s < 0) | (s > 1)
+                if bad.any():
+                    i = _first_bad(bad)
+                    raise InputError(
+                        f"{part}: column {t.score!r} (score of task {t.name!r}) must be a probability in "
+                        f"[0, 1] for this formula: row {rows.row(i)} has {_show(s[i])} "
+                        f"(set score_scale = \"logit\" for logits)")
+            sc[:, j] = s
+            lab = _numeric_array(part, batch.column(t.label), t.label, f"label of task {t.name!r}", rows)
+            pos, neg = lab == 1, lab == 0
+            bad = ~(pos | neg | np.isnan(lab))
+            if bad.any():
+                i = _first_bad(bad)
+                raise InputError(f"{part}: column {t.label!r} (label of task {t.name!r}) must be 0, 1 or "
+                                 f"empty: row {rows.row(i)} has {_show(lab[i])}")
+            seen_pos[j] |= bool(pos.any())
+            seen_neg[j] |= bool(neg.any())
+            cd[:, j] = neg.view(np.uint8) | (pos.view(np.uint8) * np.uint8(LABEL_POSITIVE))
+            del s, lab, bad, pos, neg
+        score_chunks.append(sc)
+        code_chunks.append(cd)
+        if group:
+            raw = batch.column(group)
+            if pa.types.is_dictionary(raw.type):
+                raw = raw.cast(raw.type.value_type)
+            inv, uniq = pd.factorize(raw.to_numpy(zero_copy_only=False), sort=False)
+            inv_chunks.append(inv.astype(np.int32))
+            uniq_chunks.append(np.asarray(uniq))
+            hash_chunks.append(h)
+        if weight:
+            w = _numeric_array(part, batch.column(weight), weight, "weight", rows)
+            bad = ~np.isfinite(w) | (w < 0)
+            if bad.any():
+                i = _first_bad(bad)
+                raise InputError(f"{part}: column {weight!r} (weight) must be finite and >= 0: "
+                                 f"row {rows.row(i)} has {_show(w[i])}")
+            weight_chunks.append(w)
+        if time:
+            arr = batch.column(time)
+            if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
+                arr = pc.cast(pc.cast(arr, pa.timestamp("us")), pa.int64())
+            tc = _numeric_array(part, arr, time, "time", rows)
+            if np.isnan(tc).any():
+                i = _first_bad(np.isnan(tc))
+                raise InputError(f"{part}: column {time!r} (time) is empty at row {rows.row(i)}")
+            time_chunks.append(tc)
+        for c in extra or []:
+            extra_chunks[c].append(batch.column(c).to_numpy(zero_copy_only=False))
+        del batch
 
+    n_rows = sum(len(c) for c in score_chunks)
+    if n_rows == 0:
+        if read_rows == 0 and expr is None:
+            raise InputError(f"{name}: empty log (no rows)")
+        why = [w for w, on in (("the filter", expr is not None), (f"sample = {sample}", sample is not None),
+                               (f"shard {shard}", shard is not None)) if on]
+        raise InputError(f"{name}: no rows left after {' and '.join(why) or 'reading'} ({read_rows} rows read)")
+    if shard is None:  # a shard may lack a class; whoever combines shards checks the totals
+        for j, t in enumerate(tasks):
+            if not seen_pos[j]:
+                raise InputError(f"{name}: column {t.label!r} (label of task {t.name!r}) has no positive (1) row")
+            if not seen_neg[j]:
+                raise InputError(f"{name}: column {t.label!r} (label of task {t.name!r}) has no negative (0) row")
+
+    scores = _join(score_chunks, (k,), np.float32)
+    codes = _join(code_chunks, (k,), np.uint8)
     groups = group_hash = None
     if group:
-        arr = table.column(group)
-        if arr.null_count:
-            i = _first_bad(arr.is_null().to_numpy(zero_copy_only=False))
-            raise InputError(f"{path}: column {group!r} (group) is empty at row {i + 1}")
-        raw = arr.to_numpy(zero_copy_only=False)
-        groups = pd.factorize(raw, sort=False)[0].astype(np.int32)
-        group_hash = pd.util.hash_array(raw if raw.dtype != object else raw.astype(str))
-    weights = None
-    if weight:
-        weights = _numeric(path, table, weight, "weight")
-        bad = ~np.isfinite(weights) | (weights < 0)
-        if bad.any():
-            i = _first_bad(bad)
-            raise InputError(f"{path}: column {weight!r} (weight) must be finite and >= 0: "
-                             f"row {i + 1} has {_show(weights[i])}")
-    tcol = None
-    if time:
-        arr = table.column(time)
-        if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
-            arr = pc.cast(pc.cast(arr, pa.timestamp("us")), pa.int64())
-        tcol = _numeric(path, pa.table({time: arr}), time, "time")
-        if np.isnan(tcol).any():
-            i = _first_bad(np.isnan(tcol))
-            raise InputError(f"{path}: column {time!r} (time) is empty at row {i + 1}")
-    ex = {c: table.column(c).to_numpy(zero_copy_only=False) for c in (extra or [])}
-    del table
+        # one global factorize of the per-batch uniques: codes in order of first appearance
+        sizes = [len(u) for u in uniq_chunks]
+        all_uniq = np.concatenate(uniq_chunks) if len(uniq_chunks) > 1 else uniq_chunks[0]
+        uniq_chunks.clear()
+        glob_codes = pd.factorize(all_uniq, sort=False)[0].astype(np.int32)
+        del all_uniq
+        groups = np.empty(n_rows, dtype=np.int32)
+        at = off = 0
+        for size in sizes:
+            inv = inv_chunks.pop(0)
+            groups[at:at + len(inv)] = glob_codes[off:off + size][inv]
+            at += len(inv)
+            off += size
+            del inv
+        del glob_codes
+        group_hash = _join(hash_chunks, (), np.uint64)
+    weights = _join(weight_chunks, (), np.float64) if weight else None
+    tcol = _join(time_chunks, (), np.float64) if time else None
+    ex = {c: (np.concatenate(v) if len(v) > 1 else v[0]) for c, v in extra_chunks.items()}
     pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed pages otherwise
-    return PredictionLog([t.name for t in tasks], scores, None, groups, weights, tcol, str(path), ex,
+    return PredictionLog([t.name for t in tasks], scores, None, groups, weights, tcol, name, ex,
                          group_hash, label_codes=codes)
 
 
