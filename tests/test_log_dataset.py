@@ -1,0 +1,247 @@
+"""Logs as Parquet datasets: directories (Hive partitions), globs, the row filter, the group-hash
+sample and shards (fusiontune.dataset + fusiontune.log.load_log)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from fusiontune.dataset import group_hash_of, keep_mask, parse_filter
+from fusiontune.errors import FusiontuneError, InputError, StudyError
+from fusiontune.log import TaskColumns, load_log
+from fusiontune.simulate import simulate_log
+
+TASKS = [TaskColumns(t, f"p_{t}", t) for t in ("click", "like", "finish", "convert")]
+
+
+def _frame(requests=400, candidates=6, seed=3) -> pd.DataFrame:
+    df = simulate_log(requests=requests, candidates=candidates, seed=seed)
+    df["day"] = 20261101 + (df["request_id"] % 3).astype(np.int64)
+    df["country"] = np.where(df["request_id"] % 4 == 0, "US", np.where(df["request_id"] % 4 == 1, "DE", "FR"))
+    return df
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return _frame()
+
+
+@pytest.fixture(scope="module")
+def hive(tmp_path_factory, frame):
+    """day=.../part-*.parquet, two files per day (so a day is several fragments)."""
+    root = tmp_path_factory.mktemp("hive") / "log"
+    for day, part in frame.groupby("day", sort=True):
+        d = root / f"day={day}"
+        d.mkdir(parents=True)
+        half = len(part) // 2
+        for i, chunk in enumerate((part.iloc[:half], part.iloc[half:])):
+            pq.write_table(pa.Table.from_pandas(chunk.drop(columns=["day"]), preserve_index=False),
+                           d / f"part-{i}.parquet")
+    return root
+
+
+def _rows(log) -> pd.DataFrame:
+    """The loaded rows as a sortable frame (raw group hash, scores, label codes)."""
+    out = pd.DataFrame(log.scores, columns=[f"s{j}" for j in range(log.k)])
+    for j in range(log.k):
+        out[f"c{j}"] = log.label_codes[:, j]
+    if log.group_hash is not None:
+        out["gh"] = log.group_hash
+    return out.sort_values(list(out.columns)).reset_index(drop=True)
+
+
+def test_hive_directory_equals_the_frame(hive, frame):
+    log = load_log(hive, TASKS, group="request_id", time="ts")
+    ref = load_log(frame.sort_values("day", kind="stable"), TASKS, group="request_id", time="ts")
+    assert log.n == len(frame)
+    pd.testing.assert_frame_equal(_rows(log), _rows(ref))
+    assert log.scores.dtype == np.float32 and log.label_codes.dtype == np.uint8
+    assert log.groups.dtype == np.int32 and log.group_hash.dtype == np.uint64
+    assert log.groups.max() + 1 == frame["request_id"].nunique()
+    # codes follow the raw ids: same id -> same code, different ids -> different codes
+    assert pd.Series(log.groups).groupby(log.group_hash).nunique().max() == 1
+    assert pd.Series(log.group_hash).groupby(log.groups).nunique().max() == 1
+
+
+def test_partition_column_is_a_column(hive, frame):
+    log = load_log(hive, TASKS, group="day")  # the partition key used as the group
+    assert log.groups.max() + 1 == 3
+    log = load_log(hive, TASKS, extra=["day"])
+    assert sorted(np.unique(log.extra["day"]).tolist()) == [20261101, 20261102, 20261103]
+
+
+def test_glob(hive, frame):
+    log = load_log(str(hive / "day=2026110[12]" / "*.parquet"), TASKS, group="request_id", extra=["day"])
+    assert set(np.unique(log.extra["day"]).tolist()) == {20261101, 20261102}
+    assert log.n == int(frame["day"].isin([20261101, 20261102]).sum())
+    with pytest.raises(InputError, match="no file matches"):
+        load_log(str(hive / "day=1999*" / "*.parquet"), TASKS)
+
+
+def test_filter_string_and_expression(hive, frame):
+    want = frame[(frame["country"] == "US") & (frame["day"] >= 20261102)]
+    log = load_log(hive, TASKS, group="request_id", filter="country == 'US' and day >= 20261102")
+    assert log.n == len(want)
+    ref = load_log(want, TASKS, group="request_id")
+    pd.testing.assert_frame_equal(_rows(log), _rows(ref))
+    same = load_log(hive, TASKS, group="request_id",
+                    filter=(pc.field("country") == "US") & (pc.field("day") >= 20261102))
+    assert same.n == len(want)
+    log = load_log(hive, TASKS, filter="country in ['DE', 'FR'] and not (day == 20261101)")
+    assert log.n == int((frame["country"].isin(["DE", "FR"]) & (frame["day"] != 20261101)).sum())
+    log = load_log(frame, TASKS, filter="20261101 < day <= 20261103 and country is not null")
+    assert log.n == int((frame["day"] > 20261101).sum())
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("country = 'US'", "invalid syntax"),
+    ("contry == 'US'", "unknown column 'contry'"),
+    ("__import__('os').system('true')", "unsupported syntax: a function call"),
+    ("country.upper() == 'US'", "unsupported syntax"),
+    ("day + 1 > 5", "unsupported syntax: arithmetic"),
+    ("day == null", "is null"),
+    ("1 < 2", "a column on one side"),
+    ("country == 5", "no kernel"),
+    ("", "non-empty"),
+])
+def test_bad_filter_is_one_line(hive, text, problem):
+    with pytest.raises(StudyError) as err:
+        load_log(hive, TASKS, filter=text)
+    msg = str(err.value)
+    assert "\n" not in msg and "[log] filter" in msg and problem in msg and err.value.param == "filter"
+
+
+def test_parse_filter_reads_names_and_never_evaluates():
+    expr, names = parse_filter("a > 1 or (b in ['x', 'y'] and c is null) or col('page type') != 'ad'")
+    assert names == ["a", "b", "c", "page type"]
+    assert isinstance(expr, pc.Expression)
+    with pytest.raises(StudyError, match="unsupported syntax"):
+        parse_filter("(lambda: 1)() == 1")
+
+
+def test_sample_keeps_whole_groups_and_is_deterministic(hive, frame):
+    full = load_log(hive, TASKS, group="request_id")
+    a = load_log(hive, TASKS, group="request_id", sample=0.3)
+    b = load_log(hive, TASKS, group="request_id", sample=0.3)
+    np.testing.assert_array_equal(a.group_hash, b.group_hash)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    # whole groups: each kept group has all its rows
+    sizes_full = pd.Series(full.group_hash).value_counts()
+    sizes = pd.Series(a.group_hash).value_counts()
+    assert (sizes_full.loc[sizes.index] == sizes).all()
+    share = len(sizes) / len(sizes_full)
+    assert 0.2 < share < 0.4
+    # nested: a smaller sample is a subset of a larger one
+    small = set(load_log(hive, TASKS, group="request_id", sample=0.1).group_hash.tolist())
+    assert small and small <= set(a.group_hash.tolist())
+    # the same ids keep the same rows from a CSV file or a DataFrame
+    c = load_log(frame, TASKS, group="request_id", sample=0.3)
+    assert set(c.group_hash.tolist()) == set(sizes.index.tolist())
+
+
+def test_sample_without_group_uses_row_ids(hive):
+    a = load_log(hive, TASKS, sample=0.5)
+    b = load_log(hive, TASKS, sample=0.5)
+    full = load_log(hive, TASKS)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    assert 0.4 * full.n < a.n < 0.6 * full.n
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5])
+def test_shard_union_is_the_full_load(hive, count):
+    full = load_log(hive, TASKS, group="request_id", time="ts", filter="day != 20261102", sample=0.8)
+    shards = [load_log(hive, TASKS, group="request_id", time="ts", filter="day != 20261102", sample=0.8,
+                       shard=(i, count)) for i in range(count)]
+    assert sum(s.n for s in shards) == full.n
+    hashes = [set(s.group_hash.tolist()) for s in shards]
+    for i in range(count):
+        for j in range(i + 1, count):
+            assert not hashes[i] & hashes[j]  # a group never straddles two shards
+    union = pd.concat([pd.DataFrame({"gh": s.group_hash, "t": s.time, **{f"s{j}": s.scores[:, j] for j in range(4)},
+                                     **{f"c{j}": s.label_codes[:, j] for j in range(4)}}) for s in shards])
+    ref = pd.DataFrame({"gh": full.group_hash, "t": full.time, **{f"s{j}": full.scores[:, j] for j in range(4)},
+                        **{f"c{j}": full.label_codes[:, j] for j in range(4)}})
+    key = list(ref.columns)
+    pd.testing.assert_frame_equal(union.sort_values(key).reset_index(drop=True),
+                                  ref.sort_values(key).reset_index(drop=True))
+    for s in shards:  # group codes are consistent within a shard: 0..G-1, one code per raw id
+        assert s.groups.min() == 0 and s.groups.max() + 1 == len(set(s.group_hash.tolist()))
+        assert pd.Series(s.group_hash).groupby(s.groups).nunique().max() == 1
+
+
+def test_shard_without_group_splits_rows(hive):
+    full = load_log(hive, TASKS)
+    parts = [load_log(hive, TASKS, shard=(i, 2)) for i in range(2)]
+    assert sum(p.n for p in parts) == full.n
+    both = np.sort(np.concatenate([p.scores[:, 0] for p in parts]))
+    np.testing.assert_array_equal(both, np.sort(full.scores[:, 0]))
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"sample": 0.0}, "sample must be a fraction in \\(0, 1\\]"),
+    ({"sample": 1.5}, "sample must be"),
+    ({"shard": (2, 2)}, "shard must be \\(index, count\\)"),
+    ({"shard": (0,)}, "shard must be"),
+])
+def test_bad_sample_or_shard(hive, kw, match):
+    with pytest.raises(FusiontuneError, match=match):
+        load_log(hive, TASKS, **kw)
+
+
+def test_bad_file_in_a_dataset_is_named(tmp_path, frame):
+    root = tmp_path / "log"
+    for day, part in frame.groupby("day", sort=True):
+        (root / f"day={day}").mkdir(parents=True)
+        pq.write_table(pa.Table.from_pandas(part.drop(columns=["day"]), preserve_index=False),
+                       root / f"day={day}" / "part-0.parquet")
+    bad = frame[frame["day"] == 20261103].drop(columns=["day"]).copy()
+    bad.iloc[4, bad.columns.get_loc("p_like")] = np.inf
+    pq.write_table(pa.Table.from_pandas(bad, preserve_index=False), root / "day=20261103" / "part-0.parquet")
+    with pytest.raises(InputError) as err:
+        load_log(root, TASKS, group="request_id")
+    msg = str(err.value)
+    assert msg.startswith(str(root / "day=20261103" / "part-0.parquet") + ":")
+    assert "column 'p_like'" in msg and "must be finite" in msg and "row 5 has inf" in msg and "\n" not in msg
+    # the row is counted within that file, also in a shard that dropped rows before it
+    gid = bad["request_id"].iloc[4]
+    own = int(group_hash_of(np.array([gid], dtype=np.int64))[0] % 2)
+    with pytest.raises(InputError, match="row 5 has inf"):
+        load_log(root, TASKS, group="request_id", shard=(own, 2))
+
+
+def test_unreadable_file_in_a_dataset_is_named(tmp_path, frame):
+    root = tmp_path / "log"
+    for day, part in frame.groupby("day", sort=True):
+        (root / f"day={day}").mkdir(parents=True)
+        pq.write_table(pa.Table.from_pandas(part.drop(columns=["day"]), preserve_index=False),
+                       root / f"day={day}" / "part-0.parquet")
+    junk = root / "day=20261102" / "part-1.parquet"
+    junk.write_bytes(b"not parquet at all")
+    with pytest.raises(InputError) as err:
+        load_log(root, TASKS)
+    assert str(junk) in str(err.value) and "cannot read" in str(err.value) and "\n" not in str(err.value)
+    # a filter that prunes that partition never opens the bad file
+    log = load_log(root, TASKS, filter="day != 20261102")
+    assert log.n == int((frame["day"] != 20261102).sum())
+
+
+def test_group_hash_is_stable_across_types():
+    ids = np.array([0, 7, 123456789012], dtype=np.int64)
+    h = group_hash_of(ids)
+    np.testing.assert_array_equal(h, group_hash_of(pa.array(ids)))
+    np.testing.assert_array_equal(h[:2], group_hash_of(ids[:2].astype(np.int32)))
+    s = group_hash_of(np.array(["a", "b"], dtype=object))
+    np.testing.assert_array_equal(s, group_hash_of(pa.array(["a", "b"]).dictionary_encode()))
+    # fixed values: a change of hash would silently move rows between samples, shards and splits
+    assert int(h[0]) == int(pd.util.hash_array(np.array([0], dtype=np.int64))[0])
+    m = keep_mask(h, shard=(1, 2))
+    assert m.tolist() == (h % 2 == 1).tolist()
+
+
+def test_empty_after_filter_is_one_line(hive):
+    with pytest.raises(InputError, match="no rows left after the filter"):
+        load_log(hive, TASKS, filter="day > 30000000")
