@@ -31,8 +31,10 @@ class Study:
 
     Parameters
     ----------
-    log : str, Path, pandas.DataFrame or pyarrow.Table
-        The prediction log: a CSV/Parquet file or an in-memory table.
+    log : str, Path, dict, pandas.DataFrame or pyarrow.Table
+        The prediction log: a CSV/Parquet file, a directory of Parquet files or a glob, or an
+        in-memory table; a dict ``{"path": ..., "filter": ..., "sample": ...}`` is the study's
+        ``[log]`` table (docs/logs.md).
     tasks : list of dict
         One dict per task: ``name``, ``score``, ``label`` and optionally ``weight``,
         ``metric``, ``max_drop``, ``score_scale``, ``sign``.
@@ -72,7 +74,7 @@ class Study:
             if value is not None:
                 data[key] = value
         memory = in_memory_name(log)
-        data["log"] = memory or str(log)
+        data["log"] = memory or (dict(log) if isinstance(log, dict) else str(log))
         self.config = parse_study(data, _base)
         if memory:
             self.config.log_data = log

@@ -156,22 +156,45 @@ def schema_hash(columns: dict[str, str]) -> str:
 def log_fingerprint(source, rows: int) -> dict:
     """What a run records about its log: ``{"path", "size", "mtime", "rows", "schema_hash"}``.
 
-    ``source`` is a file path, a pandas DataFrame or a pyarrow Table (then ``path``, ``size``
-    and ``mtime`` are ``None`` and the schema is the in-memory one).
+    ``source`` is a file path, a directory or glob of Parquet files (then ``size`` is the files'
+    total and ``mtime`` the newest), a pandas DataFrame or a pyarrow Table (then ``path``,
+    ``size`` and ``mtime`` are ``None`` and the schema is the in-memory one).
     """
     import pyarrow as pa
 
     if isinstance(source, (str, Path)):
         path = Path(source).resolve()
-        st = path.stat()
-        return {"path": str(path), "size": int(st.st_size), "mtime": float(st.st_mtime), "rows": int(rows),
+        size, mtime = _size_mtime(path)
+        return {"path": str(path), "size": size, "mtime": mtime, "rows": int(rows),
                 "schema_hash": schema_hash(_file_schema(path))}
     table = source if isinstance(source, pa.Table) else pa.Table.from_pandas(source, preserve_index=False)
     return {"path": None, "size": None, "mtime": None, "rows": int(rows),
             "schema_hash": schema_hash({f.name: str(f.type) for f in table.schema})}
 
 
+def _size_mtime(path: Path) -> tuple[int, float]:
+    """(bytes, modification time) of a log file, or the total bytes and newest time of the
+    files a directory or glob holds."""
+    from .dataset import is_dataset_path, source_files
+
+    if not is_dataset_path(path):
+        st = path.stat()
+        return int(st.st_size), float(st.st_mtime)
+    stats = [f.stat() for f in source_files(path)]
+    return int(sum(s.st_size for s in stats)), float(max((s.st_mtime for s in stats), default=0.0))
+
+
 def _file_schema(path: Path) -> dict[str, str]:
+    from .dataset import is_dataset_path
+
+    if is_dataset_path(path):
+        import pyarrow.dataset as ds
+
+        from .dataset import _glob_base, is_glob, source_files
+
+        kw = {"partition_base_dir": _glob_base(str(path))} if is_glob(path) else {}
+        where = [str(f) for f in source_files(path)] if is_glob(path) else str(path)
+        return {f.name: str(f.type) for f in ds.dataset(where, format="parquet", partitioning="hive", **kw).schema}
     suffix = "".join(path.suffixes[-2:]).lower()
     if suffix.endswith((".parquet", ".pq")):
         import pyarrow.parquet as pq
@@ -190,16 +213,18 @@ def check_fingerprint(stored: dict | None, where: str) -> None:
     line naming what changed).  In-memory logs (no path) are not checked here."""
     if not stored or not stored.get("path"):
         return
+    from .dataset import source_files
+
     path = Path(stored["path"])
-    if not path.exists():
+    if not source_files(path):
         raise LogError(f"{path}: the log of {where} is gone (moved or deleted since the run)")
-    st = path.stat()
+    size, mtime = _size_mtime(path)
     changed = []
-    if stored.get("size") is not None and int(st.st_size) != int(stored["size"]):
-        changed.append(f"size {stored['size']} -> {st.st_size} bytes")
+    if stored.get("size") is not None and size != int(stored["size"]):
+        changed.append(f"size {stored['size']} -> {size} bytes")
     if stored.get("schema_hash") and schema_hash(_file_schema(path)) != stored["schema_hash"]:
         changed.append("columns/types (schema hash)")
-    if stored.get("mtime") is not None and abs(float(st.st_mtime) - float(stored["mtime"])) > 1e-6:
+    if stored.get("mtime") is not None and abs(mtime - float(stored["mtime"])) > 1e-6:
         changed.append("modification time")
     if changed:
         raise LogError(f"{path}: the log changed since {where} was made ({', '.join(changed)}); "

@@ -65,14 +65,16 @@ def load_study_log(study: Study, need_probabilities: bool = True, extra: list[st
     if column and column not in (extra or []):
         extra = [*(extra or []), column]  # the explicit holdout column
     return load_log(study.log_source, cols, group=study.group, weight=study.weight, time=study.time,
-                    need_probabilities=need_probabilities, extra=extra)
+                    need_probabilities=need_probabilities, extra=extra, filter=study.log_filter,
+                    sample=study.log_sample)
 
 
 def prepare(study: Study, log: PredictionLog | None = None) -> Prepared:
     src = str(study.path or "<study>")
     formula = make_formula(study.formula, study.task_names, study.fusion_options, src)
     space = ParamSpace.build(formula, study.baseline, study.bounds, study.reference, src)
-    if log is None:
+    loaded_here = log is None
+    if loaded_here:
         log = load_study_log(study, formula.needs_probabilities)
     sp = study.split
     if sp:
@@ -83,6 +85,10 @@ def prepare(study: Study, log: PredictionLog | None = None) -> Prepared:
         search_log, select_log, holdout_log, info = parts.search, parts.select, parts.holdout, parts.info
     else:
         search_log, select_log, holdout_log, info = log, None, None, None
+    if loaded_here:  # the time column only assigns the roles: nothing after the split reads it (8 B/row)
+        for part in (log, search_log, select_log, holdout_log):
+            if part is not None:
+                part.time = None
     objective = Objective(study.tasks, search_log, formula, study.gauc_weighting)
     objective.set_baseline(space.baseline)
     return Prepared(study, formula, space, log, search_log, holdout_log, objective, select_log=select_log,

@@ -38,7 +38,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from .errors import StudyError
 
-__all__ = ["Table", "TaskTable", "FusionTable", "ObjectiveTable", "SplitTable", "SearchTable", "SelectTable",
+__all__ = ["Table", "LogTable", "TaskTable", "FusionTable", "ObjectiveTable", "SplitTable", "SearchTable", "SelectTable",
            "ReportTable", "StudyFile", "validate", "keys", "add_options", "epilog", "markdown", "Names", "Sizes"]
 
 
@@ -84,6 +84,19 @@ class Table(BaseModel):
 
 
 # --------------------------------------------------------------------------- the study's tables
+class LogTable(Table):
+    """``[log]``: the prediction log as a table, when it needs more than a path: a row filter and a
+    deterministic sample (``log = "path"`` alone is the same as ``[log] path = "path"``).  See
+    ``docs/logs.md``."""
+
+    path: str = Field(min_length=1, description="CSV/Parquet file, directory of Parquet files (Hive "
+                                                "partitions) or glob, relative to the study file")
+    filter: str | None = Field(None, min_length=1, description="rows to keep, e.g. \"country == 'US' and "
+                                                               "day >= 20261101\" (docs/logs.md)")
+    sample: float | None = Field(None, gt=0, le=1, description="keep this fraction of the groups (whole "
+                                                               "groups, by a stable hash of the group id)")
+
+
 class TaskTable(Table):
     """One ``[[tasks]]`` table: a task's score and label columns, weight, metric, guardrail."""
 
@@ -181,7 +194,8 @@ class StudyFile(Table):
     by :mod:`fusiontune.mtl.config`; both are checked when the study loads."""
 
     name: str | None = Field(None, description="study name (default: the file's stem)")
-    log: str = Field(min_length=1, description="prediction log (CSV or Parquet), relative to the study file")
+    log: str = Field(min_length=1, description="prediction log: CSV/Parquet file, directory of Parquet files "
+                                               "or glob, relative to the study file (or a [log] table)")
     group: str | None = Field(None, description="group (request) column: GAUC and group splits")
     time: str | None = Field(None, description="time column: time splits")
     weight: str | None = Field(None, description="per-row weight column")
@@ -402,7 +416,7 @@ def markdown(model, table: str) -> str:
 def all_tables() -> list[tuple[str, Any]]:
     from .mtl.config import TrainConfig, TrainData
 
-    return [("top level", StudyFile), ("[[tasks]]", TaskTable), ("fusion", FusionTable),
+    return [("top level", StudyFile), ("log", LogTable), ("[[tasks]]", TaskTable), ("fusion", FusionTable),
             ("objective", ObjectiveTable), ("split", SplitTable), ("search", SearchTable),
             ("select", SelectTable), ("report", ReportTable), ("train (data)", TrainData),
             ("train (model)", TrainConfig)]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StudyError
-from .schema import SearchTable, SplitTable, StudyFile, validate
+from .schema import LogTable, SearchTable, SplitTable, StudyFile, validate
 
 __all__ = ["Task", "Study", "load_study", "parse_study", "METRICS"]
 
@@ -53,6 +53,8 @@ class Study:
     sections: dict[str, Any] = field(default_factory=dict)  # other tables ([ltr], [select], ...)
     path: Path | None = None
     log_data: Any = field(default=None, repr=False)  # an in-memory log (DataFrame / Table) instead of `log`
+    log_filter: str | None = None  # [log] filter: rows to keep (fusiontune.dataset.parse_filter)
+    log_sample: float | None = None  # [log] sample: fraction of the groups kept (by group hash)
 
     @property
     def task_names(self) -> list[str]:
@@ -74,8 +76,11 @@ class Study:
 
         fusion = {"formula": self.formula, "reference": self.reference, "baseline": dict(self.baseline),
                   "bounds": {k: [lo, hi] for k, (lo, hi) in self.bounds.items()}, **self.fusion_options}
+        log: Any = in_memory_name(self.log_data) or str(Path(self.log).resolve())
+        if self.log_filter is not None or self.log_sample is not None:
+            log = clean({"path": log, "filter": self.log_filter, "sample": self.log_sample})
         out = {"name": self.name,
-               "log": in_memory_name(self.log_data) or str(Path(self.log).resolve()),
+               "log": log,
                "group": self.group, "time": self.time, "weight": self.weight,
                "tasks": [clean(vars(t).copy()) for t in self.tasks],
                "fusion": clean(fusion), "objective": {"gauc_weighting": self.gauc_weighting},
@@ -125,6 +130,14 @@ def parse_study(data: dict, path: Path | None = None) -> Study:
     log_value = data["log"]
     if isinstance(log_value, Path):
         data["log"] = str(log_value)
+    log_table = None
+    if isinstance(log_value, dict):  # [log] path = ..., filter = ..., sample = ...
+        log_table = validate(LogTable, log_value, src=src, table="log")
+        data["log"] = log_table.path
+        if log_table.filter is not None:  # the syntax now; the columns when the log is read
+            from .dataset import parse_filter
+
+            parse_filter(log_table.filter, src=src, where="[log] filter")
     sf = validate(StudyFile, data, src=src)
     search = validate(SearchTable, search_keys, src=src, table="search").model_dump()
 
@@ -170,7 +183,9 @@ def parse_study(data: dict, path: Path | None = None) -> Study:
                  formula=fusion.formula, reference=fusion.reference, fusion_options=fusion.options(),
                  baseline={k: float(v) for k, v in fusion.baseline.items()}, bounds=bounds,
                  gauc_weighting=sf.objective.gauc_weighting, split=split, search=search,
-                 method_options=method_options, sections=sections, path=path)
+                 method_options=method_options, sections=sections, path=path,
+                 log_filter=log_table.filter if log_table else None,
+                 log_sample=float(log_table.sample) if log_table and log_table.sample is not None else None)
 
 
 def _split(table: SplitTable, src: str, time: str | None, group: str | None) -> dict:
