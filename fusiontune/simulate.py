@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["simulate_log", "simulate_known_optimum", "simulate_feed6", "DEMO_TASKS", "DEMO_BASELINE",
-           "FEED6_TASKS", "FEED6_BASELINE", "write_table"]
+           "FEED6_TASKS", "FEED6_BASELINE", "write_table", "simulate_dataset"]
 
 DEMO_TASKS = ("click", "like", "finish", "convert")
 # online weights of the demo (multiplicative formula): clicks dominate
@@ -199,3 +199,78 @@ def write_table(df: pd.DataFrame, path) -> None:
         atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False, compression="zstd"))
     else:
         atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+#: 2026-11-01 00:00 UTC, the first day of a simulated dataset
+DATASET_START = 1_793_491_200
+
+
+def simulate_dataset(out, requests: int, candidates: int = 20, seed: int = 0, *, preset: str = "demo",
+                     partition_by: str = "day", days: int = 7, chunk_rows: int = 1 << 20,
+                     progress=None) -> int:
+    """Write a simulated log as a Parquet dataset under the directory ``out``, in chunks, so a
+    20M-row log never sits in memory whole.  Returns the rows written.
+
+    Requests are simulated ``chunk_rows // candidates`` at a time (each chunk seeded from
+    ``(seed, chunk index)``, so the dataset depends on ``seed`` and ``chunk_rows`` only), their
+    ids numbered on across chunks, their times ``ts`` (Unix seconds) spread evenly over
+    ``days`` days from 2026-11-01 UTC.  ``partition_by = "day"`` writes Hive partitions
+    ``day=YYYYMMDD/part-NNNNN.parquet`` (the ``day`` column comes back from the directory
+    names when the dataset is read); ``None`` writes ``part-NNNNN.parquet`` files only.
+    Everything is written into a temp directory beside ``out`` and renamed at the end:
+    ``out`` either appears whole or not at all.  ``progress(rows_done)`` is called after
+    each chunk.
+    """
+    import os
+    import shutil
+    import tempfile
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .errors import InputError
+
+    out = Path(out)
+    if partition_by not in (None, "day"):
+        raise InputError(f"{out}: partition_by must be 'day' or None, got {partition_by!r}", param="partition_by")
+    if days < 1:
+        raise InputError(f"{out}: days must be >= 1, got {days}", param="days")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out}: already exists (a dataset is written into a new or empty directory)")
+    make = simulate_feed6 if preset == "feed6" else simulate_log
+    per_chunk = max(1, chunk_rows // candidates)
+    span = days * 86400
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    rows = 0
+    try:
+        for i, first in enumerate(range(0, requests, per_chunk)):
+            n_req = min(per_chunk, requests - first)
+            df = make(n_req, candidates, np.random.SeedSequence([seed, i]))
+            rid = df["request_id"].to_numpy() + first
+            df["request_id"] = rid
+            df["ts"] = DATASET_START + (rid * span) // requests
+            if partition_by == "day":
+                day_start = DATASET_START + ((df["ts"].to_numpy() - DATASET_START) // 86400) * 86400
+                for d in np.unique(day_start):
+                    name = datetime.fromtimestamp(int(d), timezone.utc).strftime("%Y%m%d")
+                    part = df[day_start == d]
+                    (tmp / f"day={name}").mkdir(exist_ok=True)
+                    pq.write_table(pa.Table.from_pandas(part, preserve_index=False),
+                                   tmp / f"day={name}" / f"part-{i:05d}.parquet", compression="zstd")
+            else:
+                pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp / f"part-{i:05d}.parquet",
+                               compression="zstd")
+            rows += len(df)
+            del df
+            if progress is not None:
+                progress(rows)
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return rows

@@ -11,13 +11,18 @@ HELP = "generate a simulated prediction log (the demo log's generator) or, with 
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--out", type=Path, required=True, help="output file (.parquet or .csv)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output file (.parquet or .csv), or with --partition-by a new directory (a dataset)")
     p.add_argument("--preset", choices=("demo", "feed6"), default="demo",
                    help="which prediction log: demo (4 tasks, studies/demo.toml) or feed6 (6 tasks with "
                         "conflicts and noisy sparse tasks, for the power formula, studies/feed6.toml)")
     p.add_argument("--requests", type=positive_int, default=10_000, help="number of requests (groups)")
     p.add_argument("--candidates", type=positive_int, default=20, help="candidates per request")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--partition-by", dest="partition_by", choices=("day", "none"), default=None,
+                   help="write a Parquet dataset into the directory --out, simulated in chunks (for logs "
+                        "too big for memory): 'day' makes Hive partitions day=YYYYMMDD/, 'none' plain part files")
+    p.add_argument("--days", type=positive_int, default=7, help="with --partition-by: days the log spans")
     g = p.add_argument_group("training tables (--mtl)")
     g.add_argument("--mtl", action="store_true",
                    help="write a training table for `fusiontune train` instead of a prediction log")
@@ -34,6 +39,8 @@ def run(args) -> int:
     from ..errors import InputError
     from ..simulate import simulate_feed6, simulate_log, write_table
 
+    if args.partition_by is not None and not args.mtl:
+        return _dataset(args)
     if args.out.suffix.lower() not in (".parquet", ".pq", ".csv"):
         raise InputError(f"{args.out}: unknown file type {args.out.suffix!r} (use .csv or .parquet)")
     if args.mtl:
@@ -54,4 +61,24 @@ def run(args) -> int:
     df = make(args.requests, args.candidates, args.seed)
     write_table(df, args.out)
     print(f"wrote {len(df)} rows ({args.requests} requests x {args.candidates} candidates) to {args.out}")
+    return 0
+
+
+def _dataset(args) -> int:
+    from ..progress import progress
+    from ..simulate import simulate_dataset
+
+    total = args.requests * args.candidates
+    with progress(total, "simulate", unit="rows", enabled=False if getattr(args, "quiet", False) else None) as bar:
+        done = [0]
+
+        def step(rows: int) -> None:
+            bar.update(advance=rows - done[0])
+            done[0] = rows
+
+        rows = simulate_dataset(args.out, args.requests, args.candidates, args.seed, preset=args.preset,
+                                partition_by=None if args.partition_by == "none" else args.partition_by,
+                                days=args.days, progress=step)
+    print(f"wrote {rows} rows ({args.requests} requests x {args.candidates} candidates) as a Parquet dataset "
+          f"to {args.out}")
     return 0
