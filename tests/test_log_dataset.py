@@ -245,3 +245,103 @@ def test_group_hash_is_stable_across_types():
 def test_empty_after_filter_is_one_line(hive):
     with pytest.raises(InputError, match="no rows left after the filter"):
         load_log(hive, TASKS, filter="day > 30000000")
+
+
+# --------------------------------------------------------------------------- studies and the CLI
+def _ft(*args, cwd=None):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, "-m", "fusiontune", *map(str, args)], cwd=cwd or root,
+                          capture_output=True, text=True,
+                          env={"CI": "1", "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHONPATH": str(root)})
+
+
+def _dataset_study(tmp_path, log_table: str):
+    from conftest import write_study
+
+    path = write_study(tmp_path, tmp_path / "unused.parquet")
+    text = path.read_text().replace(f'log = "{(tmp_path / "unused.parquet").as_posix()}"\n', "")
+    text = text.replace("[[tasks]]", log_table + "\n[[tasks]]", 1)
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sim") / "log"
+    proc = _ft("simulate", "--out", root, "--partition-by", "day", "--days", 3, "--requests", 1200,
+               "--candidates", 10)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in root.iterdir()) == ["day=20261101", "day=20261102", "day=20261103"]
+    return root
+
+
+def test_simulate_writes_a_partitioned_dataset_in_chunks(tmp_path):
+    from fusiontune.simulate import simulate_dataset
+
+    out = tmp_path / "ds"
+    rows = simulate_dataset(out, 300, 10, seed=4, days=2, chunk_rows=1000)  # 3 chunks of 100 requests
+    assert rows == 3000
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet"))
+    assert files == ["day=20261101/part-00000.parquet", "day=20261101/part-00001.parquet",
+                     "day=20261102/part-00001.parquet", "day=20261102/part-00002.parquet"]
+    log = load_log(out, TASKS, group="request_id", time="ts", extra=["day"])
+    assert log.n == 3000 and log.groups.max() + 1 == 300
+    again = tmp_path / "again"
+    simulate_dataset(again, 300, 10, seed=4, days=2, chunk_rows=1000)
+    np.testing.assert_array_equal(load_log(again, TASKS).scores, load_log(out, TASKS).scores)
+    with pytest.raises(InputError, match="already exists"):
+        simulate_dataset(out, 10, 10)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dir left
+
+
+def test_study_log_table_searches_a_dataset(tmp_path, simulated):
+    import json
+
+    study = _dataset_study(tmp_path, f'[log]\npath = "{simulated.as_posix()}"\n'
+                                      f'filter = "day >= 20261102"\nsample = 0.8\n')
+    out = tmp_path / "run"
+    proc = _ft("search", "--study", study, "--budget", 32, "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    saved = json.loads((out / "study.json").read_text())
+    assert saved["log"]["filter"] == "day >= 20261102" and saved["log"]["sample"] == 0.8
+    full = load_log(simulated, TASKS, group="request_id", filter="day >= 20261102", sample=0.8)
+    result = json.loads((out / "result.json").read_text())
+    assert result["split"]["rows"]["search"] + result["split"]["rows"]["holdout"] == full.n
+    proc = _ft("select", "--run", out, "--resamples", 50, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("line, problem", [
+    ('filter = "day >> 3"', "unsupported syntax: arithmetic"),
+    ('filter = "dya == 20261101"', "unknown column 'dya'"),
+    ("sample = 1.5", "sample"),
+    ('filtr = "day == 1"', "unknown key 'filtr' in [log]"),
+])
+def test_bad_log_table_exits_2_with_one_line(tmp_path, simulated, line, problem):
+    study = _dataset_study(tmp_path, f'[log]\npath = "{simulated.as_posix()}"\n{line}\n')
+    proc = _ft("search", "--study", study, "--budget", 8, "--out", tmp_path / "run", "--quiet")
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert "\n" not in err and problem in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_file_in_a_dataset_exits_2_naming_it(tmp_path, simulated):
+    import shutil
+
+    root = tmp_path / "log"
+    shutil.copytree(simulated, root)
+    victim = sorted(root.rglob("*.parquet"))[1]
+    t = pq.read_table(victim)
+    col = t.column("click").to_numpy(zero_copy_only=False).copy()
+    col[2] = 2.0
+    pq.write_table(t.set_column(t.schema.get_field_index("click"), "click", pa.array(col)), victim)
+    study = _dataset_study(tmp_path, f'[log]\npath = "{root.as_posix()}"\n')
+    proc = _ft("search", "--study", study, "--budget", 8, "--out", tmp_path / "run", "--quiet")
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert "\n" not in err and str(victim) in err and "column 'click'" in err and "row 3 has 2.0" in err
