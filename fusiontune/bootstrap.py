@@ -34,7 +34,7 @@ import numpy as np
 
 from .metrics import _LOW32, GaucPlan, GroupIndex, _keys_indexed, _label_of, _sort_rows, encode_labels
 
-__all__ = ["BootstrapResult", "unit_counts", "resample_metrics", "paired_bootstrap", "auc_resampled",
+__all__ = ["BootstrapResult", "unit_counts", "resample_metrics", "resample_fused", "paired_bootstrap", "auc_resampled",
            "gauc_resampled", "group_aucs", "units_of_rows"]
 
 _COUNT_BYTES = 96 * 2**20  # memory budget of one chunk of resample count vectors
@@ -192,34 +192,55 @@ class _Resampling:
         # a few candidates at a time keeps the fused scores and keys small
         step = max(1, (256 * 2**20) // (16 * max(obj.n_rows, 1)))
         for s in range(0, theta.shape[0], step):
-            fused = obj.formula.scores(obj.prepared, theta[s:s + step])
-            if obj.auc_idx.size:
-                out[s:s + step, :, obj.auc_idx] = auc_resampled(fused, self.auc_labels, self.unit, counts,
-                                                                 self.weights)
-            if obj._plan is not None:
-                ga = group_aucs(obj._plan, fused, grouped=obj._plan.index.perm is None)
-                out[s:s + step, :, obj.gauc_idx] = gauc_resampled(ga, obj._plan.group_w, counts)
+            out[s:s + step] = self.fused_metrics(obj.formula.scores(obj.prepared, theta[s:s + step]), counts)
+        return out
+
+    def fused_metrics(self, fused: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """(P, B, K) oriented metrics of fused scores (P, N) in the objective's row order."""
+        obj = self.obj
+        fused = np.ascontiguousarray(np.atleast_2d(fused), dtype=np.float32)
+        out = np.empty((fused.shape[0], counts.shape[0], len(obj.tasks)))
+        if obj.auc_idx.size:
+            out[:, :, obj.auc_idx] = auc_resampled(fused, self.auc_labels, self.unit, counts, self.weights)
+        if obj._plan is not None:
+            ga = group_aucs(obj._plan, fused, grouped=obj._plan.index.perm is None)
+            out[:, :, obj.gauc_idx] = gauc_resampled(ga, obj._plan.group_w, counts)
         return obj.orient(out)
+
+
+def _resampled(objective, p: int, metrics, resamples: int, seed: int, show_progress: bool | None):
+    from .progress import progress
+
+    r = _Resampling(objective)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(resamples, _COUNT_BYTES // (8 * max(r.n_units, 1))))
+    out = np.empty((p, resamples, len(objective.tasks)))
+    with progress(resamples, "bootstrap", show_progress, unit="resamples") as bar:
+        for b0 in range(0, resamples, chunk):
+            m = min(chunk, resamples - b0)
+            out[:, b0:b0 + m] = metrics(r, unit_counts(r.n_units, m, rng))
+            bar.update(advance=m)
+    return out, r.kind, r.n_units
 
 
 def resample_metrics(objective, theta: np.ndarray, resamples: int, seed: int = 0,
                      show_progress: bool | None = None) -> tuple[np.ndarray, str, int]:
     """Metrics (P, B, K) of full parameter rows on ``resamples`` bootstrap resamples of the
     objective's rows (groups if it has groups).  Returns (metrics, unit kind, number of units)."""
-    from .progress import progress
-
-    r = _Resampling(objective)
-    rng = np.random.default_rng(seed)
     theta = np.atleast_2d(theta)
-    chunk = max(1, min(resamples, _COUNT_BYTES // (8 * max(r.n_units, 1))))
-    out = np.empty((theta.shape[0], resamples, len(objective.tasks)))
-    with progress(resamples, "bootstrap", show_progress, unit="resamples") as bar:
-        for b0 in range(0, resamples, chunk):
-            m = min(chunk, resamples - b0)
-            counts = unit_counts(r.n_units, m, rng)
-            out[:, b0:b0 + m] = r.metrics(theta, counts)
-            bar.update(advance=m)
-    return out, r.kind, r.n_units
+    return _resampled(objective, theta.shape[0], lambda r, c: r.metrics(theta, c), resamples, seed, show_progress)
+
+
+def resample_fused(objective, fused: np.ndarray, resamples: int, seed: int = 0,
+                   show_progress: bool | None = None) -> tuple[np.ndarray, str, int]:
+    """Like :func:`resample_metrics` for fused scores (P, N) already in the objective's row
+    order (any fuser's output, e.g. an LTR model's): metrics (P, B, K) on the same resamples
+    for every row of ``fused``, so differences between rows are paired."""
+    fused = np.atleast_2d(np.asarray(fused))
+    if fused.shape[1] != objective.n_rows:
+        raise ValueError(f"fused has {fused.shape[1]} columns, the objective {objective.n_rows} rows")
+    return _resampled(objective, fused.shape[0], lambda r, c: r.fused_metrics(fused, c), resamples, seed,
+                      show_progress)
 
 
 @dataclass

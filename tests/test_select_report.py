@@ -395,3 +395,22 @@ def test_select_defaults_come_from_the_study_select_table(run_dir, tmp_path, cap
     assert c["resamples"] == 60 and c["diversity"] == "weights" and c["level"] == 0.8 and len(c["arms"]) <= 2
     study.write_text(study.read_text() + "typo = 1\n")
     _one_line_error(capsys, ["select", "--run", str(run)], "typo")
+
+
+def test_resample_fused_equals_resample_metrics_on_formula_scores():
+    """Any fuser's scores (here a formula's, computed outside) get the same resampled metrics as the
+    formula's parameter rows, on the same resamples (so differences are paired)."""
+    from fusiontune.bootstrap import resample_fused, resample_metrics
+    from fusiontune.pipeline import prepare
+    from fusiontune.study import load_study
+    from pathlib import Path as _P
+
+    prep = prepare(load_study(_P(__file__).resolve().parents[1] / "studies" / "demo.toml"))
+    h = prep.holdout_objective
+    theta = np.vstack([prep.space.baseline, prep.space.baseline * 0.5 + 0.1])
+    fused = h.formula.scores(h.prepared, theta)
+    a, kind, n = resample_metrics(h, theta, 40, seed=3)
+    b, kind2, n2 = resample_fused(h, fused, 40, seed=3)
+    assert (kind, n) == (kind2, n2) and np.array_equal(a, b, equal_nan=True)
+    with pytest.raises(ValueError, match="columns"):
+        resample_fused(h, fused[:, :-1], 4)
