@@ -19,7 +19,14 @@ at the same evaluation budget on the same objective.  Per method the table repor
   candidate's);
 * ``seconds``: wall time per run (mean).
 
-``ltr-gbdt`` / ``ltr-dnn`` rows call :func:`fusiontune.ltr.run_ltr` (imported lazily).
+LTR rows are the fusers of :data:`fusiontune.ltr.lineup.LINEUP` (``ltr-gbdt``,
+``ltr-gbdt-lambdarank``, ``ltr-dnn``, ``ltr-dnn-ft``; the same fusers as
+``benchmarks/bench_ltr.py``).  They run after every search method, start from the **best
+formula** of this comparison (the search run, over all methods and seeds, with the best
+in-sample objective; the holdout does not choose it) and are judged against it:
+``vs_best_formula`` is the fuser's holdout objective minus that run's, and ``loses`` flags a
+fuser at or below it or the baseline on the holdout.  Without a search method in the
+comparison they start from the baseline and have no formula to be judged against.
 """
 
 from __future__ import annotations
@@ -34,7 +41,13 @@ from .errors import DependencyError, InputError
 
 __all__ = ["compare", "CompareResult", "markdown_table", "LTR_METHODS"]
 
-LTR_METHODS = {"ltr-gbdt": "gbdt", "ltr-dnn": "dnn"}
+def _lineup_names() -> tuple[str, ...]:
+    from .ltr.lineup import LINEUP
+
+    return tuple(LINEUP)
+
+
+LTR_METHODS = _lineup_names()
 
 
 @dataclass
@@ -42,6 +55,7 @@ class CompareResult:
     runs: pd.DataFrame  # one row per (method, seed)
     table: pd.DataFrame  # one row per method
     target_gain: float | None
+    best_formula: dict | None = None  # the search run the LTR fusers start from and are judged against
 
 
 def _check_methods(prep, methods: list[str], population: int, budget: int, method_options: dict) -> None:
@@ -77,12 +91,12 @@ def _broken_guardrails(prep, hold: dict) -> list[str]:
     return out
 
 
-def _run_ltr(prep, method: str, seed: int):
+def _run_ltr(prep, method: str, seed: int, start: dict | None):
     try:
-        from .ltr import run_ltr
+        from .ltr.lineup import fit_lineup
     except ImportError:
         raise DependencyError(f"methods: {method!r} needs the ltr fusers, which cannot be imported") from None
-    return run_ltr(prep, LTR_METHODS[method], target="combined", seed=seed, options=None)
+    return fit_lineup(prep, method, seed, start=start)[0]
 
 
 def compare(prep, methods: list[str], budget: int, seeds: int, population: int, patience: int = 0,
@@ -95,23 +109,32 @@ def compare(prep, methods: list[str], budget: int, seeds: int, population: int, 
     _check_methods(prep, methods, population, budget, method_options)
     base_j = float(prep.objective.baseline_per_task @ prep.objective.w)
     rows, curves = [], {}
-    for m in methods:
+    best = None  # (in-sample objective, method, seed, params, holdout objective) of the best search run
+    order = [m for m in methods if m not in LTR_METHODS] + [m for m in methods if m in LTR_METHODS]
+    for m in order:
         for seed in range(seed0, seed0 + seeds):
             t0 = time.perf_counter()
             if m in LTR_METHODS:
-                result = _run_ltr(prep, m, seed)
+                result = _run_ltr(prep, m, seed, None if best is None else best["params"])
                 curve = None
             else:
                 result, trials = search(prep, m, budget, seed, population, patience, min_delta,
                                         method_options.get(m, {}), show_progress=False)
                 obj = np.where(trials["feasible"].to_numpy(bool), trials["objective"].to_numpy(float), -np.inf)
                 curve = np.maximum.accumulate(obj) if len(obj) else obj
+                if result["best"]["feasible"] and (best is None or result["best"]["objective"] > best["in_sample"]):
+                    best = {"method": m, "seed": seed, "params": result["best"]["params"],
+                            "in_sample": float(result["best"]["objective"]),
+                            "holdout": float(result["holdout"]["best"]["objective"])
+                            if result.get("holdout") else np.nan}
             seconds = time.perf_counter() - t0
             hold = result.get("holdout")
             row = {"method": m, "seed": seed, "best_in_sample": float(result["best"]["objective"]),
                    "gain_in_sample": float(result["best"]["objective"]) - base_j,
                    "evaluations": result.get("evaluations") if curve is not None else None,
                    "stop_reason": result.get("stop_reason", ""), "seconds": seconds}
+            if m in LTR_METHODS:  # which formula the fuser started from
+                row["start"] = "baseline" if best is None else f"{best['method']} seed {best['seed']}"
             if hold:
                 row["holdout"] = float(hold["best"]["objective"])
                 row["holdout_lift"] = float(hold["best"]["objective"]) - float(hold["baseline"]["objective"])
@@ -154,19 +177,19 @@ def compare(prep, methods: list[str], budget: int, seeds: int, population: int, 
              "reached_99": int(reached.size) if m not in LTR_METHODS else np.nan,
              "seconds_mean": g["seconds"].mean()}
         table.append(t)
-    return CompareResult(runs, _vs_best_formula(pd.DataFrame(table)), target)
+    return CompareResult(runs, _vs_best_formula(pd.DataFrame(table), best), target, best)
 
 
-def _vs_best_formula(table: pd.DataFrame) -> pd.DataFrame:
-    """LTR rows judged against the best formula of this comparison: the search method with the
-    best mean in-sample objective (not chosen on the holdout).  ``vs_best_formula`` = LTR holdout
-    mean minus that method's; ``loses`` flags an LTR row at or below the baseline or that method."""
+def _vs_best_formula(table: pd.DataFrame, best: dict | None) -> pd.DataFrame:
+    """LTR rows judged against the best formula of this comparison (``best``: the search run
+    with the best in-sample objective, which the fusers started from).  ``vs_best_formula`` =
+    the LTR holdout mean minus that run's holdout objective; ``loses`` flags an LTR row at or
+    below the baseline or that run on the holdout."""
     table = table.copy()
-    search = table[~table["method"].isin(list(LTR_METHODS))]
-    best = search.loc[search["best_mean"].idxmax()] if len(search) else None
     is_ltr = table["method"].isin(list(LTR_METHODS))
-    table["best_formula"] = np.where(is_ltr & (best is not None), best["method"] if best is not None else "", "")
-    ref = float(best["holdout_mean"]) if best is not None else np.nan
+    name = f"{best['method']} seed {best['seed']}" if best is not None else ""
+    table["best_formula"] = np.where(is_ltr, name, "")
+    ref = best["holdout"] if best is not None else np.nan
     table["vs_best_formula"] = np.where(is_ltr, table["holdout_mean"] - ref, np.nan)
     table["loses"] = is_ltr & ((table["holdout_lift_mean"] <= 0) | (table["vs_best_formula"] <= 0))
     return table
@@ -209,6 +232,7 @@ def markdown_table(res: CompareResult, budget: int, seeds: int, baseline_holdout
                      f"keeps every guardrail there.")
     bf = [b for b in res.table.get("best_formula", pd.Series(dtype=str)) if b]
     if bf:
-        notes.append(f"vs best formula: an LTR fuser's holdout minus that of {bf[0]} (the search method with the "
-                     f"best in-sample objective); LOSES: at or below it or the baseline.")
+        notes.append(f"vs best formula: an LTR fuser's holdout minus that of {bf[0]} (the search run with the "
+                     f"best in-sample objective, which the fusers start from); LOSES: at or below it or the "
+                     f"baseline.")
     return "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"

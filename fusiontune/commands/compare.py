@@ -12,8 +12,9 @@ HELP = "compare search methods (and LTR fusers) at an equal evaluation budget ov
 def add_arguments(p) -> None:
     add_study_argument(p)
     p.add_argument("--methods", default="cem,cma,tpe,gp,neighborhood,random",
-                   help="comma-separated: cem, cma, tpe, gp, neighborhood, random, grid, ltr-gbdt, ltr-dnn "
-                        "(default: cem,cma,tpe,gp,neighborhood,random)")
+                   help="comma-separated: cem, cma, tpe, gp, neighborhood, random, grid, and the LTR fusers "
+                        "ltr-gbdt, ltr-gbdt-lambdarank, ltr-dnn, ltr-dnn-ft (they start from the best search run "
+                        "of the comparison and are judged against it; default: cem,cma,tpe,gp,neighborhood,random)")
     p.add_argument("--budget", type=positive_int, default=None, help="evaluations per run (default: the study's)")
     p.add_argument("--seeds", type=positive_int, default=5, help="seeds per method (default 5)")
     p.add_argument("--population", type=positive_int, default=None, help="candidates per generation")
