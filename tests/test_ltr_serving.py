@@ -73,11 +73,11 @@ def test_residual_dnn_at_init_is_the_baseline_formula(tmp_path, formula):
 
 
 def test_residual_dnn_never_below_the_baseline_on_validation(known):
-    """A learning rate that wrecks every epoch: the fit keeps the zero correction (the formula),
-    says so and recommends keeping the formula."""
+    """A learning rate that wrecks every epoch (no warm-up): the fit keeps the zero correction (the
+    formula), says so and recommends keeping the formula."""
     _, prep = known
     r, _, fuser = fit_ltr(prep, "dnn", "combined", 0, {"guardrail_rounds": 0,
-                                                       "dnn": {"epochs": 3, "lr": 5.0, "patience": 2}})
+                                                       "dnn": {"epochs": 3, "lr": 5.0, "patience": 2, "warmup": 0}})
     ltr = r["ltr"]
     assert ltr["kept_formula"] and "keep the formula" in ltr["recommendation"]
     assert ltr["validation_objective"] == pytest.approx(ltr["validation_baseline"], abs=1e-6)
@@ -262,10 +262,55 @@ def test_vs_flags_in_compare(known, tmp_path):
     row = table[table["method"] == "ltr-gbdt"].iloc[0]
     cem = table[table["method"] == "cem"].iloc[0]
     assert row["vs_best_formula"] == pytest.approx(row["holdout_mean"] - cem["holdout_mean"], abs=1e-8)  # CSV: 10 digits
-    assert row["best_formula"] == "cem"
+    assert row["best_formula"] == "cem seed 0"  # the search run the fuser started from
     assert bool(row["loses"]) == bool(row["vs_best_formula"] <= 0 or row["holdout_lift_mean"] <= 0)
     md = (out / "compare.md").read_text()
     assert "vs best formula" in md
+
+
+def test_compare_ltr_fusers_start_from_the_best_search_run(known, tmp_path):
+    """compare's LTR rows are the line-up fusers (as bench_ltr), started from the search run with
+    the best in-sample objective and judged against that run's holdout objective."""
+    pytest.importorskip("lightgbm")
+    from fusiontune.compare import compare
+    from fusiontune.ltr.lineup import LINEUP, fit_lineup
+    from fusiontune.pipeline import search
+
+    _, prep = known
+    res = compare(prep, ["ltr-gbdt", "cem", "random"], budget=32, seeds=2, population=8)
+    runs = res.runs
+    assert list(runs["method"]) == ["cem", "cem", "random", "random", "ltr-gbdt", "ltr-gbdt"]  # searches first
+    search_runs = runs[runs["method"] != "ltr-gbdt"]
+    top = search_runs.loc[search_runs["best_in_sample"].idxmax()]
+    bf = res.best_formula
+    assert (bf["method"], bf["seed"]) == (top["method"], top["seed"]) and bf["holdout"] == top["holdout"]
+    assert set(runs.loc[runs["method"] == "ltr-gbdt", "start"]) == {f"{top['method']} seed {top['seed']}"}
+    # the same fit as the line-up fuser started from that run's weights
+    params = search(prep, top["method"], 32, int(top["seed"]), 8)[0]["best"]["params"]
+    again = fit_lineup(prep, "ltr-gbdt", 0, start=params)[0]
+    row0 = runs[(runs["method"] == "ltr-gbdt") & (runs["seed"] == 0)].iloc[0]
+    assert row0["holdout"] == pytest.approx(again["holdout"]["best"]["objective"], abs=1e-12)
+    assert again["versus"]["baseline"]["holdout_delta"] == pytest.approx(row0["holdout_lift"], abs=1e-12)
+    t = res.table.set_index("method").loc["ltr-gbdt"]
+    assert t["vs_best_formula"] == pytest.approx(t["holdout_mean"] - bf["holdout"], abs=1e-12)
+    assert LINEUP["ltr-gbdt"].options["backend"] == "lightgbm" and again["ltr"]["backend"] == "lightgbm"
+
+
+def test_fit_ltr_result_carries_versus_from_the_one_builder(known):
+    """The LTR result.json comes from results.result_document in one call, versus block included (also
+    from the Python API, with a formula held in memory)."""
+    from fusiontune.ltr.versus import formula_block
+    from fusiontune.results import RESULT_VERSION
+
+    _, prep = known
+    f = formula_block(prep, prep.space.as_dict(prep.space.baseline), method="baseline-as-formula")
+    r = fit_ltr(prep, "gbdt", "combined", 0, None, vs=f)[0]
+    assert r["version"] == RESULT_VERSION and r["method"] == "ltr-gbdt" and "log_fingerprint" in r
+    v = r["versus"]
+    assert v["best_formula"]["method"] == "baseline-as-formula"
+    assert v["best_formula"]["holdout_delta"] == pytest.approx(v["baseline"]["holdout_delta"], abs=1e-12)
+    assert v["baseline"]["holdout_delta"] == pytest.approx(r["lift"]["holdout"], abs=1e-12)
+    assert fit_ltr(prep, "gbdt", "combined", 0, None)[0]["versus"]["best_formula"] is None
 
 
 # --------------------------------------------------------------------------- residual LightGBM, start

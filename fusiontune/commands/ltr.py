@@ -32,7 +32,7 @@ def run(args) -> int:
     from ..ltr.config import parse_config
     from ..ltr.fit import fit_ltr
     from ..ltr.io import save_fuser
-    from ..ltr.versus import best_formula_run, read_start, summary_lines, versus
+    from ..ltr.versus import best_formula_run, read_start, summary_lines
     from ..pipeline import load_study_log, prepare
     from ..results import default_run_dir, print_summary, write_run
 
@@ -59,11 +59,8 @@ def run(args) -> int:
             raise RunError(f"{Path(out).parent}: no formula search run of study {study.name!r} found to start from "
                            f"(--start best); run `fusiontune search` first or name one with --vs")
         start = read_start(prep, start_run)
-    result, trials, fuser = fit_ltr(prep, args.model, target, seed,
-                                    show_progress=False if args.quiet else None, start=start)
-    if start_run is not None:
-        result["ltr"]["start_run"] = str(start_run)
-    result["versus"] = versus(prep, result, vs_run)
+    result, trials, fuser = fit_ltr(prep, args.model, target, seed, show_progress=False if args.quiet else None,
+                                    start=start, start_run=start_run, vs=vs_run)
 
     def build(d: Path) -> None:  # the whole folder is ready before it replaces an older one
         result["model_files"] = save_fuser(fuser, d)

@@ -142,12 +142,16 @@ def _resolve(prep, model: str, target: str | None, options: dict | None) -> tupl
 
 
 def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, options: dict | None = None,
-            show_progress: bool | None = None, start: dict | None = None):
+            show_progress: bool | None = None, start: dict | None = None, start_run: str | None = None,
+            vs=None):
     """Fit and judge a fuser.  Returns ``(result dict, trials DataFrame, Fuser)``.
 
     ``start``: the formula weights a residual fuser starts from (``{param: value}``, e.g. the best
-    formula run's ``best.params``); default the study's baseline.  Guardrails and every delta are
-    still judged against the baseline."""
+    formula run's ``best.params``; ``start_run`` names where they came from); default the study's
+    baseline.  Guardrails and every delta are still judged against the baseline.  ``vs``: the
+    best formula to judge the fuser against (a search run directory or a
+    :func:`fusiontune.ltr.versus.formula_block`); the result's ``versus`` block always holds the
+    deltas against the baseline, and against ``vs`` when given."""
     t0 = time.perf_counter()
     cfg, target = _resolve(prep, model, target, options)
     prep = ensure_features(prep, cfg.features)
@@ -250,9 +254,8 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
     imp_seconds = time.perf_counter() - t_imp
 
     seconds = time.perf_counter() - t0
-    result = _result(prep, fuser, cfg, info, seed, seconds, fit_seconds, best_pt, ev, base_pt, hold,
-                     train, val, val_obj, importance, imp_where, imp_seconds)
-    result["ltr"]["guardrails"] = guard
+    result = _result(prep, fuser, cfg, info, seed, seconds, fit_seconds, best_pt, ev, hold,
+                     train, val, val_obj, importance, imp_where, imp_seconds, guard, start_run, vs)
     trials = _trials(prep, fuser.name, best_pt, ev, base_pt, hold)
     return result, trials, fuser
 
@@ -393,12 +396,65 @@ def _params(fuser: Fuser, info: dict, cfg: LtrConfig) -> dict[str, float]:
     return p
 
 
-def _result(prep, fuser, cfg, info, seed, seconds, fit_seconds, best_pt, ev, base_pt, hold, train, val,
-            val_obj, importance, imp_where, imp_seconds) -> dict:
+def _result(prep, fuser, cfg, info, seed, seconds, fit_seconds, best_pt, ev, hold, train, val,
+            val_obj, importance, imp_where, imp_seconds, guard, start_run, vs) -> dict:
+    """The result.json dict, built by the one result builder (:func:`fusiontune.results.result_document`)."""
     from ..results import result_document
+    from .versus import versus_block
 
-    study = prep.study
     stop = "early stopping on the validation part" if info.get("stopped_early") else "iteration limit"
+    ltr = {
+        "model": fuser.model, "target": fuser.target, "backend": fuser.backend,
+        "features": fuser.spec.names, "context": fuser.spec.context, "monotone": cfg.monotone,
+        "monotone_constraints": dict(zip(fuser.spec.names, fuser.spec.monotone(cfg.monotone))),
+        "hyper": {k: v for k, v in fuser.settings.items()},
+        "iterations": info["iterations"], "stopped_early": bool(info.get("stopped_early")),
+        "fit_seconds": round(fit_seconds, 4),
+        "validation_objective": (None if val_obj is None else
+                                 float(fused_metrics(val_obj, fuser.predict_matrix(val.x)) @ val_obj.w)),
+        "early_stopping_on": ("validation objective (guardrail-penalised)" if fuser.model == "dnn"
+                              and val_obj is not None
+                              else "validation loss" if fuser.model == "gbdt" else "training loss"),
+        "target_construction": ("soft label ybar = sum_k w_k y_k / sum_k w_k over observed tasks, sample "
+                                "weight = sum of observed w_k; weighted log-loss" if fuser.target == "combined"
+                                else "graded relevance sum_k w_k y_k over observed tasks; listwise per group"),
+    }
+    if "history" in info:
+        ltr["history"] = info["history"]
+    if hasattr(fuser.estimator, "describe"):
+        ltr["residual"] = {**fuser.estimator.describe(),
+                           "start": "trees on top of scale * start formula + offset (init score)"}
+        ltr.update({k: info.get(k) for k in ("kept_formula", "validation_baseline", "tree_trace")})
+        if info.get("kept_formula"):
+            ltr["recommendation"] = ("keep the formula: no number of trees beat the start formula on "
+                                     "the validation part, so the fuser is the formula itself")
+    if fuser.model == "dnn":
+        ltr.update({k: info.get(k) for k in ("kept_formula", "validation_baseline", "best_phase",
+                                             "finetune_epochs", "finetune_stopped_early", "epochs_run")})
+        b = fuser.estimator.config["base"]
+        ltr["residual"] = {"formula": b["formula"], "a": b["a"], "b": b["b"],
+                           "start": ("baseline formula" if "baseline" not in b else
+                                     "the given start formula (e.g. the best search run)") + " + zero correction"}
+        if info.get("kept_formula"):
+            ltr["recommendation"] = ("keep the formula: no epoch of the fit beat the start formula "
+                                     "on the validation part, so the fuser is the formula itself")
+    ltr["guardrails"] = guard
+    if start_run is not None:
+        ltr["start_run"] = str(start_run)
+    extra = {
+        "target": fuser.target,
+        "ltr": ltr,
+        "feature_importance": importance,
+        "feature_importance_method": (f"permutation on the {imp_where} part: drop of the study objective when "
+                                      f"one input column is shuffled (mean of 3 shuffles)"),
+        "importance_seconds": round(imp_seconds, 4),
+    }
+    obj, hobj = prep.objective, prep.holdout_objective
+    extra["versus"] = versus_block(prep, float(best_pt @ obj.w), float(obj.baseline_per_task @ obj.w),
+                                   None if hold is None else float(hold[0] @ hobj.w),
+                                   None if hold is None else float(hobj.baseline_per_task @ hobj.w), vs)
+    if not ev.feasible[0]:
+        extra["note"] = "the fuser breaks a guardrail on the search part (feasible = false)"
     result = result_document(
         prep, method=fuser.name, formula=fuser.name, seed=seed, budget=1, evaluations=1, seconds=seconds,
         best_params=_params(fuser, info, cfg), best_per_task=best_pt, best_feasible=bool(ev.feasible[0]),
@@ -407,52 +463,8 @@ def _result(prep, fuser, cfg, info, seed, seconds, fit_seconds, best_pt, ev, bas
         normalisation=(f"none: the fused score is the {fuser.model.upper()} fuser's raw output "
                        f"(a ranking score); the baseline params are the study's formula weights"),
         rows={"search": prep.search_log.n, "holdout": prep.holdout_log.n if prep.holdout_log else 0,
-              "train": int(train.log.n), "validation": int(val.log.n)})
-    result.update({
-        "target": fuser.target,
-        "ltr": {
-            "model": fuser.model, "target": fuser.target, "backend": fuser.backend,
-            "features": fuser.spec.names, "context": fuser.spec.context, "monotone": cfg.monotone,
-            "monotone_constraints": dict(zip(fuser.spec.names, fuser.spec.monotone(cfg.monotone))),
-            "hyper": {k: v for k, v in fuser.settings.items()},
-            "iterations": info["iterations"], "stopped_early": bool(info.get("stopped_early")),
-            "fit_seconds": round(fit_seconds, 4),
-            "validation_objective": (None if val_obj is None else
-                                     float(fused_metrics(val_obj, fuser.predict_matrix(val.x)) @ val_obj.w)),
-            "early_stopping_on": ("validation objective (guardrail-penalised)" if fuser.model == "dnn"
-                                  and val_obj is not None
-                                  else "validation loss" if fuser.model == "gbdt" else "training loss"),
-            "target_construction": ("soft label ybar = sum_k w_k y_k / sum_k w_k over observed tasks, sample "
-                                    "weight = sum of observed w_k; weighted log-loss" if fuser.target == "combined"
-                                    else "graded relevance sum_k w_k y_k over observed tasks; listwise per group"),
-        },
-        "feature_importance": importance,
-        "feature_importance_method": (f"permutation on the {imp_where} part: drop of the study objective when "
-                                      f"one input column is shuffled (mean of 3 shuffles)"),
-        "importance_seconds": round(imp_seconds, 4),
-    })
-    if "history" in info:
-        result["ltr"]["history"] = info["history"]
-    if hasattr(fuser.estimator, "describe"):
-        result["ltr"]["residual"] = {**fuser.estimator.describe(),
-                                     "start": "trees on top of scale * baseline formula + offset (init score)"}
-        result["ltr"].update({k: info.get(k) for k in ("kept_formula", "validation_baseline", "tree_trace")})
-        if info.get("kept_formula"):
-            result["ltr"]["recommendation"] = ("keep the formula: no number of trees beat the baseline formula on "
-                                               "the validation part, so the fuser is the formula itself")
-    if fuser.model == "dnn":
-        result["ltr"].update({k: info.get(k) for k in ("kept_formula", "validation_baseline", "best_phase",
-                                                       "finetune_epochs", "finetune_stopped_early", "epochs_run")})
-        b = fuser.estimator.config["base"]
-        result["ltr"]["residual"] = {"formula": b["formula"], "a": b["a"], "b": b["b"],
-                                     "start": ("baseline formula" if "baseline" not in b else
-                                               "the given start formula (e.g. the best search run)")
-                                     + " + zero correction"}
-        if info.get("kept_formula"):
-            result["ltr"]["recommendation"] = ("keep the formula: no epoch of the fit beat the baseline formula "
-                                               "on the validation part, so the fuser is the formula itself")
-    if not ev.feasible[0]:
-        result["note"] = "the fuser breaks a guardrail on the search part (feasible = false)"
+              "train": int(train.log.n), "validation": int(val.log.n)},
+        extra=extra)
     return result
 
 

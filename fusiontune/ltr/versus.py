@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import RunError
 
-__all__ = ["best_formula_run", "versus", "summary_lines", "read_start"]
+__all__ = ["best_formula_run", "versus", "versus_block", "summary_lines", "read_start", "formula_block"]
 
 
 def _read(path: Path) -> dict | None:
@@ -69,6 +69,22 @@ def best_formula_run(runs_dir: str | Path, prep) -> Path | None:
     return best
 
 
+def formula_block(prep, params: dict, method: str | None = None, run: str | None = None,
+                  seed: int | None = None) -> dict:
+    """A formula's weights ``params`` scored on ``prep``'s search part and holdout (exact kernel)."""
+    theta = prep.space.from_dict(params, run or "best formula")
+    obj = prep.objective
+    pt = obj.metrics(theta[None, :])[0]
+    out = {"run": run, "method": method, "seed": seed, "params": prep.space.as_dict(theta),
+           "in_sample": float(pt @ obj.w)}
+    h = prep.holdout_objective
+    if h is not None:
+        hp = h.metrics(theta[None, :])[0]
+        out["holdout"] = float(hp @ h.w)
+        out["holdout_feasible"] = bool(h.judge(hp[None, :]).feasible[0])
+    return out
+
+
 def _formula_block(prep, run: Path) -> dict:
     r = _read(run / "result.json")
     if r is None:
@@ -78,20 +94,10 @@ def _formula_block(prep, run: Path) -> dict:
     if r.get("formula") != prep.formula.name:
         raise RunError(f"{run / 'result.json'}: formula {r.get('formula')!r} is not the study's "
                        f"{prep.formula.name!r}")
-    try:
-        theta = prep.space.from_dict(r["best"]["params"], str(run / "result.json"))
-    except (KeyError, TypeError):
-        raise RunError(f"{run / 'result.json'}: has no best.params") from None
-    obj = prep.objective
-    pt = obj.metrics(theta[None, :])[0]
-    out = {"run": str(run), "method": r.get("method"), "seed": r.get("seed"),
-           "params": prep.space.as_dict(theta), "in_sample": float(pt @ obj.w)}
-    h = prep.holdout_objective
-    if h is not None:
-        hp = h.metrics(theta[None, :])[0]
-        out["holdout"] = float(hp @ h.w)
-        out["holdout_feasible"] = bool(h.judge(hp[None, :]).feasible[0])
-    return out
+    params = (r.get("best") or {}).get("params")
+    if not isinstance(params, dict):
+        raise RunError(f"{run / 'result.json'}: has no best.params")
+    return formula_block(prep, params, r.get("method"), str(run), r.get("seed"))
 
 
 def read_start(prep, run: str | Path) -> dict:
@@ -99,28 +105,38 @@ def read_start(prep, run: str | Path) -> dict:
     return _formula_block(prep, Path(run))["params"]
 
 
-def versus(prep, result: dict, formula_run: str | Path | None) -> dict:
-    """The ``versus`` block of an LTR ``result`` (module docstring)."""
+def versus(prep, result: dict, formula_run: "str | Path | dict | None") -> dict:
+    """The ``versus`` block of an LTR ``result`` (module docstring).  ``formula_run``: a formula
+    search run directory, or a :func:`formula_block` (a formula held in memory, e.g. the best run
+    of a comparison), or None."""
     hold = result.get("holdout")
-    fuser_in = float(result["best"]["objective"])
-    fuser_h = float(hold["best"]["objective"]) if hold else None
-    base = {"in_sample_delta": fuser_in - float(result["baseline"]["objective"])}
+    return versus_block(prep, float(result["best"]["objective"]), float(result["baseline"]["objective"]),
+                        float(hold["best"]["objective"]) if hold else None,
+                        float(hold["baseline"]["objective"]) if hold else None, formula_run)
+
+
+def versus_block(prep, fuser_in: float, base_in: float, fuser_h: float | None, base_h: float | None,
+                 formula_run: "str | Path | dict | None") -> dict:
+    """:func:`versus` from the objectives: the fuser's and the baseline's, in-sample and on the
+    holdout (None without one)."""
+    hold = fuser_h is not None
+    base = {"in_sample_delta": fuser_in - base_in}
     if hold:
-        base["holdout"] = float(hold["baseline"]["objective"])
-        base["holdout_delta"] = fuser_h - base["holdout"]
+        base["holdout"] = base_h
+        base["holdout_delta"] = fuser_h - base_h
     out = {"baseline": base, "best_formula": None, "flags": []}
     key = "holdout_delta" if hold else "in_sample_delta"
     where = "on the holdout" if hold else "in-sample (no holdout split)"
     if base[key] <= 0:
         out["flags"].append(f"loses to the baseline formula {where} ({base[key]:+.5f})")
     if formula_run is not None:
-        f = _formula_block(prep, Path(formula_run))
+        f = dict(formula_run) if isinstance(formula_run, dict) else _formula_block(prep, Path(formula_run))
         f["in_sample_delta"] = fuser_in - f["in_sample"]
         if hold:
             f["holdout_delta"] = fuser_h - f["holdout"]
         out["best_formula"] = f
         if f[key] <= 0:
-            out["flags"].append(f"loses to the best formula ({f['method']}, {f['run']}) {where} ({f[key]:+.5f})")
+            out["flags"].append(f"loses to the best formula ({_name(f)}) {where} ({f[key]:+.5f})")
     if out["flags"]:
         out["verdict"] = "keep the formula: the fuser " + "; ".join(out["flags"])
     elif out["best_formula"] is not None:
@@ -129,6 +145,11 @@ def versus(prep, result: dict, formula_run: str | Path | None) -> dict:
         out["verdict"] = (f"the fuser beats the baseline {where}; no formula search run of this study was found "
                           f"to compare with")
     return out
+
+
+def _name(f: dict) -> str:
+    return ", ".join(str(x) for x in (f.get("method"), f.get("run") or (None if f.get("seed") is None
+                                                                       else f"seed {f['seed']}")) if x)
 
 
 def summary_lines(v: dict) -> list[str]:
@@ -142,6 +163,6 @@ def summary_lines(v: dict) -> list[str]:
     f = v.get("best_formula")
     if f:
         d = f"holdout {f['holdout_delta']:+.5f}" if "holdout_delta" in f else f"in-sample {f['in_sample_delta']:+.5f}"
-        lines.append(f"vs best formula ({f['method']}, {f['run']}): {d}")
+        lines.append(f"vs best formula ({_name(f)}): {d}")
     lines.append(("WARNING: " if v["flags"] else "") + v["verdict"])
     return lines
