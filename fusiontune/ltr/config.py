@@ -34,6 +34,8 @@ Example (every key optional)::
     finetune = 0             # extra epochs on the smooth AUC surrogate (fusiontune.surrogate)
     finetune_lr = 0.001
     finetune_steps = 10      # full-batch surrogate steps per fine-tune epoch
+    warmup = 4               # first epochs of each phase at lr / 3**(warmup - epoch): small steps first,
+                             # so early stopping sees the small corrections of a strong start formula
 
 ``run_ltr(..., options=...)`` takes the same structure and overrides the study's table.
 """
@@ -57,9 +59,9 @@ GBDT_DEFAULTS: dict[str, float] = {"learning_rate": 0.1, "max_iter": 300, "max_l
                                    "threads": 1}
 DNN_DEFAULTS: dict[str, Any] = {"hidden": [32, 16], "epochs": 200, "batch_size": 4096, "lr": 0.003,
                                 "weight_decay": 0.0, "patience": 8, "threads": 1, "finetune": 0,
-                                "finetune_lr": 0.001, "finetune_steps": 10}
+                                "finetune_lr": 0.001, "finetune_steps": 10, "warmup": 4}
 _INTS = {"max_iter", "max_leaf_nodes", "min_samples_leaf", "patience", "epochs", "batch_size", "threads",
-         "finetune", "finetune_steps"}
+         "finetune", "finetune_steps", "warmup"}
 _TOP = {"features", "backend", "monotone", "validation", "target", "guardrail_rounds", "guardrail_margin", "balance",
         "residual", "gbdt", "dnn"}
 
@@ -104,7 +106,7 @@ def _hyper(src: str, table: str, got: dict, defaults: dict) -> dict:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise InputError(f"{src}: [{table}] {k} must be a number, got {v!r}")
         if k in _INTS:
-            low = 0 if k in ("patience", "finetune") else 1
+            low = 0 if k in ("patience", "finetune", "warmup") else 1
             if int(v) != v or v < low:
                 raise InputError(f"{src}: [{table}] {k} must be a whole number >= {low}, got {v!r}")
             v = int(v)

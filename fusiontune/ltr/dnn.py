@@ -279,6 +279,7 @@ def fit_dnn(train, val, target: str, hyper: dict, spec, monotone: bool, seed: in
                 else:
                     surrogate_loss.set_baseline(net(x[sur_rows]))
         steps = int(hyper.get("finetune_steps", 10))
+        warmup = int(hyper.get("warmup", 0))
         with progress(epochs + finetune, "dnn fuser", enabled=show_progress) as bar:
             for phase, n_ep, loss_fn, lr in phases:
                 if phase == "finetune":  # start the fine-tune from the best network so far
@@ -286,7 +287,9 @@ def fit_dnn(train, val, target: str, hyper: dict, spec, monotone: bool, seed: in
                 params = list(net.parameters()) + ([log_t, c_off] if phase == "fit" else [])
                 opt = torch.optim.Adam(params, lr=lr, weight_decay=float(hyper["weight_decay"]))
                 bad, done = 0, 0
-                for _ in range(n_ep):
+                for ep in range(n_ep):
+                    for group in opt.param_groups:  # geometric warm-up: lr/3**warmup ... lr
+                        group["lr"] = lr / 3.0 ** max(warmup - ep, 0)
                     net.train()
                     if phase == "finetune":  # full-batch steps over the rows the pairs touch
                         batches = [None] * steps
