@@ -1,18 +1,20 @@
-"""LTR fusers vs the best searched formula, on the demo and on the 6-task feed6 study, side by side.
+"""LTR fusers vs the best searched formula, side by side on one holdout.
 
 Per study: the best formula (the search method with the best *in-sample* objective among
-``--methods`` at the study's budget; the holdout does not choose it), the GBDT fuser
-(scikit-learn combined; LightGBM lambdarank and combined as residual trees on the baseline
-formula; LightGBM combined on the best formula) and the residual DNN (on the baseline,
-without and with the surrogate fine-tune; on the best formula with the fine-tune).  For each: wall seconds (fit or search), in-sample objective, holdout
-objective, holdout delta vs the baseline and vs the best formula, each with a paired 95%
-group-bootstrap interval (every candidate scored on the very same resamples of the holdout
-requests), and whether it keeps the guardrails on the holdout.
+``--methods``; the holdout does not choose it), then the line-up fusers of
+``fusiontune.ltr.lineup`` (the same ones ``fusiontune compare`` runs: GBDT combined and
+lambdarank, residual LightGBM; the residual DNN without and with the surrogate fine-tune),
+each started from that best formula.  For each: fit (or search) seconds, in-sample and
+holdout objective, the holdout delta vs the baseline and vs the best formula, each with a
+paired 95% group-bootstrap interval (every row scored on the very same resamples of the
+holdout requests, ``fusiontune.bootstrap.resample_fused``), and whether it keeps the
+guardrails on the holdout.
 
-    python benchmarks/bench_ltr.py [--studies studies/demo.toml,studies/feed6.toml] [--seed 0]
-        [--methods cma,cem] [--resamples 500] [--finetune 40]
+    python benchmarks/bench_ltr.py            # quick: feed6, grad search, 200 resamples (a few minutes)
+    python benchmarks/bench_ltr.py --full     # demo + feed6, grad,cma,cem, 1000 resamples, and the
+                                              # fusers started from the baseline too
 
-The machine is shared: absolute seconds are noisy; compare within one run.
+The machine may be shared: seconds are only indicative; compare within one run.
 """
 
 from __future__ import annotations
@@ -23,23 +25,18 @@ import time
 
 import numpy as np
 
-from fusiontune.bootstrap import _Resampling, auc_resampled, gauc_resampled, group_aucs, unit_counts
-from fusiontune.ltr import fit_ltr
+from fusiontune.bootstrap import resample_fused
+from fusiontune.ltr.lineup import LINEUP, fit_lineup
 from fusiontune.pipeline import prepare, search
 from fusiontune.study import load_study
 
 
-def resampled_objective(hobj, fused: np.ndarray, resamples: int, seed: int) -> np.ndarray:
-    """(P, B) objective of fused scores (P, N) (holdout row order) on B group resamples."""
-    r = _Resampling(hobj)
-    counts = unit_counts(r.n_units, resamples, np.random.default_rng(seed))
-    out = np.empty((fused.shape[0], resamples, len(hobj.tasks)))
-    if hobj.auc_idx.size:
-        out[:, :, hobj.auc_idx] = auc_resampled(fused, r.auc_labels, r.unit, counts, r.weights)
-    if hobj._plan is not None:
-        ga = group_aucs(hobj._plan, fused, grouped=hobj._plan.index.perm is None)
-        out[:, :, hobj.gauc_idx] = gauc_resampled(ga, hobj._plan.group_w, counts)
-    return np.nansum(hobj.orient(out) * hobj.w[None, None, :], axis=2)
+def cpu_name() -> str:
+    if platform.system() == "Linux":
+        for ln in open("/proc/cpuinfo"):
+            if ln.startswith("model name"):
+                return ln.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
 
 
 def ci(samples: np.ndarray) -> str:
@@ -47,87 +44,101 @@ def ci(samples: np.ndarray) -> str:
     return f"[{lo:+.4f}, {hi:+.4f}]"
 
 
-def run_study(path: str, seed: int, methods: list[str], resamples: int, finetune: int) -> None:
-    study = load_study(path)
-    prep = prepare(study)
-    hobj = prep.holdout_objective
-    s = study.search
-    print(f"\n## {study.name}: {len(study.tasks)} tasks, {study.formula} formula, {prep.search_log.n} search rows, "
-          f"{prep.holdout_log.n} holdout rows, budget {s['budget']}")
-    rows = []  # (label, seconds, in-sample, fused holdout scores, holdout J, feasible, note)
+def best_formula(prep, methods: list[str], seed: int, budget: int | None):
+    """The search run with the best in-sample objective: (result, seconds, method)."""
+    s = prep.study.search
     best = None
     for m in methods:
         t0 = time.perf_counter()
-        res, _ = search(prep, m, s["budget"], seed, s["population"], s["patience"], s["min_delta"],
-                        study.method_options.get(m, {}), show_progress=False)
+        res, _ = search(prep, m, budget or s["budget"], seed, s["population"], s["patience"], s["min_delta"],
+                        prep.study.method_options.get(m, {}), show_progress=False)
         secs = time.perf_counter() - t0
-        theta = prep.space.from_dict(res["best"]["params"])
         print(f"  search {m}: in-sample {res['best']['objective']:.5f}, holdout "
-              f"{res['holdout']['best']['objective']:.5f} ({secs:.1f}s)")
+              f"{res['holdout']['best']['objective']:.5f} ({secs:.1f}s)", flush=True)
         if best is None or res["best"]["objective"] > best[0]["best"]["objective"]:
-            best = (res, theta, secs, m)
-    res, theta, secs, m = best
-    f_scores = hobj.formula.scores(hobj.prepared, theta[None, :])[0]
-    rows.append((f"formula: {m} (best of {','.join(methods)})", secs, res["best"]["objective"], f_scores,
-                 res["holdout"]["best"]["objective"], res["holdout"]["best"]["feasible"], ""))
-    best_params = res["best"]["params"]
-    ft = {"dnn": {"finetune": finetune}}
-    lgb = {"backend": "lightgbm"}
-    for label, model, target, opts, start in [
-        ("gbdt combined (sklearn)", "gbdt", "combined", None, None),
-        ("gbdt lambdarank (LightGBM, residual on baseline)", "gbdt", "lambdarank", None, None),
-        ("gbdt combined (LightGBM, residual on baseline)", "gbdt", "combined", lgb, None),
-        ("gbdt combined (LightGBM, residual on best formula)", "gbdt", "combined", lgb, best_params),
-        ("dnn residual on baseline", "dnn", "combined", None, None),
-        (f"dnn residual on baseline + surrogate fine-tune ({finetune} ep)", "dnn", "combined", ft, None),
-        (f"dnn residual on best formula + fine-tune ({finetune} ep)", "dnn", "combined", ft, best_params),
-    ]:
-        t0 = time.perf_counter()
-        r, _, fuser = fit_ltr(prep, model, target, seed, opts, show_progress=False, start=start)
-        secs = time.perf_counter() - t0
-        note = ""
-        ltr = r["ltr"]
-        if ltr.get("kept_formula") is not None:
-            what = "epoch" if model == "dnn" else "tree count"
-            note = ("kept the start formula" if ltr["kept_formula"] else
-                    f"best {what} {ltr['iterations']}" + (f" ({ltr['best_phase']})" if model == "dnn" else ""))
-            note += f", val {ltr['validation_objective']:.5f} vs start {ltr['validation_baseline']:.5f}"
-        g = r["ltr"]["guardrails"]
-        if g.get("multipliers") and any(v != 1.0 for v in g["multipliers"].values()):
-            note += (", " if note else "") + "guardrail x" + ",".join(
-                f"{k}{v:.3g}" for k, v in g["multipliers"].items() if v != 1.0)
-        rows.append((label, secs, r["best"]["objective"], fuser.predict(hobj.log), r["holdout"]["best"]["objective"],
-                     r["holdout"]["best"]["feasible"], note))
-    base_scores = hobj.formula.scores(hobj.prepared, prep.space.baseline[None, :])[0]
-    fused = np.vstack([base_scores.astype(np.float64)] + [np.asarray(x[3], dtype=np.float64) for x in rows])
-    boot = resampled_objective(hobj, fused, resamples, seed)
+            best = (res, secs, m)
+    return best
+
+
+def fuser_note(r: dict) -> str:
+    ltr = r["ltr"]
+    note = ""
+    if ltr.get("kept_formula") is not None:
+        what = "epoch" if ltr["model"] == "dnn" else "trees"
+        note = ("kept the start formula" if ltr["kept_formula"] else
+                f"{what} {ltr['iterations']}" + (f" ({ltr['best_phase']})" if ltr["model"] == "dnn" else ""))
+    g = ltr["guardrails"]
+    if g.get("multipliers") and any(v != 1.0 for v in g["multipliers"].values()):
+        note += (", " if note else "") + "guardrail x" + ",".join(
+            f"{k}{v:.3g}" for k, v in g["multipliers"].items() if v != 1.0)
+    return note
+
+
+def run_study(path: str, seed: int, methods: list[str], resamples: int, fusers: list[str], from_baseline: bool,
+              budget: int | None) -> None:
+    study = load_study(path)
+    prep = prepare(study)
+    hobj = prep.holdout_objective
+    print(f"\n## {study.name}: {len(study.tasks)} tasks, {study.formula} formula, {prep.search_log.n} search rows, "
+          f"{hobj.n_rows} holdout rows", flush=True)
+    res, secs, m = best_formula(prep, methods, seed, budget)
+    theta = prep.space.from_dict(res["best"]["params"])
+    rows = [(f"best formula ({m}, budget {res['budget']}; best in-sample of {','.join(methods)})", secs,
+             res["best"]["objective"], hobj.formula.scores(hobj.prepared, theta[None, :])[0],
+             res["holdout"]["best"]["objective"], res["holdout"]["best"]["feasible"], "")]
+    starts = [("best formula", res["best"]["params"])] + ([("baseline", None)] if from_baseline else [])
+    for start_label, start in starts:
+        for name in fusers:
+            if LINEUP[name].needs_groups and prep.search_log.groups is None:
+                continue
+            t0 = time.perf_counter()
+            r, _, fuser = fit_lineup(prep, name, seed, start=start)
+            secs = time.perf_counter() - t0
+            rows.append((f"{LINEUP[name].label}, from the {start_label}", secs, r["best"]["objective"],
+                         fuser.predict(hobj.log), r["holdout"]["best"]["objective"], r["holdout"]["best"]["feasible"],
+                         fuser_note(r)))
+            print(f"  {rows[-1][0]}: holdout {rows[-1][4]:.5f} ({secs:.1f}s)", flush=True)
+    base = hobj.formula.scores(hobj.prepared, prep.space.baseline[None, :])[0]
+    fused = np.vstack([np.asarray(base, dtype=np.float64)] + [np.asarray(x[3], dtype=np.float64) for x in rows])
+    metrics, kind, n_units = resample_fused(hobj, fused, resamples, seed)
+    boot = np.nansum(metrics * hobj.w[None, None, :], axis=2)  # (rows + 1, B) objective
     j_base = float(hobj.baseline_per_task @ hobj.w)
-    print(f"\nbaseline holdout objective {j_base:.5f}; 95% paired group-bootstrap intervals, {resamples} resamples")
-    print("| fuser | seconds | in-sample | holdout | Δ vs baseline [95% CI] | Δ vs best formula [95% CI] | "
+    print(f"\nbaseline holdout objective {j_base:.5f}; 95% paired bootstrap intervals over {resamples} resamples "
+          f"of the {n_units} holdout {kind}")
+    print("| fuser | fit s | in-sample | holdout | Δ vs baseline [95% CI] | Δ vs best formula [95% CI] | "
           "holdout guardrails | notes |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---:|---:|---:|---|---|---|---|")
     for i, (label, secs, jin, _, jh, feas, note) in enumerate(rows):
-        d_base = boot[i + 1] - boot[0]
-        d_form = boot[i + 1] - boot[1]
-        vs_f = "—" if i == 0 else f"{jh - rows[0][4]:+.5f} {ci(d_form)}"
-        print(f"| {label} | {secs:.1f} | {jin:.5f} | {jh:.5f} | {jh - j_base:+.5f} {ci(d_base)} | {vs_f} | "
-              f"{'kept' if feas else 'BROKEN'} | {note} |")
+        vs_f = "—" if i == 0 else f"{jh - rows[0][4]:+.4f} {ci(boot[i + 1] - boot[1])}"
+        print(f"| {label} | {secs:.1f} | {jin:.5f} | {jh:.5f} | {jh - j_base:+.4f} {ci(boot[i + 1] - boot[0])} | "
+              f"{vs_f} | {'kept' if feas else 'crossed'} | {note} |")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--studies", default="studies/demo.toml,studies/feed6.toml")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--full", action="store_true",
+                    help="demo + feed6, methods grad,cma,cem, 1000 resamples, fusers from the baseline too")
+    ap.add_argument("--studies", default=None, help="comma-separated study files (default: feed6; --full: demo,feed6)")
+    ap.add_argument("--methods", default=None, help="search methods for the best formula (default: grad; "
+                                                    "--full: grad,cma,cem)")
+    ap.add_argument("--fusers", default=",".join(LINEUP), help=f"line-up fusers (default: {','.join(LINEUP)})")
+    ap.add_argument("--budget", type=int, default=None, help="search budget (default: the study's)")
+    ap.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default 200; --full 1000)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--methods", default="cma,cem")
-    ap.add_argument("--resamples", type=int, default=500)
-    ap.add_argument("--finetune", type=int, default=40)
     args = ap.parse_args()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
-               platform.processor()) if platform.system() == "Linux" else platform.processor()
-    print(f"# bench_ltr: seed {args.seed}, CPU {cpu}")
-    for path in args.studies.split(","):
-        run_study(path.strip(), args.seed, [m.strip() for m in args.methods.split(",")], args.resamples,
-                  args.finetune)
+    studies = args.studies or ("studies/demo.toml,studies/feed6.toml" if args.full else "studies/feed6.toml")
+    methods = args.methods or ("grad,cma,cem" if args.full else "grad")
+    resamples = args.resamples or (1000 if args.full else 200)
+    fusers = [f.strip() for f in args.fusers.split(",") if f.strip()]
+    unknown = [f for f in fusers if f not in LINEUP]
+    if unknown:
+        raise SystemExit(f"bench_ltr: unknown fuser {unknown[0]!r} (line-up: {', '.join(LINEUP)})")
+    print(f"# bench_ltr: seed {args.seed}, CPU {cpu_name()}, {'full' if args.full else 'quick'} run")
+    t0 = time.perf_counter()
+    for path in studies.split(","):
+        run_study(path.strip(), args.seed, [m.strip() for m in methods.split(",")], resamples, fusers, args.full,
+                  args.budget)
+    print(f"\ntotal {time.perf_counter() - t0:.0f}s")
 
 
 if __name__ == "__main__":
