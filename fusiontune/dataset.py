@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from .errors import InputError, StudyError
 
@@ -38,7 +37,7 @@ __all__ = ["LogSource", "open_source", "parse_filter", "filter_columns", "group_
            "is_dataset_path", "source_files", "BATCH_ROWS"]
 
 #: rows per record batch (a batch is converted to the compact arrays, then dropped)
-BATCH_ROWS = 1 << 20
+BATCH_ROWS = 1 << 18
 _GLOB_CHARS = frozenset("*?[")
 _READ_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError, ValueError)
 
@@ -103,7 +102,7 @@ class LogSource:
     name: str
     schema: pa.Schema
     parts: list[tuple[str, object]]
-    dataset: ds.Dataset | None = None
+    dataset: "pyarrow.dataset.Dataset | None" = None  # noqa: F821 (imported when a dataset is opened)
 
     def batches(self, columns: list[str], filter: pc.Expression | None = None,
                 batch_rows: int = BATCH_ROWS) -> Iterator[tuple[str, int, pa.RecordBatch]]:
@@ -125,8 +124,9 @@ class LogSource:
                     t = part if filter is None else part.filter(filter)
                     it = iter(t.select(columns).to_batches(max_chunksize=batch_rows))
                 else:
+                    # one batch read ahead: the default (16) can hold a large file's row groups at once
                     it = iter(part.to_batches(schema=self.schema, columns=columns, filter=filter,
-                                              batch_size=batch_rows, use_threads=True))
+                                              batch_size=batch_rows, batch_readahead=1, use_threads=True))
                 while True:
                     try:
                         batch = next(it)
@@ -181,6 +181,8 @@ def open_source(source, columns: list[str] | None = None, also: list[str] | None
 
 
 def _parquet_dataset(name: str, where, columns, base: str | None, partitioned: bool = True) -> LogSource:
+    import pyarrow.dataset as ds  # imported here: ~0.1-0.3 s that a CSV or in-memory log does not need
+
     from .log import _check_columns
 
     try:
@@ -351,6 +353,8 @@ def filter_columns(expr: pc.Expression, names: list[str], schema: pa.Schema, src
         if n not in schema.names:
             cols = ", ".join(schema.names[:12]) + (", ..." if len(schema.names) > 12 else "")
             raise StudyError(f"{src}: {where}{shown}: unknown column {n!r} (columns are: {cols})", param="filter")
+    import pyarrow.dataset as ds
+
     try:  # bind the expression on an empty table of the log's schema: type errors show here
         ds.dataset(schema.empty_table()).to_table(filter=expr)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, TypeError) as exc:

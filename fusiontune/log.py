@@ -20,10 +20,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .dataset import group_hash_of
 from .errors import InputError, LogError, StudyError
 
 __all__ = ["TaskColumns", "PredictionLog", "load_log", "read_table", "split_log", "encode_label_codes",
-           "split_roles", "SplitParts", "holdout_column", "split_info"]
+           "split_roles", "SplitParts", "holdout_column", "split_info", "group_hash_of"]
 
 
 @dataclass(frozen=True)
@@ -275,19 +276,29 @@ def _check_sample_shard(name: str, sample, shard) -> tuple[float | None, tuple[i
     return sample, shard
 
 
-def _join(chunks: list[np.ndarray], tail: tuple = (), dtype=None) -> np.ndarray:
-    """Concatenate ``chunks`` into one new array, freeing each chunk once copied, so the peak is
-    the result plus one chunk (not twice the result, as ``np.concatenate`` of a held list)."""
-    n = sum(len(c) for c in chunks)
-    dtype = dtype or (chunks[0].dtype if chunks else np.float64)
-    out = np.empty((n, *tail), dtype=dtype)
-    at = 0
-    while chunks:
-        c = chunks.pop(0)
-        out[at:at + len(c)] = c
-        at += len(c)
-        del c
-    return out
+class _Growing:
+    """A column that grows batch by batch into ONE array, by exactly each batch, through
+    ``ndarray.resize`` (``realloc``: glibc moves a large block's pages with ``mremap`` instead of
+    copying them).  No spare capacity: numpy zero-fills what ``resize`` adds, so a doubled
+    capacity would be resident.  Holding chunks and concatenating them at the end would hold
+    the log twice (freed chunks stay in the C heap), which a large load cannot afford."""
+
+    def __init__(self, dtype, tail: tuple = ()):
+        self.a = np.empty((0, *tail), dtype=dtype)
+        self.n = 0
+        self.tail = tail
+
+    def add(self, x: np.ndarray) -> None:
+        need = self.n + len(x)
+        if need > len(self.a):
+            self.a.resize((need, *self.tail), refcheck=False)
+        self.a[self.n:need] = x
+        self.n = need
+
+    def done(self) -> np.ndarray:
+        a, self.a = self.a, None
+        a.resize((self.n, *self.tail), refcheck=False)
+        return a
 
 
 def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
@@ -330,7 +341,7 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
     :class:`~fusiontune.errors.StudyError`) with one line naming the file (the Parquet file
     of a dataset the bad value is in), the column, the row within that file and the value.
     """
-    from .dataset import filter_columns, group_hash_of, keep_mask, open_source, parse_filter
+    from .dataset import filter_columns, keep_mask, open_source, parse_filter
 
     source = path
     name = in_memory_name(source) or str(source)
@@ -359,13 +370,11 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
     hashed = sample is not None and sample < 1.0 or (shard is not None and shard[1] > 1)
 
     k = len(tasks)
-    score_chunks: list[np.ndarray] = []
-    code_chunks: list[np.ndarray] = []
-    inv_chunks: list[np.ndarray] = []
+    score_col, code_col = _Growing(np.float32, (k,)), _Growing(np.uint8, (k,))
+    inv_col, hash_col = _Growing(np.int32), _Growing(np.uint64)
+    weight_col, time_col = _Growing(np.float64), _Growing(np.float64)
     uniq_chunks: list[np.ndarray] = []
-    hash_chunks: list[np.ndarray] = []
-    weight_chunks: list[np.ndarray] = []
-    time_chunks: list[np.ndarray] = []
+    batch_starts: list[int] = []  # first row of each batch (group codes are per batch until the end)
     extra_chunks: dict[str, list[np.ndarray]] = {c: [] for c in (extra or [])}
     seen_pos = np.zeros(k, dtype=bool)
     seen_neg = np.zeros(k, dtype=bool)
@@ -397,6 +406,7 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
         n = batch.num_rows
         sc = np.empty((n, k), dtype=np.float32)
         cd = np.empty((n, k), dtype=np.uint8)
+        start = score_col.n
         for j, t in enumerate(tasks):
             s = _numeric_array(part, batch.column(t.score), t.score, f"score of task {t.name!r}", rows)
             bad = ~np.isfinite(s)
@@ -426,16 +436,19 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
             seen_neg[j] |= bool(neg.any())
             cd[:, j] = neg.view(np.uint8) | (pos.view(np.uint8) * np.uint8(LABEL_POSITIVE))
             del s, lab, bad, pos, neg
-        score_chunks.append(sc)
-        code_chunks.append(cd)
+        score_col.add(sc)
+        code_col.add(cd)
+        del sc, cd
         if group:
             raw = batch.column(group)
             if pa.types.is_dictionary(raw.type):
                 raw = raw.cast(raw.type.value_type)
             inv, uniq = pd.factorize(raw.to_numpy(zero_copy_only=False), sort=False)
-            inv_chunks.append(inv.astype(np.int32))
+            inv_col.add(inv)  # local codes of this batch; made global at the end
             uniq_chunks.append(np.asarray(uniq))
-            hash_chunks.append(h)
+            batch_starts.append(start)
+            hash_col.add(h)
+            del inv, raw
         if weight:
             w = _numeric_array(part, batch.column(weight), weight, "weight", rows)
             bad = ~np.isfinite(w) | (w < 0)
@@ -443,7 +456,7 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
                 i = _first_bad(bad)
                 raise InputError(f"{part}: column {weight!r} (weight) must be finite and >= 0: "
                                  f"row {rows.row(i)} has {_show(w[i])}")
-            weight_chunks.append(w)
+            weight_col.add(w)
         if time:
             arr = batch.column(time)
             if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
@@ -452,12 +465,12 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
             if np.isnan(tc).any():
                 i = _first_bad(np.isnan(tc))
                 raise InputError(f"{part}: column {time!r} (time) is empty at row {rows.row(i)}")
-            time_chunks.append(tc)
+            time_col.add(tc)
         for c in extra or []:
             extra_chunks[c].append(batch.column(c).to_numpy(zero_copy_only=False))
         del batch
 
-    n_rows = sum(len(c) for c in score_chunks)
+    n_rows = score_col.n
     if n_rows == 0:
         if read_rows == 0 and expr is None:
             raise InputError(f"{name}: empty log (no rows)")
@@ -471,28 +484,26 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
             if not seen_neg[j]:
                 raise InputError(f"{name}: column {t.label!r} (label of task {t.name!r}) has no negative (0) row")
 
-    scores = _join(score_chunks, (k,), np.float32)
-    codes = _join(code_chunks, (k,), np.uint8)
+    scores, codes = score_col.done(), code_col.done()
     groups = group_hash = None
     if group:
-        # one global factorize of the per-batch uniques: codes in order of first appearance
+        # one global factorize of the per-batch uniques: codes in order of first appearance,
+        # written over each batch's local codes in place
         sizes = [len(u) for u in uniq_chunks]
         all_uniq = np.concatenate(uniq_chunks) if len(uniq_chunks) > 1 else uniq_chunks[0]
         uniq_chunks.clear()
         glob_codes = pd.factorize(all_uniq, sort=False)[0].astype(np.int32)
         del all_uniq
-        groups = np.empty(n_rows, dtype=np.int32)
-        at = off = 0
-        for size in sizes:
-            inv = inv_chunks.pop(0)
-            groups[at:at + len(inv)] = glob_codes[off:off + size][inv]
-            at += len(inv)
+        groups = inv_col.done()
+        off = 0
+        for b, size in enumerate(sizes):
+            lo, hi = batch_starts[b], (batch_starts[b + 1] if b + 1 < len(sizes) else n_rows)
+            groups[lo:hi] = glob_codes[off:off + size][groups[lo:hi]]
             off += size
-            del inv
         del glob_codes
-        group_hash = _join(hash_chunks, (), np.uint64)
-    weights = _join(weight_chunks, (), np.float64) if weight else None
-    tcol = _join(time_chunks, (), np.float64) if time else None
+        group_hash = hash_col.done()
+    weights = weight_col.done() if weight else None
+    tcol = time_col.done() if time else None
     ex = {c: (np.concatenate(v) if len(v) > 1 else v[0]) for c, v in extra_chunks.items()}
     pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed pages otherwise
     return PredictionLog([t.name for t in tasks], scores, None, groups, weights, tcol, name, ex,
