@@ -145,7 +145,7 @@ class LogSource:
 def open_source(source, columns: list[str] | None = None, also: list[str] | None = None) -> LogSource:
     """The :class:`LogSource` of ``source``: a path (file, directory, glob; str or Path) or a
     pandas DataFrame / pyarrow Table.  A missing path, an unknown file type, no matching file
-    or a missing column is one :class:`InputError` line.  ``also``: columns an in-memory log
+    or a missing column is one :class:`InputError` line.  ``also``: columns an in-memory log or a CSV file
     keeps besides ``columns`` when it has them (those a filter reads; None: all)."""
     from .log import _check_columns, in_memory_name, memory_table, read_table
 
@@ -171,13 +171,30 @@ def open_source(source, columns: list[str] | None = None, also: list[str] | None
             raise InputError(f"{path}: directory holds no data file")
         return _parquet_dataset(str(path), str(path), columns, base=None)
     if _is_csv(path):
-        table = read_table(path, columns)
+        keep = columns
+        if columns is not None and also is None:  # an Expression filter: its columns are unknown
+            keep = None
+        elif columns is not None and also:
+            have = _csv_header(path)
+            keep = list(dict.fromkeys([*columns, *(c for c in also if c in have)]))
+        table = read_table(path, keep)
+        _check_columns(str(path), table.schema.names, columns)
         return LogSource(str(path), table.schema, [(str(path), table)])
     if _is_parquet(path):
         src = _parquet_dataset(str(path), str(path), columns, base=None, partitioned=False)
         src.parts = [(str(path), part) for _, part in src.parts]  # messages name the path as given
         return src
     raise InputError(f"{path}: unknown file type {path.suffix!r} (use .csv or .parquet, a directory or a glob)")
+
+
+def _csv_header(path: Path) -> list[str]:
+    import pyarrow.csv as pcsv
+
+    try:
+        with pcsv.open_csv(path) as reader:
+            return reader.schema.names
+    except _READ_ERRORS as exc:
+        raise InputError(f"{path}: cannot read: {_first_line(exc)}") from None
 
 
 def _parquet_dataset(name: str, where, columns, base: str | None, partitioned: bool = True) -> LogSource:

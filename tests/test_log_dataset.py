@@ -345,3 +345,27 @@ def test_bad_file_in_a_dataset_exits_2_naming_it(tmp_path, simulated):
     assert proc.returncode == 2
     err = proc.stderr.strip()
     assert "\n" not in err and str(victim) in err and "column 'click'" in err and "row 3 has 2.0" in err
+
+
+def test_csv_file_with_filter_and_sample(tmp_path, frame):
+    path = tmp_path / "log.csv"
+    frame.to_csv(path, index=False)
+    log = load_log(path, TASKS, group="request_id", filter="country == 'DE'", sample=0.5)
+    want = frame[frame["country"] == "DE"]
+    keep = keep_mask(group_hash_of(want["request_id"].to_numpy()), sample=0.5)
+    assert log.n == int(keep.sum()) and 0 < log.n < len(want)
+
+
+def test_time_split_on_a_dataset_frees_the_time_column(tmp_path, simulated):
+    from fusiontune.pipeline import prepare
+    from fusiontune.study import load_study
+
+    study = _dataset_study(tmp_path, f'[log]\npath = "{simulated.as_posix()}"\n')
+    prep = prepare(load_study(study))
+    assert prep.study.split["by"] == "time"
+    full = load_log(simulated, TASKS, group="request_id", time="ts")
+    assert prep.search_log.n + prep.holdout_log.n == full.n
+    cut = np.quantile(full.time, 0.7)
+    assert prep.holdout_log.n == int((full.time >= cut).sum())  # the latest rows are held out
+    # the roles are assigned; nothing after the split reads the time column, so it is freed
+    assert prep.log.time is None and prep.search_log.time is None and prep.holdout_log.time is None
