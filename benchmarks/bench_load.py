@@ -34,6 +34,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rss import RSS_HELPERS  # noqa: E402
 
 WRITE = r"""
 import sys
@@ -43,15 +45,9 @@ rows = int(sys.argv[1])
 simulate_dataset(sys.argv[2], rows // 20, 20, seed=7, partition_by="day", days=7)
 """
 
-MEASURE = r"""
-import json, resource, sys, time
+MEASURE = RSS_HELPERS + r"""
+import json, sys, time
 sys.path.insert(0, sys.argv[3])
-def rss_now():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-def peak():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 import numpy as np, pandas as pd, pyarrow as pa, pyarrow.dataset as ds, pyarrow.parquet  # noqa: F401
 from fusiontune.log import TaskColumns, load_log
 tasks = [TaskColumns(t, "p_" + t, t) for t in ("click", "like", "finish", "convert")]

@@ -30,6 +30,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rss import RSS_HELPERS  # noqa: E402
 
 WRITE = r"""
 import sys
@@ -39,15 +41,9 @@ rows = int(sys.argv[1])
 write_table(simulate_log(rows // 20, 20, seed=7), sys.argv[2])
 """
 
-MEASURE = r"""
-import json, resource, sys, time
+MEASURE = RSS_HELPERS + r"""
+import json, sys, time
 sys.path.insert(0, sys.argv[4])
-def rss_now():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-def peak():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 import numpy as np, numba, pyarrow, pandas, optuna  # noqa: F401
 from fusiontune.pipeline import prepare, search
 from fusiontune.study import load_study

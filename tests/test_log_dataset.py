@@ -192,12 +192,17 @@ def test_bad_sample_or_shard(hive, kw, match):
         load_log(hive, TASKS, **kw)
 
 
-def test_bad_file_in_a_dataset_is_named(tmp_path, frame):
-    root = tmp_path / "log"
+def _one_file_per_day(root, frame):
+    """root/day=D/part-0.parquet for each day of ``frame`` (the day comes from the directory)."""
     for day, part in frame.groupby("day", sort=True):
         (root / f"day={day}").mkdir(parents=True)
         pq.write_table(pa.Table.from_pandas(part.drop(columns=["day"]), preserve_index=False),
                        root / f"day={day}" / "part-0.parquet")
+    return root
+
+
+def test_bad_file_in_a_dataset_is_named(tmp_path, frame):
+    root = _one_file_per_day(tmp_path / "log", frame)
     bad = frame[frame["day"] == 20261103].drop(columns=["day"]).copy()
     bad.iloc[4, bad.columns.get_loc("p_like")] = np.inf
     pq.write_table(pa.Table.from_pandas(bad, preserve_index=False), root / "day=20261103" / "part-0.parquet")
@@ -214,11 +219,7 @@ def test_bad_file_in_a_dataset_is_named(tmp_path, frame):
 
 
 def test_unreadable_file_in_a_dataset_is_named(tmp_path, frame):
-    root = tmp_path / "log"
-    for day, part in frame.groupby("day", sort=True):
-        (root / f"day={day}").mkdir(parents=True)
-        pq.write_table(pa.Table.from_pandas(part.drop(columns=["day"]), preserve_index=False),
-                       root / f"day={day}" / "part-0.parquet")
+    root = _one_file_per_day(tmp_path / "log", frame)
     junk = root / "day=20261102" / "part-1.parquet"
     junk.write_bytes(b"not parquet at all")
     with pytest.raises(InputError) as err:
