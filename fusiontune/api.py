@@ -279,7 +279,8 @@ class SearchResult:
 
 def optimize(study, *, method: str | None = None, budget: int | None = None, seed: int | None = None,
              population: int | None = None, patience: int | None = None, options: dict | None = None,
-             storage: str | None = None, resume: bool = False, show_progress: bool = False) -> SearchResult:
+             storage: str | None = None, resume: bool = False, show_progress: bool = False,
+             engine: str | dict | None = None) -> SearchResult:
     """Search the study's fusion weights; every option defaults from the study, as the CLI's.
 
     Parameters
@@ -296,6 +297,10 @@ def optimize(study, *, method: str | None = None, budget: int | None = None, see
     resume : bool, default False
         Continue an interrupted run stored in ``storage``.
     show_progress : bool, default False
+    engine : str or dict, optional
+        ``"local"`` or ``"ray"``, or ``{"name": "ray", "address": ..., "actors": ...}``; default:
+        the study's ``[engine]`` table, else local.  With ``"ray"`` the log stays sharded on Ray
+        actors for the search (docs/engine.md); the trials are the local engine's.
 
     Returns
     -------
@@ -321,15 +326,24 @@ def optimize(study, *, method: str | None = None, budget: int | None = None, see
                                        patience=patience)
     opts = study_options if options is None else dict(options)
     name = f"{cfg.name}-{s['method']}-{s['seed']}"
-    prep = prepare(cfg)
-    result, trials = search(prep, s["method"], s["budget"], s["seed"], s["population"], s["patience"],
-                            s["min_delta"], opts, show_progress=show_progress, storage=storage, resume=resume,
-                            run_name=name)
+    from .engine import engine_settings
+
+    prep = prepare(cfg, engine=engine_settings(cfg, engine))
+    try:
+        result, trials = search(prep, s["method"], s["budget"], s["seed"], s["population"], s["patience"],
+                                s["min_delta"], opts, show_progress=show_progress, storage=storage, resume=resume,
+                                run_name=name)
+    finally:
+        prep.close()
     return SearchResult(result, trials, prep, study if isinstance(study, Study) else None)
 
 
 def _loaded(result):
     if isinstance(result, SearchResult):
+        if result.prep.engine is not None:  # searched on Ray actors: select and report read the rows here
+            from .pipeline import prepare
+
+            result.prep = prepare(result.prep.study)
         return result.result, result.trials, result.prep
     from .select import load_run
 

@@ -36,6 +36,17 @@ class Prepared:
     select_log: PredictionLog | None = None  # the rows A/B arms are picked on ([split] select)
     split_info: dict | None = None  # true rows/groups and shares of each part (log.split_info)
     _select_objective: Objective | None = None
+    engine: object | None = None  # the Ray engine holding the log's shards (None: this process)
+
+    def _role_objective(self, role: str, log) -> Objective:
+        if self.engine is not None:
+            return self.engine.objective(role, log.n)
+        return Objective(self.study.tasks, log, self.formula, self.study.gauc_weighting)
+
+    def close(self) -> None:
+        """Release the engine's actors (nothing to do for the local engine)."""
+        if self.engine is not None:
+            self.engine.close()
 
     @property
     def select_objective(self) -> Objective | None:
@@ -43,7 +54,7 @@ class Prepared:
         if self.select_log is None:
             return None
         if self._select_objective is None:
-            o = Objective(self.study.tasks, self.select_log, self.formula, self.study.gauc_weighting)
+            o = self._role_objective("select", self.select_log)
             o.set_baseline(self.space.baseline)
             self._select_objective = o
         return self._select_objective
@@ -53,26 +64,39 @@ class Prepared:
         if self.holdout_log is None:
             return None
         if self._holdout_objective is None:
-            o = Objective(self.study.tasks, self.holdout_log, self.formula, self.study.gauc_weighting)
+            o = self._role_objective("holdout", self.holdout_log)
             o.set_baseline(self.space.baseline)
             self._holdout_objective = o
         return self._holdout_objective
 
 
-def load_study_log(study: Study, need_probabilities: bool = True, extra: list[str] | None = None) -> PredictionLog:
+def load_study_log(study: Study, need_probabilities: bool = True, extra: list[str] | None = None,
+                   shard: tuple[int, int] | None = None) -> PredictionLog:
+    """The study's log (its [log] filter and sample applied); ``shard=(index, count)``: only the
+    groups of that shard (the Ray engine's actors)."""
     cols = [TaskColumns(t.name, t.score, t.label, t.score_scale) for t in study.tasks]
     column = (study.split or {}).get("column")
     if column and column not in (extra or []):
         extra = [*(extra or []), column]  # the explicit holdout column
     return load_log(study.log_source, cols, group=study.group, weight=study.weight, time=study.time,
                     need_probabilities=need_probabilities, extra=extra, filter=study.log_filter,
-                    sample=study.log_sample)
+                    sample=study.log_sample, shard=shard)
 
 
-def prepare(study: Study, log: PredictionLog | None = None) -> Prepared:
+def prepare(study: Study, log: PredictionLog | None = None, engine: str | dict | None = None) -> Prepared:
+    """Load, split and build the search objective.  ``engine`` (``"local"``, ``"ray"`` or the
+    dict of :func:`fusiontune.engine.engine_settings`; default local) says where the log lives:
+    with ``"ray"`` it stays sharded on Ray actors and the returned objectives are theirs (call
+    ``Prepared.close()`` when done)."""
     src = str(study.path or "<study>")
     formula = make_formula(study.formula, study.task_names, study.fusion_options, src)
     space = ParamSpace.build(formula, study.baseline, study.bounds, study.reference, src)
+    if engine is not None and log is None:
+        from .engine import engine_settings, prepare_sharded
+
+        settings = engine_settings(study, engine)
+        if settings["name"] == "ray":
+            return prepare_sharded(study, settings, formula, space)
     loaded_here = log is None
     if loaded_here:
         log = load_study_log(study, formula.needs_probabilities)
@@ -190,6 +214,14 @@ def search(prep: Prepared, method: str, budget: int, seed: int, population: int,
 
     t0 = time.perf_counter()
     sdef = prep.study.search
+    if prep.engine is not None:  # the rows live on the actors: only exact batched evaluations
+        ws = sdef.get("warm_start") if warm_start is None else warm_start
+        fr = sdef.get("screening") if screening is None else screening
+        if method == "grad" or ws == "grad" or fr:
+            what = "screening" if fr and method != "grad" and ws != "grad" else "the grad surrogate"
+            raise InputError(f"{prep.study.path or '<study>'}: {what} samples rows in this process; the Ray "
+                             f"engine scores whole populations on its actors (use [engine] name = \"local\")",
+                             param="engine")
     searcher, population, options = build_searcher(
         method, prep.objective, prep.space, seed=seed, population=population, options=options, budget=budget,
         warm_start=sdef.get("warm_start") if warm_start is None else warm_start,
@@ -237,6 +269,8 @@ def search(prep: Prepared, method: str, budget: int, seed: int, population: int,
         extra["storage"] = {"url": storage, "study_name": name, "resumed": bool(resume),
                             "reused_evaluations": evaluator.replayed + (prior.n if prior is not None else 0),
                             "new_evaluations": evaluator.evaluated}
+    if prep.engine is not None:
+        extra["engine"] = prep.engine.describe()
     if screen is not None:
         extra["screening"] = {"fractions": screen.fractions, "keep": screen.keep, "screened": run.screened,
                               "scored_exactly": run.n, "cost": round(run.cost, 3),

@@ -39,7 +39,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from .errors import StudyError
 
 __all__ = ["Table", "LogTable", "TaskTable", "FusionTable", "ObjectiveTable", "SplitTable", "SearchTable", "SelectTable",
-           "ReportTable", "StudyFile", "validate", "keys", "add_options", "epilog", "markdown", "Names", "Sizes"]
+           "ReportTable", "EngineTable", "StudyFile", "validate", "keys", "add_options", "epilog", "markdown", "Names",
+           "Sizes"]
 
 
 def _split_commas(value):
@@ -189,6 +190,17 @@ class ReportTable(Table):
     seed: int = Field(0, description="bootstrap seed")
 
 
+class EngineTable(Table):
+    """``[engine]``: where candidates are scored (docs/engine.md)."""
+
+    name: Literal["local", "ray"] = Field("local", description="local (this process) or ray (Ray actors, "
+                                                                "each holding one shard of the log)")
+    address: str | None = Field(None, min_length=1, description="ray: address of a running Ray cluster "
+                                                                "(default: start a local instance)")
+    actors: int | None = Field(None, ge=1, description="ray: number of shards / actors (default: the "
+                                                       "cluster's CPUs)")
+
+
 class StudyFile(Table):
     """A whole study file.  ``[ltr]`` is declared by :mod:`fusiontune.ltr.config`, ``[train]``
     by :mod:`fusiontune.mtl.config`; both are checked when the study loads."""
@@ -206,6 +218,7 @@ class StudyFile(Table):
     search: dict[str, Any] = Field(default_factory=dict, description="[search] and [search.<method>] tables")
     select: SelectTable = Field(default_factory=SelectTable)
     report: ReportTable = Field(default_factory=ReportTable)
+    engine: EngineTable | None = None
     ltr: dict[str, Any] = Field(default_factory=dict, description="[ltr]: see fusiontune.ltr.config")
     train: dict[str, Any] | None = Field(None, description="[train]: fusiontune train's spec (mtl.config)")
 
@@ -418,7 +431,7 @@ def all_tables() -> list[tuple[str, Any]]:
 
     return [("top level", StudyFile), ("log", LogTable), ("[[tasks]]", TaskTable), ("fusion", FusionTable),
             ("objective", ObjectiveTable), ("split", SplitTable), ("search", SearchTable),
-            ("select", SelectTable), ("report", ReportTable), ("train (data)", TrainData),
+            ("select", SelectTable), ("report", ReportTable), ("engine", EngineTable), ("train (data)", TrainData),
             ("train (model)", TrainConfig)]
 
 

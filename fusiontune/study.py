@@ -170,6 +170,8 @@ def parse_study(data: dict, path: Path | None = None) -> Study:
 
     split = None if sf.split is None else _split(sf.split, src, time, group)
     sections = {"select": sf.select.model_dump(), "report": sf.report.model_dump()}
+    if sf.engine is not None:
+        sections["engine"] = sf.engine.model_dump()
     for key in ("ltr", "train"):
         if key in data:
             sections[key] = data[key]

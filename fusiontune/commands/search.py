@@ -36,6 +36,14 @@ def add_arguments(p) -> None:
     p.add_argument("--heartbeat", type=float, default=None, metavar="SECONDS",
                    help="shared runs: a worker silent this long is presumed dead and its claimed "
                         "candidates go to the others (default 30)")
+    p.add_argument("--engine", choices=("local", "ray"), default=None,
+                   help="where candidates are scored: local (this process) or ray (Ray actors, each holding "
+                        "one shard of the log; default: the study's [engine], else local; docs/engine.md)")
+    p.add_argument("--address", default=None,
+                   help="ray: address of a running Ray cluster to join, e.g. 10.0.0.1:6379 (implies "
+                        "--engine ray; default: start a local Ray instance)")
+    p.add_argument("--actors", type=positive_int, default=None,
+                   help="ray: number of shards / actors (default: the cluster's CPUs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
@@ -50,10 +58,9 @@ def settings(study, args) -> dict:
 def run(args) -> int:
     from .. import rundir
     from ..errors import InputError
-    from ..interrupt import exit_status, signal_name
-    from ..pipeline import prepare, search
-    from ..results import default_run_dir, print_summary
-    from ..search.storage import StudyExistsError, default_storage_url, stored_config
+    from ..pipeline import prepare
+    from ..results import default_run_dir
+    from ..search.storage import default_storage_url, stored_config
 
     study = load(args)
     s = settings(study, args)
@@ -68,7 +75,13 @@ def run(args) -> int:
     # the output location is checked before the log is read or anything is evaluated
     plan = rundir.plan(out, kind="search", study=study.name, method=s["method"], seed=s["seed"],
                        storage=url, mode="join" if shared else "resume" if args.resume else "fresh")
+    from ..engine import engine_settings
+
+    engine = engine_settings(study, args.engine, args.address, args.actors)
     if shared:
+        if engine["name"] != "local":
+            raise InputError("--join/--workers share a run between local workers; the ray engine already "
+                             "spreads each generation over its actors (use one or the other)")
         return _run_shared(args, study, s, out, url, name, plan)
     if args.resume:
         stored = stored_config(url, name)
@@ -80,7 +93,19 @@ def run(args) -> int:
                 s[key] = stored[key]
     elif args.storage is not None and stored_config(url, name) is not None:
         raise _exists(url, name)  # before the run directory is touched
-    prep = prepare(study)
+    prep = prepare(study, engine=engine)
+    try:
+        return _search_and_write(args, study, s, out, url, name, plan, prep)
+    finally:
+        prep.close()
+
+
+def _search_and_write(args, study, s, out, url, name, plan, prep) -> int:
+    from ..interrupt import exit_status, signal_name
+    from ..pipeline import search
+    from ..results import print_summary
+    from ..search.storage import StudyExistsError
+
     claim = plan.claim()
     try:
         from ..api import search_settings
