@@ -9,6 +9,8 @@ import os
 import signal
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray engine's tests need ray (pip install 'fusiontune[ray]')")
@@ -16,7 +18,7 @@ ray = pytest.importorskip("ray", reason="the Ray engine's tests need ray (pip in
 from fusiontune.cli import main  # noqa: E402
 from fusiontune.errors import InputError, StudyError  # noqa: E402
 from fusiontune.pipeline import prepare, search  # noqa: E402
-from fusiontune.simulate import simulate_log, write_table  # noqa: E402
+from fusiontune.simulate import simulate_log  # noqa: E402
 from fusiontune.study import parse_study  # noqa: E402
 
 
@@ -46,8 +48,9 @@ def ray_local():
 def log_file(tmp_path_factory):
     df = simulate_log(requests=400, candidates=10, seed=3)
     df["w"] = np.random.default_rng(5).uniform(0.5, 2.0, len(df)).round(3)
-    path = tmp_path_factory.mktemp("ray") / "log.parquet"
-    write_table(df, path)
+    df["part"] = df["request_id"] % 3  # a Hive-partitioned dataset: part=0/, part=1/, part=2/
+    path = tmp_path_factory.mktemp("ray") / "log"
+    pq.write_to_dataset(pa.Table.from_pandas(df, preserve_index=False), path, partition_cols=["part"])
     return path
 
 
@@ -141,10 +144,13 @@ def _toml(d: dict) -> str:
 
 
 def test_unreadable_shard_fails_with_one_line(ray_local, log_file, tmp_path, capsys):
-    bad = tmp_path / "log.parquet"
+    data = tmp_path / "log"  # a dataset directory: one good file, one that is not Parquet
+    data.mkdir()
+    pq.write_table(pq.read_table(next(log_file.glob("part=0/*.parquet"))), data / "a.parquet")
+    bad = data / "b.parquet"
     bad.write_bytes(b"PAR1 this is not parquet")
     study = tmp_path / "s.toml"
-    study.write_text(_toml(study_dict(bad)))
+    study.write_text(_toml(study_dict(data)))
     out = tmp_path / "run"
     code = main(["search", "--study", str(study), "--engine", "ray", "--actors", "2", "--budget", "8",
                  "--out", str(out)])

@@ -93,6 +93,10 @@ def run(args) -> int:
                 s[key] = stored[key]
     elif args.storage is not None and stored_config(url, name) is not None:
         raise _exists(url, name)  # before the run directory is touched
+    if engine["name"] == "ray" and not args.quiet:
+        where = f"the Ray cluster at {engine['address']}" if engine["address"] else "a local Ray instance"
+        print(f"ray engine: {engine['actors'] or 'one actor per CPU'} actor(s) on {where}, each reading its "
+              f"shard of {study.log}", file=sys.stderr, flush=True)
     prep = prepare(study, engine=engine)
     try:
         return _search_and_write(args, study, s, out, url, name, plan, prep)

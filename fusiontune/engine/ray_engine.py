@@ -256,6 +256,10 @@ class RayEngine:
         names = ("search", "select", "holdout")
         rows = {r: sum(s["rows"][r] for s in sums) for r in names}
         tasks = self.study.tasks
+        for j, t in enumerate(tasks):  # what load_log checks on a whole log (a shard may lack a class)
+            for cls, word, v in (("pos", "positive", 1), ("neg", "negative", 0)):
+                if not sum(s[cls][r][j] for s in sums for r in names):
+                    raise LogError(f"{src}: column {t.label!r} (label of task {t.name!r}) has no {word} ({v}) row")
         if split:
             need = ["search"] + (["holdout"] if not split.get("column") else [])
             for r in need:
@@ -343,6 +347,10 @@ class RayEngine:
 
     def pids(self) -> list[int]:
         return self._all("pid")
+
+    def workers(self) -> list[dict]:
+        """Per actor: pid, Ray node id, peak RSS in bytes."""
+        return self._all("where")
 
     def close(self) -> None:
         """Stop the actors (and the local Ray instance this engine started)."""

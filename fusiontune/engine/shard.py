@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..log import LABEL_NEGATIVE, LABEL_POSITIVE, PredictionLog, holdout_column, _unit_hash
 from ..metrics import WEIGHTINGS, AucPlan, GaucPlan, _group_stats
 
-__all__ = ["ShardWorker", "NotSetUp", "shard_of", "time_keys", "key_value"]
+__all__ = ["ShardWorker", "NotSetUp", "time_keys", "key_value"]
 
 SEARCH, SELECT, HOLDOUT = 0, 1, 2
 ROLES = {"search": SEARCH, "select": SELECT, "holdout": HOLDOUT}
@@ -39,11 +39,6 @@ _MAX_BATCH_BYTES = 16 * 2**20  # fused scores held at once per worker (float32, 
 class NotSetUp(RuntimeError):
     """A call reached a worker that lacks the set-up it needs (it was restarted after a
     fault and re-read its shard): the driver sets it up again and retries the call."""
-
-
-def shard_of(hashes: np.ndarray, count: int) -> np.ndarray:
-    """The shard (0..count-1) of each row from its stable uint64 group hash."""
-    return (np.asarray(hashes, dtype=np.uint64) % np.uint64(count)).astype(np.int64)
 
 
 def time_keys(t: np.ndarray) -> np.ndarray:
@@ -61,19 +56,12 @@ def key_value(key: int) -> float:
 
 
 def _load_shard(study, index: int, count: int, need_probabilities: bool) -> PredictionLog:
-    """The rows of shard ``index`` of ``count`` (by the stable hash of the raw group id, or of
-    the row number without a group column)."""
+    """The rows of shard ``index`` of ``count``: :func:`fusiontune.log.load_log` keeps, while
+    reading, the groups whose stable hash of the raw id (the row number without a group column)
+    is ``index`` modulo ``count``; the log's [log] filter and sample apply as in one process."""
     from ..pipeline import load_study_log
 
-    log = load_study_log(study, need_probabilities)
-    if count == 1:
-        return log
-    h = log.group_hash
-    if h is None:
-        import pandas as pd
-
-        h = pd.util.hash_array(np.arange(log.n, dtype=np.int64))
-    return log.take(shard_of(h, count) == index)
+    return load_study_log(study, need_probabilities, shard=(index, count) if count > 1 else None)
 
 
 class _RoleView:
@@ -234,6 +222,8 @@ class ShardWorker:
             if spec:
                 role = self._roles(log, spec)
             self.parts = {r: log.take(role == r) for r in (SEARCH, SELECT, HOLDOUT) if (role == r).any()}
+            for part in self.parts.values():
+                part.time = None  # the time column only assigns the roles (as in one process)
             self.views, self.attached = {}, {}
             self.split_key = key
             self.summary = self._summary(log, role)
@@ -334,3 +324,12 @@ class ShardWorker:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def where(self) -> dict:
+        """Process id, Ray node id and peak resident memory (bytes) of this worker."""
+        import resource
+
+        import ray
+
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
+                "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}

@@ -1,0 +1,176 @@
+"""How the search's evaluation cost grows with the log, local engine against Ray (1 and 2 actors).
+
+For each size (rows = requests x 20 candidates, the four demo tasks: click and finish GAUC,
+like and convert AUC, multiplicative formula) a Parquet log is written once (row groups of
+500k rows, cached under --dir), then each engine runs in its own child process (so peak RSS is
+that engine's alone):
+
+* load: wall time of ``prepare(study, engine=...)`` (for ray: starting the local Ray instance,
+  the actors reading their shards, the split and the minority-row exchange);
+* eval: wall time of one population of 16 candidates through ``objective.metrics``, the best
+  of --repeats, divided by 16 (seconds per candidate);
+* RSS: peak resident memory of the driver process and of each actor;
+* |ray - local|: the largest difference of any per-task metric from the local engine's on the
+  same candidates (the engine is exact; this is rounding).
+
+Then a least-squares line through (rows, seconds per candidate) per engine states the cost per
+row.  Default sizes 1M and 4M rows (about 10 minutes on a 2-core machine);
+``--sizes 1,10,20`` for the issue's sizes, ``--sizes 100`` if memory allows.
+
+Run:  PYTHONPATH=. python benchmarks/bench_scale.py [--sizes 1,4] [--actors 1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+POP = 16
+CHUNK_REQUESTS = 25_000  # 500k rows per row group
+
+
+def write_log(path: Path, rows: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fusiontune.simulate import simulate_log
+
+    requests = rows // 20
+    tmp = path.with_suffix(".tmp")
+    writer = None
+    t0 = time.perf_counter()
+    for i, start in enumerate(range(0, requests, CHUNK_REQUESTS)):
+        n_req = min(CHUNK_REQUESTS, requests - start)
+        df = simulate_log(requests=n_req, candidates=20, seed=1000 + i)
+        df["request_id"] += start
+        df["ts"] += start * 30
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        if writer is None:
+            writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+        writer.write_table(table)
+        print(f"  writing {path.name}: {start + n_req:,}/{requests:,} requests "
+              f"({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+    writer.close()
+    tmp.replace(path)
+
+
+def study_for(path: Path):
+    from fusiontune.study import parse_study
+
+    return parse_study({
+        "name": "scale", "log": str(path), "group": "request_id", "time": "ts",
+        "tasks": [{"name": "click", "score": "p_click", "label": "click", "metric": "gauc", "max_drop": 0.01},
+                  {"name": "like", "score": "p_like", "label": "like", "weight": 0.6},
+                  {"name": "finish", "score": "p_finish", "label": "finish", "metric": "gauc"},
+                  {"name": "convert", "score": "p_convert", "label": "convert", "weight": 0.8}],
+        "fusion": {"formula": "multiplicative", "reference": "click",
+                   "baseline": {"a_click": 1.0, "a_like": 0.2, "a_finish": 0.2, "a_convert": 0.1},
+                   "bounds": {"a": [0.0, 3.0]}}})
+
+
+def child(path: Path, engine: str, actors: int, repeats: int) -> dict:
+    """One engine on one log, in this (fresh) process."""
+    from fusiontune.pipeline import prepare
+
+    study = study_for(path)
+    t0 = time.perf_counter()
+    spec = "local" if engine == "local" else {"name": "ray", "actors": actors}
+    prep = prepare(study, engine=spec)
+    load = time.perf_counter() - t0
+    try:
+        theta = np.random.default_rng(0).uniform(0.0, 3.0, (POP, 4))
+        theta[:, 0] = 1.0
+        obj = prep.objective
+        times, values = [], None
+        for _ in range(repeats):
+            t = time.perf_counter()
+            values = obj.metrics(theta)
+            times.append(time.perf_counter() - t)
+        out = {"load": load, "eval": min(times) / POP, "values": values.tolist(),
+               "driver_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+        if prep.engine is not None:
+            out["actor_rss"] = [w["peak_rss"] for w in prep.engine.workers()]
+            out["read"] = prep.engine.load_seconds
+        return out
+    finally:
+        prep.close()
+
+
+def run_child(path: Path, engine: str, actors: int, repeats: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", str(path), engine, str(actors), str(repeats)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "RAY_DEDUP_LOGS": "0"})
+    if res.returncode != 0:
+        raise SystemExit(f"child {engine}/{actors} on {path.name} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def gib(b: float) -> str:
+    return f"{b / 2**30:.2f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1,4", help="millions of rows, comma-separated (default 1,4)")
+    ap.add_argument("--actors", default="1,2", help="Ray actor counts (default 1,2)")
+    ap.add_argument("--repeats", type=int, default=3, help="populations timed per engine (best is kept)")
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/fusiontune-scale"), help="where the logs are cached")
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        path, engine, actors, repeats = args.child
+        print(json.dumps(child(Path(path), engine, int(actors), int(repeats))))
+        return
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    print(f"CPU: {cpu}, {os.cpu_count()} cores; load average at start {os.getloadavg()[0]:.1f} "
+          f"(a shared machine: other jobs run meanwhile, compare within a row)")
+    sizes = [float(s) for s in args.sizes.split(",")]
+    actor_counts = [int(a) for a in args.actors.split(",")]
+    args.dir.mkdir(parents=True, exist_ok=True)
+    engines = [("local", 0)] + [("ray", a) for a in actor_counts]
+    rows_of, per = {}, {e: [] for e in engines}
+    header = (f"{'rows':>6} {'engine':>7} {'load s':>7} {'eval s/cand':>11} {'ns/row':>7} {'vs local':>8} "
+              f"{'driver GiB':>10} {'actors GiB':>14} {'|ray-local|':>11}")
+    print(header)
+    print("-" * len(header))
+    for size in sizes:
+        rows = int(size * 1_000_000) // 20 * 20
+        path = args.dir / f"scale_{rows}.parquet"
+        if not path.exists():
+            write_log(path, rows)
+        rows_of[size] = rows
+        res = {e: run_child(path, e[0], e[1], args.repeats) for e in engines}
+        base = res[("local", 0)]
+        for e in engines:
+            r = res[e]
+            per[e].append((rows, r["eval"]))
+            diff = np.abs(np.array(r["values"]) - np.array(base["values"])).max()
+            name = "local" if e[0] == "local" else f"ray x{e[1]}"
+            actors = ",".join(gib(b) for b in r.get("actor_rss", [])) or "-"
+            print(f"{rows / 1e6:>5.0f}M {name:>7} {r['load']:>7.1f} {r['eval']:>11.4f} "
+                  f"{r['eval'] / rows * 1e9:>7.1f} {base['eval'] / r['eval']:>7.2f}x {gib(r['driver_rss']):>10} "
+                  f"{actors:>14} {diff if e[0] != 'local' else 0.0:>11.1e}", flush=True)
+    print()
+    print("cost per candidate ~ a + b * rows (least squares over the sizes):")
+    for e in engines:
+        xs = np.array([p[0] for p in per[e]], dtype=float)
+        ys = np.array([p[1] for p in per[e]])
+        name = "local" if e[0] == "local" else f"ray x{e[1]}"
+        if len(xs) >= 2:
+            b, a = np.polyfit(xs, ys, 1)
+            print(f"  {name:>7}: b = {b * 1e9:.1f} ns per row per candidate, a = {a * 1e3:.1f} ms")
+        else:
+            print(f"  {name:>7}: {ys[0] / xs[0] * 1e9:.1f} ns per row per candidate (one size)")
+
+
+if __name__ == "__main__":
+    main()
