@@ -112,10 +112,15 @@ class RayEngine:
         address = self.address = settings.get("address")
         if not ray.is_initialized():
             kw = {"include_dashboard": False, "logging_level": "warning", "log_to_driver": False}
-            if address:
-                ray.init(address=address, **kw)
-            else:
-                ray.init(num_cpus=os.cpu_count() or 1, **kw)
+            try:
+                if address:
+                    ray.init(address=address, **kw)
+                else:
+                    ray.init(num_cpus=os.cpu_count() or 1, **kw)
+            except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                where = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
+                raise RunError(f"[engine] cannot {where}: {first}", param="address" if address else "engine") from None
             self.started = True
         cpus = float(ray.cluster_resources().get("CPU", 1))
         self.count = int(settings.get("actors") or max(1, int(cpus)))
