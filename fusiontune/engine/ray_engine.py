@@ -116,7 +116,8 @@ class RayEngine:
                 if address:
                     ray.init(address=address, **kw)
                 else:
-                    ray.init(num_cpus=os.cpu_count() or 1, **kw)
+                    # "local": always a new instance, never one found on the machine (RAY_ADDRESS, `ray start`)
+                    ray.init(address="local", num_cpus=os.cpu_count() or 1, **kw)
             except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 where = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
