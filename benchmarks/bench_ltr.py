@@ -60,6 +60,14 @@ def best_formula(prep, methods: list[str], seed: int, budget: int | None):
     return best
 
 
+def guardrails(prep, result: dict) -> str:
+    """'kept' or 'crossed' on the holdout, with each guarded task's delta vs the baseline there."""
+    h = result["holdout"]
+    deltas = [f"{t.name} {h['best']['per_task'][t.name] - h['baseline']['per_task'][t.name]:+.4f}"
+              for t in prep.study.tasks if t.max_drop is not None]
+    return ("kept" if h["best"]["feasible"] else "crossed") + (f" ({', '.join(deltas)})" if deltas else "")
+
+
 def fuser_note(r: dict) -> str:
     ltr = r["ltr"]
     note = ""
@@ -85,7 +93,7 @@ def run_study(path: str, seed: int, methods: list[str], resamples: int, fusers: 
     theta = prep.space.from_dict(res["best"]["params"])
     rows = [(f"best formula ({m}, budget {res['budget']}; best in-sample of {','.join(methods)})", secs,
              res["best"]["objective"], hobj.formula.scores(hobj.prepared, theta[None, :])[0],
-             res["holdout"]["best"]["objective"], res["holdout"]["best"]["feasible"], "")]
+             res["holdout"]["best"]["objective"], guardrails(prep, res), "")]
     starts = [("best formula", res["best"]["params"])] + ([("baseline", None)] if from_baseline else [])
     for start_label, start in starts:
         for name in fusers:
@@ -95,7 +103,7 @@ def run_study(path: str, seed: int, methods: list[str], resamples: int, fusers: 
             r, _, fuser = fit_lineup(prep, name, seed, start=start)
             secs = time.perf_counter() - t0
             rows.append((f"{LINEUP[name].label}, from the {start_label}", secs, r["best"]["objective"],
-                         fuser.predict(hobj.log), r["holdout"]["best"]["objective"], r["holdout"]["best"]["feasible"],
+                         fuser.predict(hobj.log), r["holdout"]["best"]["objective"], guardrails(prep, r),
                          fuser_note(r)))
             print(f"  {rows[-1][0]}: holdout {rows[-1][4]:.5f} ({secs:.1f}s)", flush=True)
     base = hobj.formula.scores(hobj.prepared, prep.space.baseline[None, :])[0]
@@ -111,7 +119,7 @@ def run_study(path: str, seed: int, methods: list[str], resamples: int, fusers: 
     for i, (label, secs, jin, _, jh, feas, note) in enumerate(rows):
         vs_f = "—" if i == 0 else f"{jh - rows[0][4]:+.4f} {ci(boot[i + 1] - boot[1])}"
         print(f"| {label} | {secs:.1f} | {jin:.5f} | {jh:.5f} | {jh - j_base:+.4f} {ci(boot[i + 1] - boot[0])} | "
-              f"{vs_f} | {'kept' if feas else 'crossed'} | {note} |")
+              f"{vs_f} | {feas} | {note} |")
 
 
 def main() -> None:
