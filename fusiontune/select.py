@@ -27,10 +27,12 @@ Steps (``fusiontune select``):
      parameter scaled to [0, 1] by its search bounds).
 
 5. judge the arms on the **holdout**: per-task deltas and objective gain with paired
-   bootstrap intervals.  The holdout never removes or replaces an arm (that would make it a
-   selection step); it **flags**: ``holdout-guardrail`` (a task drops more than its
+   bootstrap intervals.  An arm whose whole gain interval lies **below zero** on the holdout
+   is **dropped** (reason ``holdout-gain-below-zero``, with a note); no other candidate takes
+   its place, so the holdout only ever removes an arm that it shows to be worse than the
+   baseline, and never chooses one (the intervals of the arms that stay keep their meaning).
+   The holdout otherwise **flags**: ``holdout-guardrail`` (a task drops more than its
    ``max_drop``), ``guardrail-within-ci`` (a task's interval reaches past ``-max_drop``),
-   ``holdout-gain-below-zero`` (the whole gain interval is below zero: do not test it),
    ``gain-ci-includes-zero``, ``no-gain``.
 
 Every candidate that is not an arm is listed in ``dropped`` with its reason.
@@ -293,7 +295,9 @@ def select_arms(run_dir: Path | None = None, k: int = 3, resamples: int = 1000, 
     else:
         chosen = []
 
-    # ---- 5. judge the arms on the holdout (nothing is chosen here)
+    # ---- 5. judge the arms on the holdout (nothing is chosen here; an arm shown worse than the
+    # baseline is dropped without replacement)
+    holdout_gain: dict[int, dict] = {}
     if chosen:
         jb = bs if judge_obj is pick_obj else paired_bootstrap(judge_obj, theta[chosen], prep.space.baseline,
                                                                resamples, level, seed, show_progress)
@@ -334,11 +338,18 @@ def select_arms(run_dir: Path | None = None, k: int = 3, resamples: int = 1000, 
                                               float(min(dist[j, p] for p in picks[:rank]))),
                 "flags": flags,
             }
-            out["arms"].append(arm)
             if "holdout-gain-below-zero" in flags:
-                out["notes"].append(f"{arm['name']}: its objective-gain interval on the holdout lies below zero "
-                                    f"[{jb.gain_lo[r]:+.5f}, {jb.gain_hi[r]:+.5f}]: do not test it (kept in the "
-                                    f"list because the holdout never chooses)")
+                # dropped, not replaced: the holdout removes an arm it shows to be worse than the
+                # baseline, and never picks another in its place
+                reason[int(i)] = ("holdout-gain-below-zero",
+                                  f"{arm['name']}: its objective-gain interval on the holdout lies below zero "
+                                  f"[{jb.gain_lo[r]:+.5f}, {jb.gain_hi[r]:+.5f}] (no other candidate takes its "
+                                  f"place: the holdout never chooses)")
+                holdout_gain[int(i)] = arm["gain"]
+                out["notes"].append(f"{arm['name']} dropped: its objective-gain interval on the holdout lies "
+                                    f"below zero [{jb.gain_lo[r]:+.5f}, {jb.gain_hi[r]:+.5f}]; do not test it")
+                continue
+            out["arms"].append(arm)
             if "holdout-guardrail" in flags:
                 out["notes"].append(f"{arm['name']}: breaks a guardrail on the holdout")
     for i in sorted(reason):
@@ -348,6 +359,7 @@ def select_arms(run_dir: Path | None = None, k: int = 3, resamples: int = 1000, 
                                "params": {n_: float(row[n_]) for n_ in names},
                                "objective_in_sample": float(row["objective"]),
                                "pick_gain": _ci(bs.gain[i], bs.gain_lo[i], bs.gain_hi[i]),
+                               **({"holdout_gain": holdout_gain[i]} if i in holdout_gain else {}),
                                "reason": code, "detail": detail})
     counts: dict[str, int] = {}
     for d in out["dropped"]:
@@ -367,6 +379,8 @@ def select_arms(run_dir: Path | None = None, k: int = 3, resamples: int = 1000, 
                               "reason": "the run's best is not among its distinct feasible trials"}
     if not front.size:
         return finish(f"no candidate survives {on} (see dropped): keep the baseline")
+    if not out["arms"]:
+        return finish("every arm's objective-gain interval on the holdout lies below zero: keep the baseline")
     if len(picks) < k:
         out["notes"].append(f"the Pareto front has only {front.size} candidate(s): {len(picks)} arm(s) instead of {k}")
     return finish()

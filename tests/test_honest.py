@@ -80,7 +80,7 @@ def test_every_candidate_is_an_arm_or_dropped_with_a_reason(run3):
     assert len(set(trials)) == 20
     for d in c["dropped"]:
         assert d["reason"] in ("guardrail", "gain-ci-below-zero", "same-as-baseline", "dominated",
-                               "not-diverse") and d["detail"]
+                               "not-diverse", "holdout-gain-below-zero") and d["detail"]
     assert sum(c["dropped_counts"].values()) == len(c["dropped"])
     best = json.loads((run3 / "result.json").read_text())["best_trial"]
     sb = c["search_best"]
@@ -142,6 +142,44 @@ def test_candidate_with_a_gain_interval_below_zero_is_dropped(tmp_path, small_lo
     assert all(a["trial"] != 1 for a in c["arms"]) and c["arms"][0]["trial"] == 0
     assert d[1]["params"]["a_like"] == 0.0 and "dominated" not in d[1]["detail"]
     assert d[2]["reason"] == "same-as-baseline"  # the baseline itself is no arm
+
+
+def test_arm_whose_holdout_gain_interval_is_below_zero_is_dropped_not_replaced(tmp_path, small_log, capsys):
+    """On the holdout rows the finish and convert labels are flipped: the candidate that leans
+    on them wins the pick on the select rows and loses clearly on the holdout. It is dropped
+    with its reason and a note, and no other candidate takes its place."""
+    from fusiontune.log import HOLDOUT, split_roles
+
+    prep = prepare(load_study(_study(tmp_path, small_log, max_drop="")))
+    sp = prep.study.split
+    hold = np.flatnonzero(split_roles(prep.log, sp["by"], sp["holdout"], sp["select"], sp["seed"]).role == HOLDOUT)
+    df = pd.read_parquet(small_log)
+    for col in ("finish", "convert"):
+        v = df[col].to_numpy(dtype=float)
+        df.loc[hold, col] = np.where(np.isnan(v[hold]), np.nan, 1 - v[hold])
+    flipped = tmp_path / "flipped.parquet"
+    write_table(df, flipped)
+    study = _study(tmp_path, flipped, max_drop="", name="flipped.toml")
+    base = [DEMO_BASELINE[k] for k in ("a_click", "a_like", "a_finish", "a_convert")]
+    run, prep, ev = _hand_run(tmp_path, study, [[1.0, 0.2, 0.6, 0.5], [1.0, 0.5, 0.2, 0.1], base])
+    c = select_arms(run, k=3, resamples=200)
+    d = {x["trial"]: x for x in c["dropped"]}
+    assert d[0]["reason"] == "holdout-gain-below-zero" and d[0]["holdout_gain"]["hi"] < 0
+    assert d[0]["pick_gain"]["value"] > 0  # it did win the pick
+    assert "below zero" in d[0]["detail"] and "never chooses" in d[0]["detail"]
+    assert [a["trial"] for a in c["arms"]] == [1] and c["arms"][0]["name"] == "arm-2"  # not replaced, not renamed
+    assert all("holdout-gain-below-zero" not in a["flags"] for a in c["arms"])
+    assert c["search_best"] == {"trial": 0, "status": "dropped", "reason": "holdout-gain-below-zero",
+                                "detail": d[0]["detail"]}
+    assert any(n.startswith("arm-1 dropped") and "do not test it" in n for n in c["notes"])
+    assert c["dropped_counts"]["holdout-gain-below-zero"] == 1
+    # the same candidates on the unflipped log: nothing is dropped on the holdout
+    run2, _, _ = _hand_run(tmp_path, _study(tmp_path, small_log, max_drop="", name="plain.toml"),
+                           [[1.0, 0.2, 0.6, 0.5], [1.0, 0.5, 0.2, 0.1], base], name="plain")
+    c2 = select_arms(run2, k=3, resamples=200)
+    assert all(x["reason"] != "holdout-gain-below-zero" for x in c2["dropped"])
+    assert 0 in [a["trial"] for a in c2["arms"]]
+    capsys.readouterr()
 
 
 def test_report_flags_a_best_that_breaks_a_guardrail_on_the_holdout(tmp_path, small_log, capsys):
