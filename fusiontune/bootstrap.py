@@ -34,7 +34,8 @@ import numpy as np
 
 from .metrics import _LOW32, GaucPlan, GroupIndex, _keys_indexed, _label_of, _sort_rows, encode_labels
 
-__all__ = ["BootstrapResult", "unit_counts", "resample_metrics", "resample_fused", "paired_bootstrap", "auc_resampled",
+__all__ = ["BootstrapResult", "SelectionCorrected", "selection_corrected_gain", "unit_counts", "resample_metrics", "resample_fused",
+           "paired_bootstrap", "auc_resampled",
            "gauc_resampled", "group_aucs", "units_of_rows"]
 
 _COUNT_BYTES = 96 * 2**20  # memory budget of one chunk of resample count vectors
@@ -292,3 +293,58 @@ def paired_bootstrap(objective, theta: np.ndarray, baseline_row: np.ndarray, res
     return BootstrapResult(per_task=exact[:-1], baseline=exact[-1], delta=delta, delta_lo=lo, delta_hi=hi,
                            gain=delta @ w, gain_lo=glo, gain_hi=ghi, samples=d_samples, gain_samples=g_samples,
                            level=level, resamples=resamples, units=kind, n_units=n_units)
+
+
+@dataclass
+class SelectionCorrected:
+    """The objective-gain interval of a candidate that was *chosen* as the best of a pool on the
+    same rows (see :func:`selection_corrected_gain`)."""
+
+    gain: float  # exact gain of the chosen candidate on the rows
+    lo: float
+    hi: float
+    optimism: float  # mean of the resampled winners' optimism: what choosing on these rows adds
+    naive_lo: float  # the plain paired percentile interval, which ignores the choice
+    naive_hi: float
+    candidates: int  # the pool the choice was repeated over
+    resamples: int
+    level: float
+
+
+def selection_corrected_gain(objective, pool: np.ndarray, chosen: int, baseline_row: np.ndarray,
+                             resamples: int = 1000, level: float = 0.95, seed: int = 0,
+                             show_progress: bool | None = None) -> SelectionCorrected:
+    """A gain interval for ``pool[chosen]``, the best of ``pool`` (P, n_params) on the
+    objective's rows, that accounts for the choice: the pick-the-best step is repeated on
+    every bootstrap resample.
+
+    On resample b the winner ``w_b`` is the pool's best *feasible* candidate on that resample
+    (guardrails judged on the resample, as the search judged them on the rows).  Its error
+    ``e_b = gain_b(w_b) - gain(w_b)`` is what the resampled choice adds to the resampled
+    winner's gain, noise and winner's curse together; its distribution stands in for that of
+    ``gain(chosen) - true gain(chosen)``.  The interval is ``[gain - q_hi(e), gain - q_lo(e)]``
+    (the basic, pivotal bootstrap).  With a pool of one it is the plain basic bootstrap
+    interval; with many close candidates it moves down by the optimism the choice carries.
+    The pool should be the candidates the choice was made among (e.g. a run's distinct
+    feasible trials); a pool that leaves out close competitors under-corrects."""
+    pool = np.atleast_2d(np.asarray(pool, dtype=np.float64))
+    bs = paired_bootstrap(objective, pool, baseline_row, resamples, level, seed, show_progress)
+    md = np.asarray(objective.max_drop, dtype=np.float64)
+    guard = np.isfinite(md)
+    if guard.any():
+        feas = ~(np.nan_to_num(bs.samples[:, :, guard], nan=0.0) < -md[guard][None, None, :] - 1e-12).any(axis=2)
+    else:
+        feas = np.ones(bs.gain_samples.shape, dtype=bool)
+    g = np.where(feas, bs.gain_samples, -np.inf)  # (P, B)
+    ok = np.isfinite(g.max(axis=0))
+    win = np.argmax(g, axis=0)
+    # a resample with no feasible candidate: the chosen one stands (nothing else could have been)
+    win = np.where(ok, win, chosen)
+    cols = np.arange(g.shape[1])
+    err = bs.gain_samples[win, cols] - bs.gain[win]
+    a = (1 - level) / 2
+    q_lo, q_hi = np.quantile(err, [a, 1 - a])
+    gain = float(bs.gain[chosen])
+    return SelectionCorrected(gain=gain, lo=gain - float(q_hi), hi=gain - float(q_lo), optimism=float(err.mean()),
+                              naive_lo=float(bs.gain_lo[chosen]), naive_hi=float(bs.gain_hi[chosen]),
+                              candidates=int(len(pool)), resamples=int(resamples), level=float(level))

@@ -104,9 +104,16 @@ def sections(rep: dict) -> list[Section]:
     if rep.get("units"):
         sec.text.append(f"Deltas with paired {pct}% percentile bootstrap intervals ({rep['resamples']} resamples "
                         f"of the part's {rep['units'].split(' ')[-1]}; the same resamples score the best weights "
-                        f"and the baseline). The in-sample intervals are optimistic: the search chose the best "
-                        f"on those rows (winner's curse). The holdout intervals are the honest ones: nothing "
-                        f"chose on the holdout rows.")
+                        f"and the baseline). The holdout intervals are the honest ones: nothing chose on the "
+                        f"holdout rows. The per-task in-sample intervals are optimistic: the search chose the "
+                        f"best on those rows (winner's curse).")
+    obj_ins = next((r.get("in_sample", {}) for r in rep["tasks"] if r["task"] == "objective"), {})
+    if obj_ins.get("selection"):
+        sel = obj_ins["selection"]
+        sec.text.append(f"The objective's in-sample interval is selection-corrected: the pick-the-best step is "
+                        f"repeated on every resample over the run's {sel['candidates']} best distinct feasible "
+                        f"trials (choosing on these rows added {sel['optimism']:+.5f} on average); the plain "
+                        f"interval would be {_ci(obj_ins.get('delta_naive'))}.")
     md = (rep.get("guardrails") or {}).get("max_drop") or {}
     head = ["task", "metric", "weight", "max_drop", "baseline", "best", "Δ in-sample [CI]"]
     has_h = any("holdout" in r for r in rep["tasks"])
