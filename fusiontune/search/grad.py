@@ -61,6 +61,165 @@ def _check(opts: dict, where: str) -> dict:
     return out
 
 
+class SurrogatePhase:
+    """The smoothed objective of one run: ``starts`` surrogates (each with its own sample of
+    pairs) and L-BFGS-B over the free parameters in the unit cube.  Deterministic for a seed."""
+
+    def __init__(self, objective, space, seed: int = 0, options: dict | None = None,
+                 where: str = "[search.grad]"):
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            from ..errors import missing_dependency
+
+            raise missing_dependency("torch", "method 'grad' (and warm_start = \"grad\")",
+                                     "pip install 'torch==2.13.0'") from None
+        self.objective, self.space, self.seed = objective, space, int(seed)
+        self.opts = _check({**SURROGATE_DEFAULTS, **(options or {})}, where)
+        self.pen = self.opts["penalty"] * float(np.sum(objective.w))
+        self.md = np.asarray(objective.max_drop, dtype=np.float64)
+        self.guarded = bool(np.isfinite(self.md).any())
+        self._fs: dict[int, object] = {}
+        self.temps = [self.opts["temperature"]]
+        if self.opts["final_temperature"] != self.opts["temperature"]:
+            self.temps.append(self.opts["final_temperature"])  # a sharper pass from the smooth optimum
+
+    # ------------------------------------------------------------------ torch plumbing
+    def _threads(self):
+        import contextlib
+
+        import torch
+
+        @contextlib.contextmanager
+        def ctx():
+            old = torch.get_num_threads()
+            torch.set_num_threads(self.opts["threads"])
+            try:
+                yield
+            finally:
+                torch.set_num_threads(old)
+        return ctx()
+
+    def surrogate(self, i: int):
+        """Surrogate ``i`` (its own sample of pairs), built on first use."""
+        if i not in self._fs:
+            from ..surrogate import FormulaSurrogate
+
+            self._fs[i] = FormulaSurrogate(self.objective, n_pairs=self.opts["pairs"], seed=self.seed * 1009 + i,
+                                           temperature=self.opts["temperature"], baseline_row=self.space.baseline,
+                                           margin=self.opts["margin"])
+        return self._fs[i]
+
+    def _theta(self, fs, u):
+        import torch
+
+        sp = self.space
+        free_idx = torch.as_tensor([sp.all_names.index(k) for k in sp.free])
+        lo = torch.as_tensor(sp.low, dtype=fs.dtype)
+        width = torch.as_tensor(sp.high - sp.low, dtype=fs.dtype)
+        base = torch.as_tensor(sp.baseline, dtype=fs.dtype)
+        return base.index_put((free_idx,), lo + u * width)
+
+    def smoothed(self, i: int, u: np.ndarray) -> np.ndarray:
+        """Surrogate ``i``'s smoothed per-task metrics (K,) at unit point ``u`` (last temperature)."""
+        import torch
+
+        fs = self.surrogate(i)
+        with self._threads(), torch.no_grad():
+            theta = self._theta(fs, torch.as_tensor(np.asarray(u, dtype=np.float64), dtype=fs.dtype))
+            _, m = fs(theta, guardrails=False, temperature=self.temps[-1])
+        return np.nan_to_num(m.numpy().astype(np.float64))
+
+    def maximise(self, i: int, u: np.ndarray, max_drop: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """L-BFGS-B on surrogate ``i`` from ``u`` at each temperature; ``max_drop`` (K,) overrides
+        its guardrails (in smoothed terms).  Returns (end point, smoothed penalised value)."""
+        import torch
+        from scipy import optimize
+
+        from ..surrogate import smooth_objective
+
+        fs = self.surrogate(i)
+        md = fs.max_drop if max_drop is None else np.asarray(max_drop, dtype=np.float64)
+        dim = self.space.dim
+
+        def f(u_np, temp):
+            u_t = torch.as_tensor(np.asarray(u_np, dtype=np.float64), dtype=fs.dtype).requires_grad_(True)
+            v = smooth_objective(fs.scores(self._theta(fs, u_t)), fs.pairs, fs.w, temp, fs.baseline, md,
+                                 self.pen, rows_only=True, squared=True)
+            (-v).backward()
+            return float(-v.detach()), u_t.grad.detach().numpy().astype(np.float64)
+
+        def lbfgs(u0, temp):
+            """L-BFGS-B; when its line search fails at once (a badly scaled first step near a
+            steep bias), a small projected ascent step and a fresh try."""
+            res, u_ = None, u0
+            for _ in range(4):
+                res = optimize.minimize(f, u_, args=(temp,), jac=True, method="L-BFGS-B",
+                                        bounds=[(0.0, 1.0)] * dim,
+                                        options={"maxiter": self.opts["maxiter"], "maxls": 40})
+                if res.nit > 2 or res.status == 0:
+                    break
+                _, g = f(res.x, temp)
+                u_ = np.clip(res.x - 0.02 * g / max(np.abs(g).max(), 1e-12), 0.0, 1.0)
+            return np.clip(res.x, 0.0, 1.0), -float(res.fun)
+
+        u, val = np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0), -np.inf
+        with self._threads():
+            for t in self.temps:
+                u, val = lbfgs(u, t)
+        return u, val
+
+    # ------------------------------------------------------------------ the phases
+    def starts(self, x0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """From ``starts`` points (``x0``, then points drawn around it), each on its own
+        surrogate, and the margin continuation from each end point.  Returns (points (S, D),
+        smoothed values (S,), surrogate index of each point), best first."""
+        opts = self.opts
+        rng = np.random.default_rng([self.seed, 1])
+        x0 = np.clip(np.asarray(x0, dtype=np.float64), 0.0, 1.0)
+        first = [x0] + [np.clip(x0 + opts["start_spread"] * rng.standard_normal(self.space.dim), 0.0, 1.0)
+                        for _ in range(opts["starts"] - 1)]
+        pts, vals, origin = [], [], []
+        for i, s in enumerate(first):
+            # each start draws its own pairs: the exact kernel then picks among several
+            # surrogates' optima, which averages out the sampling error of any one of them
+            u, val = self.maximise(i, s)
+            pts.append(u)
+            vals.append(val)
+            origin.append(i)
+            # margin continuation: from that end point, the guardrails loosened towards their
+            # true max_drop; the exact kernel then says which of these is feasible and best
+            for k in range(1, opts["margin_steps"] + 1) if self.guarded else ():
+                md = self.md * (1.0 - opts["margin"] * (1 - k / opts["margin_steps"]))
+                u, val = self.maximise(i, u, md)
+                pts.append(u)
+                vals.append(val)
+                origin.append(i)
+        order = np.argsort(-np.asarray(vals), kind="stable")
+        return np.array(pts)[order], np.asarray(vals)[order], np.asarray(origin)[order]
+
+    def calibrated(self, i: int, anchor: np.ndarray, exact_per_task: np.ndarray, exact_baseline: np.ndarray,
+                   margins) -> list[np.ndarray]:
+        """Guardrails calibrated on the exact kernel at ``anchor`` (zero-order correction).
+
+        The surrogate's drop of a guarded task is off the exact drop by a bias that varies
+        slowly with the weights; measured at the anchor (an exactly scored point), it shifts
+        the smoothed guardrail so that it binds where the exact one does: smoothed
+        ``max_drop = max_drop * (1 - m) - (exact drop - smoothed drop at the anchor)`` for
+        each safety share ``m`` in ``margins``.  Returns one L-BFGS-B end point per margin,
+        started from the anchor."""
+        fs = self.surrogate(i)
+        m_s = self.smoothed(i, anchor)
+        drop_e = np.asarray(exact_baseline, dtype=np.float64) - np.asarray(exact_per_task, dtype=np.float64)
+        drop_s = fs.baseline - m_s
+        bias = np.where(np.isfinite(self.md), drop_e - drop_s, 0.0)
+        out = []
+        for m in margins:
+            u, _ = self.maximise(i, anchor, self.md * (1.0 - m) - bias)
+            out.append(u)
+        return out
+
+
 def surrogate_starts(objective, space, x0: np.ndarray, seed: int = 0, options: dict | None = None,
                      where: str = "[search.grad]") -> tuple[np.ndarray, np.ndarray]:
     """The surrogate phase: L-BFGS-B on the smoothed objective from ``starts`` points.
@@ -68,115 +227,98 @@ def surrogate_starts(objective, space, x0: np.ndarray, seed: int = 0, options: d
     Returns ``(points, values)``: the end points (S, D) in unit coordinates and their
     smoothed penalised values (S,), best first.  Deterministic for a seed.
     """
-    try:
-        import torch
-    except ImportError:
-        from ..errors import missing_dependency
-
-        raise missing_dependency("torch", "method 'grad' (and warm_start = \"grad\")",
-                                 "pip install 'torch==2.13.0'") from None
-    from scipy import optimize
-
-    from ..surrogate import FormulaSurrogate, smooth_objective
-
-    opts = _check({**SURROGATE_DEFAULTS, **(options or {})}, where)
-    rng = np.random.default_rng([seed, 1])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(opts["threads"])
-    try:
-        pen = opts["penalty"] * float(np.sum(objective.w))
-        free_idx = torch.as_tensor([space.all_names.index(k) for k in space.free])
-        x0 = np.clip(np.asarray(x0, dtype=np.float64), 0.0, 1.0)
-        starts = [x0] + [np.clip(x0 + opts["start_spread"] * rng.standard_normal(space.dim), 0.0, 1.0)
-                         for _ in range(opts["starts"] - 1)]
-        pts, vals = [], []
-        for i, s in enumerate(starts):
-            # each start draws its own pairs: the exact kernel then picks among several
-            # surrogates' optima, which averages out the sampling error of any one of them
-            fs = FormulaSurrogate(objective, n_pairs=opts["pairs"], seed=seed * 1009 + i,
-                                  temperature=opts["temperature"], baseline_row=space.baseline,
-                                  margin=opts["margin"])
-            lo = torch.as_tensor(space.low, dtype=fs.dtype)
-            width = torch.as_tensor(space.high - space.low, dtype=fs.dtype)
-            base = torch.as_tensor(space.baseline, dtype=fs.dtype)
-
-            def f(u_np, temp):
-                u = torch.as_tensor(np.asarray(u_np, dtype=np.float64), dtype=fs.dtype).requires_grad_(True)
-                theta = base.index_put((free_idx,), lo + u * width)
-                v = smooth_objective(fs.scores(theta), fs.pairs, fs.w, temp, fs.baseline, fs.max_drop,
-                                     pen, rows_only=True, squared=True)
-                (-v).backward()
-                return float(-v.detach()), u.grad.detach().numpy().astype(np.float64)
-
-            def lbfgs(u, temp):
-                """L-BFGS-B; when its line search fails at once (a badly scaled first step
-                near a steep bias), a small projected ascent step and a fresh try."""
-                res = None
-                for _ in range(4):
-                    res = optimize.minimize(f, u, args=(temp,), jac=True, method="L-BFGS-B",
-                                            bounds=[(0.0, 1.0)] * space.dim,
-                                            options={"maxiter": opts["maxiter"], "maxls": 40})
-                    if res.nit > 2 or res.status == 0:
-                        break
-                    _, g = f(res.x, temp)
-                    u = np.clip(res.x - 0.02 * g / max(np.abs(g).max(), 1e-12), 0.0, 1.0)
-                return np.clip(res.x, 0.0, 1.0), -float(res.fun)
-
-            temps = [opts["temperature"]]
-            if opts["final_temperature"] != opts["temperature"]:
-                temps.append(opts["final_temperature"])  # a sharper pass from the smooth optimum
-            u, val = s, -np.inf
-            for t in temps:
-                u, val = lbfgs(u, t)
-            pts.append(u)
-            vals.append(val)
-            # margin continuation: from that end point, the guardrails loosened towards their
-            # true max_drop; the exact kernel then says which of these is feasible and best
-            md = np.asarray(objective.max_drop, dtype=np.float64)
-            for k in range(1, opts["margin_steps"] + 1) if np.isfinite(md).any() else ():
-                fs.max_drop = md * (1.0 - opts["margin"] * (1 - k / opts["margin_steps"]))
-                u, val = lbfgs(u, temps[-1])
-                pts.append(u)
-                vals.append(val)
-    finally:
-        torch.set_num_threads(threads)
-    order = np.argsort(-np.asarray(vals), kind="stable")
-    return np.array(pts)[order], np.asarray(vals)[order]
+    pts, vals, _ = SurrogatePhase(objective, space, seed, options, where).starts(x0)
+    return pts, vals
 
 
 class Grad(Searcher):
     name = "grad"
     capabilities = Capabilities(batch=True, constraints=False, replay=True, rank_based=True, needs_objective=True)
     asks_baseline = True
-    defaults = {**SURROGATE_DEFAULTS, "refine_sigma": 0.02, "restarts": 4}
+    defaults = {**SURROGATE_DEFAULTS, "refine_sigma": 0.02, "restarts": 4, "calibrate": 6,
+                "calibrate_margins": [0.0, 0.1, 0.25]}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         _check({k: self.opts[k] for k in SURROGATE_DEFAULTS}, f"[search.{self.name}]")
         self.refine_sigma = self._opt("refine_sigma", 1e-6, 1.0)
+        self.calibrate = int(self._opt("calibrate", 0))
+        cm = self.opts["calibrate_margins"]
+        if not isinstance(cm, (list, tuple)) or not cm or any(
+                isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < 1 for m in cm):
+            raise StudyError(f"[search.{self.name}] calibrate_margins must be a list of shares in [0, 1), "
+                             f"got {cm!r}")
+        self.margins = [float(m) for m in cm]
         self.restarts = 0  # the refining CMA-ES restarts itself
         self.refiner = None
+        self.phase: SurrogatePhase | None = None
         self.surrogate_values: np.ndarray | None = None
+        self._origin: dict[bytes, int] = {}  # unit point -> the surrogate that proposed it
+        self._pending: np.ndarray | None = None
+        self._calibrated = 0
+        self._calib_top = -np.inf
+        self._exact: list[tuple[np.ndarray, np.ndarray, bool, float]] = []  # (x, per task, feasible, objective)
 
     def propose(self) -> np.ndarray:
         if self.generation == 0:
             if self.objective is None or self.space is None:
                 raise StudyError("the grad method needs the objective and the parameter space "
                                  "(make_searcher(..., objective=, space=))")
-            pts, vals = surrogate_starts(self.objective, self.space, self.x0, self.seed,
-                                         {k: self.opts[k] for k in SURROGATE_DEFAULTS}, f"[search.{self.name}]")
+            self.phase = SurrogatePhase(self.objective, self.space, self.seed,
+                                        {k: self.opts[k] for k in SURROGATE_DEFAULTS}, f"[search.{self.name}]")
+            pts, vals, origin = self.phase.starts(self.x0)
             self.surrogate_values = vals
+            for p, o in zip(pts, origin):
+                self._origin.setdefault(p.tobytes(), int(o))
             return np.vstack([self.baseline[None, :], pts])
+        if self._pending is not None:
+            x, self._pending = self._pending, None
+            return x
         return self.refiner.ask()
 
-    def update(self, x: np.ndarray, values: np.ndarray) -> None:
+    def learn_evaluation(self, x: np.ndarray, ev) -> None:
         if self.refiner is None:
-            from .cmaes import CMA
+            for xi, m, f, j in zip(x, ev.per_task, ev.feasible, ev.objective):
+                self._exact.append((xi.copy(), np.asarray(m, dtype=np.float64), bool(f), float(j)))
+        self.update(x, np.asarray(ev.penalised, dtype=np.float64))
 
-            self.refiner = CMA(self.dim, self.best_x, seed=self.seed, population=self.population,
-                               options={"sigma0": self.refine_sigma, "restarts": int(self._opt("restarts", 0))},
-                               budget=self.budget, baseline=self.best_x)
+    def _calibration_points(self) -> np.ndarray | None:
+        """The next calibration generation: from the best feasible exact point so far, each
+        surrogate's guardrails calibrated there (see :meth:`SurrogatePhase.calibrated`)."""
+        if not self.phase.guarded or not self._exact:
+            return None
+        feas = [e for e in self._exact if e[2]]
+        if not feas:
+            return None
+        anchor = max(feas, key=lambda e: e[3])
+        base = self.objective.baseline_per_task
+        pts = []
+        for i in sorted(set(self._origin.values())):
+            for p in self.phase.calibrated(i, anchor[0], anchor[1], base, self.margins):
+                if not any(np.allclose(p, q, rtol=0, atol=1e-9) for q in pts):
+                    self._origin.setdefault(p.tobytes(), i)
+                    pts.append(p)
+        return np.array(pts) if pts else None
+
+    def update(self, x: np.ndarray, values: np.ndarray) -> None:
+        if self.refiner is not None:
+            self.refiner.tell(x, values)
+            if self.refiner.stop_reason:
+                self.stop_reason = self.refiner.stop_reason
             return
-        self.refiner.tell(x, values)
-        if self.refiner.stop_reason:
-            self.stop_reason = self.refiner.stop_reason
+        feas = [e[3] for e in self._exact if e[2]]
+        top = max(feas) if feas else -np.inf
+        # calibrate again while the last calibration round still improved the best feasible point
+        if self._calibrated < self.calibrate and (self._calibrated == 0 or top > self._calib_top + 1e-7):
+            self._calibrated += 1
+            self._calib_top = top
+            pts = self._calibration_points()
+            if pts is not None:
+                self._pending = pts
+                return
+        self._calibrated = self.calibrate
+        from .cmaes import CMA
+
+        self.refiner = CMA(self.dim, self.best_x, seed=self.seed, population=self.population,
+                           options={"sigma0": self.refine_sigma, "restarts": int(self._opt("restarts", 0))},
+                           budget=self.budget, baseline=self.best_x)
