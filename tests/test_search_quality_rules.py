@@ -157,3 +157,60 @@ def test_methods_declare_capabilities_in_an_explicit_table():
     assert searcher_class("grad").capabilities.needs_objective
     with pytest.raises(InputError, match="unknown search method"):
         searcher_class("annealing")
+
+
+@pytest.fixture(scope="module")
+def feed6_small(tmp_path_factory):
+    """feed6's study on a small simulated feed6 log: the click guardrail binds at the optimum."""
+    import tomllib
+    from pathlib import Path
+
+    from fusiontune.simulate import simulate_feed6, write_table
+    from fusiontune.study import parse_study
+
+    tmp = tmp_path_factory.mktemp("feed6s")
+    write_table(simulate_feed6(requests=600, seed=1), tmp / "f.parquet")
+    data = tomllib.loads((Path(__file__).parents[1] / "studies" / "feed6.toml").read_text())
+    data["log"] = str(tmp / "f.parquet")
+    return prepare(parse_study(data, tmp / "s.toml"))
+
+
+def test_grad_calibrated_guardrails_bind_where_the_exact_ones_do(feed6_small):
+    """The surrogate's guardrail drop is biased; shifted by the bias measured exactly at the
+    anchor, the end point is feasible and at least as good as the uncalibrated one, whose
+    guardrails (margin 0) were either too loose (infeasible, seed 1) or too tight."""
+    from fusiontune.search.grad import SurrogatePhase
+
+    o, sp = feed6_small.objective, feed6_small.space
+    g = np.isfinite(o.max_drop)
+    infeasible_fixed, improved = 0, 0
+    for seed in (0, 1, 2):
+        ph = SurrogatePhase(o, sp, seed, {"pairs": 5000, "maxiter": 80, "starts": 1, "margin": 0.0,
+                                          "margin_steps": 0})
+        u0, _ = ph.maximise(0, sp.baseline_unit)
+        ev0 = o.evaluate(sp.full(u0[None]))
+        (u1,) = ph.calibrated(0, u0, ev0.per_task[0], o.baseline_per_task, [0.0])
+        ev1 = o.evaluate(sp.full(u1[None]))
+        assert ev1.feasible[0]
+        drop1 = o.baseline_per_task[g] - ev1.per_task[0, g]
+        # the binding guardrail sits closer to its max_drop after calibration
+        assert np.min(o.max_drop[g] - drop1) < 0.2 * o.max_drop[g].max()
+        if ev0.feasible[0]:
+            assert ev1.objective[0] >= ev0.objective[0] - 1e-4
+            improved += ev1.objective[0] > ev0.objective[0] + 1e-3  # it was too tight: the room left is used
+        else:
+            infeasible_fixed += 1
+    assert infeasible_fixed >= 1 and improved >= 1  # the test sees both cases
+
+
+def test_grad_runs_calibration_generations_after_the_first(feed6_small):
+    opts = {"pairs": 5000, "maxiter": 60, "starts": 2, "margin_steps": 1, "calibrate_margins": [0.0, 0.2]}
+    result, trials = search(feed6_small, "grad", 80, seed=0, population=8, options=opts)
+    gen = trials.groupby("generation")
+    sizes = gen.size()
+    assert sizes.iloc[0] == 1 + 2 * 2  # the baseline, then two starts with one margin step each
+    assert sizes.iloc[1] <= 2 * 2  # calibration: per surrogate, one point per margin (duplicates dropped)
+    best = gen.apply(lambda d: d.loc[d.feasible.astype(bool), "objective"].max()).cummax()
+    assert best.iloc[1] >= best.iloc[0]
+    with pytest.raises(InputError, match=r"\[search.grad\] calibrate_margins"):
+        search(feed6_small, "grad", 20, seed=0, population=8, options={**opts, "calibrate_margins": [1.5]})
