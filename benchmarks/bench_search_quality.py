@@ -167,11 +167,14 @@ def main() -> int:
     ap.add_argument("--methods", default=",".join(METHODS + PLAIN))
     ap.add_argument("--ref-evals", type=int, default=3000)
     ap.add_argument("--ref-runs", type=int, default=3)
-    ap.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / ".search_quality_cache.json")
+    ap.add_argument("--cache", default=str(ROOT / "benchmarks" / ".search_quality_cache.json"))
     ap.add_argument("--gp", action="store_true", help="include Optuna's GP sampler (slow: ~0.5 s a trial)")
     ap.add_argument("--quick", action="store_true", help="2 seeds, budget 300, grad/cma/cem/optuna-tpe, one "
                     "reference run: ~5 minutes")
     ap.add_argument("--screening", action="store_true", help="the screening table instead of the methods table")
+    ap.add_argument("--cached-only", action="store_true", help="print the tables from --cache (one file, or "
+                    "several joined with commas, e.g. the caches of a split run) without running anything; "
+                    "runs not in them show as 'not run'")
     ap.add_argument("--screened-methods", default=",".join(SCREENED))
     ap.add_argument("--simulate-rows", type=int, default=0, help="with --screening: also a simulated feed6 log "
                     "of this many rows (e.g. 400000), written to a temporary directory")
@@ -185,12 +188,19 @@ def main() -> int:
     population = study.search["population"]
     budgets = [int(b) for b in args.budgets.split(",")]
     methods = [m for m in args.methods.split(",") if m] + (["gp"] if args.gp else [])
-    cache = json.loads(args.cache.read_text()) if args.cache.exists() else {}
+    caches = [Path(c) for c in args.cache.split(",") if c]
+    cache = {}
+    for c in caches:
+        if c.exists():
+            cache.update(json.loads(c.read_text()))
+    args.cache = caches[0]
 
     def run(prep, method, budget, seed, screening=None):
         key = f"{prep.study.name}|{prep.objective.n_rows}|{method}|{budget}|{seed}|{population}"
         if screening:
             key += f"|screen{screening}"
+        if key not in cache and args.cached_only:
+            return {"not_run": True}
         if key not in cache:
             if method in PLAIN:
                 cache[key] = plain_optuna(prep, method, budget, seed)
@@ -225,6 +235,7 @@ def main() -> int:
 
     ref = [run(prep, "reference", args.ref_evals, 100 + i) for i in range(args.ref_runs)]
     res = {(m, b): [run(prep, m, b, s) for s in range(args.first_seed, args.seeds)] for b in budgets for m in methods}
+    ref = [r for r in ref if "gain" in r]
     ref_gain = max((r["gain"] for r in ref), default=float("-inf"))
     attainable = max([ref_gain] + [r["gain"] for rs in res.values() for r in rs if "gain" in r])
     o = prep.objective
@@ -240,16 +251,23 @@ def main() -> int:
     for b in budgets:
         shares = {}
         for m in methods:
-            rs = res[(m, b)]
+            rs = [r for r in res[(m, b)] if not r.get("not_run")]
+            if not rs:
+                print(f"| {m} | {b} | not run | | | | |")
+                continue
+            if len(rs) < len(res[(m, b)]):
+                m_label = f"{m} ({len(rs)} of {len(res[(m, b)])} seeds)"
+            else:
+                m_label = m
             if any("refused" in r for r in rs):
-                print(f"| {m} | {b} | refused: {rs[0]['refused'][:70]}... | | | | |")
+                print(f"| {m_label} | {b} | refused: {rs[0]['refused'][:70]}... | | | | |")
                 continue
             g = np.array([r["gain"] for r in rs]) / attainable * 100
             h = np.array([r["holdout"] for r in rs])
             sec = np.array([r["seconds"] for r in rs])
             ker = np.array([r.get("kernel_seconds", np.nan) for r in rs])
             shares[m] = g
-            print(f"| {m} | {b} | {g.mean():.1f} | {g.min():.1f} | {h.mean():+.5f} | {sec.mean():.1f} | "
+            print(f"| {m_label} | {b} | {g.mean():.1f} | {g.min():.1f} | {h.mean():+.5f} | {sec.mean():.1f} | "
                   f"{np.nanmean(ker):.1f} |")
         if "optuna-tpe" in shares:
             tpe = shares["optuna-tpe"].mean()
@@ -308,6 +326,10 @@ def _screening_table(prep, run, budgets, args, population, cpu) -> None:
         for m in SCREENED:
             for label, rs, bud in (("none", plain[(m, b)], b), ("equal budget", screened[(m, b)], b),
                                    ("equal candidates", fewer[(m, b)], int(round(b * share)))):
+                rs = [r for r in rs if "gain" in r]
+                if not rs:
+                    print(f"| {m} | {bud} | {label} | not run | | | | |")
+                    continue
                 g = np.array([r["gain"] for r in rs]) / attainable * 100
                 cand = np.mean([(r.get("screening") or {}).get("screened", 0) + r["evaluations"] for r in rs])
                 exact = np.mean([r["evaluations"] for r in rs])
