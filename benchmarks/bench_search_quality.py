@@ -1,7 +1,7 @@
 """Search quality at realistic dimension: every method on feed6 (issue 11, item 4).
 
-    python benchmarks/bench_search_quality.py                 # the full table: ~50 min CPU (see below)
-    python benchmarks/bench_search_quality.py --quick         # a smoke run: ~5 min
+    python benchmarks/bench_search_quality.py                 # the full table: ~40-50 min CPU (see below)
+    python benchmarks/bench_search_quality.py --quick         # a smoke run: ~2-3 min CPU
     python benchmarks/bench_search_quality.py --screening     # what multi-fidelity screening saves and costs
 
 Options: ``--study`` (default studies/feed6.toml), ``--budgets 300,1000``, ``--seeds 5``,
@@ -34,11 +34,13 @@ seconds of each.  ``--screening-study`` runs the same on another study (e.g. a l
 simulated log, see ``--simulate-rows``).
 
 **Run time knob**: ``--quick`` (2 seeds, budget 300, grad / cma / cem / optuna-tpe, one
-reference run) takes ~5 minutes; the full default (5 seeds, budgets 300 and 1000, every
-method, 3 reference runs) took ~50 minutes of CPU on one core of a 2-core AMD EPYC
-(longer in wall time when the machine is shared; Optuna's samplers at 1000 trials and
-grad's surrogate phase dominate).  ``--first-seed`` with a shared ``--cache`` splits a run
-over processes.
+reference run) takes ~2-3 minutes of CPU.  The full default (5 seeds, budgets 300 and 1000,
+every method, 3 reference runs) is ~40-50 minutes of CPU on one core of a 2-core AMD EPYC,
+estimated from the per-run CPU seconds the table prints (grad ~45 s a run, the sampling
+methods ~3.5 s at 300 and ~11 s at 1000; grad's surrogate phase and Optuna TPE at 1000
+trials dominate).  Wall time is longer on a shared machine.  ``--first-seed`` /
+``--methods`` with one ``--cache`` file per process split a run over processes, and
+``--cached-only --cache a.json,b.json`` prints their joined tables.
 
 Quality numbers are deterministic for given seeds (grad: torch runs on one thread);
 seconds are noisy, the more so on a shared machine.  Each run's result is cached in
