@@ -46,12 +46,11 @@ With sample weights (and at most 16 tasks) the low half keeps the label code and
 row's weight rides along in the radix sort's scatter passes, so the weighted scan is as
 sequential as the unweighted one; only more than 16 tasks gathers labels by row index.
 
-The scan is sequential and branch-light, with no per-block loop: with ``c`` the running
-count of a class and ``c0`` its value at the start of the current tie block (taken when
-the score changes), ``A = sum_pos neg0`` counts pairs with the negative strictly below
-and ``B = sum_neg pos0`` pairs with the positive strictly below, so
-``2 U = A + (P N - B)`` (ties count one half), in exact integer arithmetic.  Four tasks
-per pass keep every counter in a register.
+The scan is sequential and branch-light, with no per-block loop: per row and task only
+the running counts of positives and negatives move; when the score changes, the closed tie
+block (``bp`` positives, ``bn`` negatives, ``s`` negatives strictly below it) adds
+``bp * s`` to ``A`` and ``bp * bn`` to ``D``, and ``2 U = 2 A + D`` (ties count one half),
+in exact integer arithmetic.  Four tasks per pass keep every counter in a register.
 
 float64 scores whose values do not survive a round trip to float32 are ranked through an
 exact ``np.argsort`` path instead, so exactness never depends on the input dtype.
@@ -458,9 +457,13 @@ def _radix_payload(bits, low, w, keys, tmp, wk, wtmp, hist):
 def _scan_packed(keys, k_tasks, out):
     """Sorted packed keys (label code in the low half) -> AUC of every task into out (K,).
 
-    Branch-light and sequential: one pass over the keys per 4 tasks, every counter a
-    scalar (registers), per row and task four integer adds; the only branch is the
-    (well-predicted) start of a tie block, where the block-start counts are taken."""
+    Sequential, one pass over the keys per 4 tasks, every counter a scalar (register).
+    Per row and task only two counts move (positives and negatives so far); the pairs are
+    counted once per tie block, at its end: a block with ``bp`` positives and ``bn``
+    negatives adds ``bp * s`` (``s`` negatives strictly below it) to ``A`` and ``bp * bn``
+    to the tie count ``D``, so ``2 U = 2 A + D`` in exact integer arithmetic.  The only
+    branch is the end of a tie block (taken on every row when scores are distinct, rarely
+    under heavy ties: predictable either way)."""
     n = keys.shape[0]
     for q in range((k_tasks + 3) // 4):
         sh = np.uint64(8 * q)
@@ -469,53 +472,62 @@ def _scan_packed(keys, k_tasks, out):
         s0 = s1 = s2 = s3 = 0
         t0 = t1 = t2 = t3 = 0
         a0 = a1 = a2 = a3 = 0
-        b0 = b1 = b2 = b3 = 0
-        prev = np.uint64(0xFFFFFFFFFFFFFFFF)
+        d0 = d1 = d2 = d3 = 0
+        prev = keys[0] >> np.uint64(32) if n > 0 else np.uint64(0)
         for i in range(n):
             key = keys[i]
             hi = key >> np.uint64(32)
-            if hi != prev:
+            if hi != prev:  # close the tie block [.., i)
+                bp = p0 - t0
+                a0 += bp * s0
+                d0 += bp * (n0 - s0)
                 s0 = n0
-                s1 = n1
-                s2 = n2
-                s3 = n3
                 t0 = p0
+                bp = p1 - t1
+                a1 += bp * s1
+                d1 += bp * (n1 - s1)
+                s1 = n1
                 t1 = p1
+                bp = p2 - t2
+                a2 += bp * s2
+                d2 += bp * (n2 - s2)
+                s2 = n2
                 t2 = p2
+                bp = p3 - t3
+                a3 += bp * s3
+                d3 += bp * (n3 - s3)
+                s3 = n3
                 t3 = p3
                 prev = hi
             c = np.int64((key >> sh) & np.uint64(0xFF))
-            p = (c >> 1) & 1
-            m = (c & 1) - p
-            a0 += p * s0
-            b0 += m * t0
-            n0 += m
-            p0 += p
-            p = (c >> 3) & 1
-            m = ((c >> 2) & 1) - p
-            a1 += p * s1
-            b1 += m * t1
-            n1 += m
-            p1 += p
-            p = (c >> 5) & 1
-            m = ((c >> 4) & 1) - p
-            a2 += p * s2
-            b2 += m * t2
-            n2 += m
-            p2 += p
-            p = (c >> 7) & 1
-            m = ((c >> 6) & 1) - p
-            a3 += p * s3
-            b3 += m * t3
-            n3 += m
-            p3 += p
-        res = ((a0, b0, n0, p0), (a1, b1, n1, p1), (a2, b2, n2, p2), (a3, b3, n3, p3))
+            x = c ^ (c >> 1)  # bit 2k: task k observed and negative (code 1 = 0b01)
+            p0 += (c >> 1) & 1
+            n0 += x & 1
+            p1 += (c >> 3) & 1
+            n1 += (x >> 2) & 1
+            p2 += (c >> 5) & 1
+            n2 += (x >> 4) & 1
+            p3 += (c >> 7) & 1
+            n3 += (x >> 6) & 1
+        bp = p0 - t0
+        a0 += bp * s0
+        d0 += bp * (n0 - s0)
+        bp = p1 - t1
+        a1 += bp * s1
+        d1 += bp * (n1 - s1)
+        bp = p2 - t2
+        a2 += bp * s2
+        d2 += bp * (n2 - s2)
+        bp = p3 - t3
+        a3 += bp * s3
+        d3 += bp * (n3 - s3)
+        res = ((a0, d0, n0, p0), (a1, d1, n1, p1), (a2, d2, n2, p2), (a3, d3, n3, p3))
         for j in range(4):
             k = 4 * q + j
             if k < k_tasks:
-                a, b, nn, pp = res[j]
+                a, d, nn, pp = res[j]
                 den = pp * nn
-                out[k] = (a + (den - b)) / (2.0 * den) if den > 0 else np.nan
+                out[k] = (2 * a + d) / (2.0 * den) if den > 0 else np.nan
 
 
 @nb.njit(cache=True)
@@ -1063,24 +1075,46 @@ def auc(scores, labels, weights=None) -> np.ndarray:
 
 # --------------------------------------------------------------------------- groups
 @nb.njit(cache=True)
-def _group_runs(g, n_ids):
-    """One pass over integer codes in [0, n_ids): run starts, and whether every id forms
-    a single run (rows already grouped)."""
+def _group_runs(g):
+    """One pass over the group ids (any integer type): the starts of the runs of equal ids
+    (plus n), and whether the ids never decrease (then every id forms a single run)."""
     n = g.shape[0]
-    seen = np.zeros(n_ids, dtype=np.bool_)
-    starts = np.empty(n + 1, dtype=np.int64)
+    starts = np.empty(n + 1, dtype=np.int64)  # only the first m + 1 pages are touched
     m = 0
-    contiguous = True
-    for i in range(n):
-        if i == 0 or g[i] != g[i - 1]:
+    ordered = True
+    if n > 0:
+        starts[0] = 0
+        m = 1
+        prev = g[0]
+        for i in range(1, n):
             v = g[i]
-            if seen[v]:
-                contiguous = False
-            seen[v] = True
-            starts[m] = i
-            m += 1
+            if v != prev:
+                ordered &= v > prev
+                starts[m] = i
+                m += 1
+                prev = v
     starts[m] = n
-    return starts[:m + 1], contiguous
+    return starts[:m + 1].copy(), ordered
+
+
+@nb.njit(cache=True)
+def _max_gap(offsets):
+    best = 0
+    for j in range(offsets.shape[0] - 1):
+        best = max(best, offsets[j + 1] - offsets[j])
+    return best
+
+
+@nb.njit(cache=True)
+def _runs_unique(g, starts, n_ids):
+    """Whether no id of ``g`` (codes in [0, n_ids)) starts two runs: rows grouped."""
+    seen = np.zeros(n_ids, dtype=np.bool_)
+    for j in range(starts.shape[0] - 1):
+        v = g[starts[j]]
+        if seen[v]:
+            return False
+        seen[v] = True
+    return True
 
 
 @nb.njit(cache=True)
@@ -1110,6 +1144,14 @@ def _group_perm(g, n_ids):
     return perm, offsets
 
 
+def pd_factorize(g: np.ndarray) -> np.ndarray:
+    """Codes 0..m-1 of any ids in the order of their values (a hash pass; only the m
+    distinct ids are sorted)."""
+    import pandas as pd
+
+    return pd.factorize(np.asarray(g), sort=True)[0].astype(np.int64)
+
+
 @dataclass(frozen=True)
 class GroupIndex:
     """Rows grouped once: ``perm`` puts equal group ids next to each other.
@@ -1125,25 +1167,28 @@ class GroupIndex:
 
     @classmethod
     def build(cls, groups) -> "GroupIndex":
+        """One pass over the ids when they never decrease (a log written request by
+        request, or the log's group codes); otherwise a check that each id forms one run
+        (then still no permutation), else a stable counting sort (two passes)."""
         g = np.asarray(groups)
         if g.ndim != 1:
             raise ValueError("groups must be 1-D")
         n = g.shape[0]
         if n == 0:
             return cls(None, np.zeros(1, dtype=np.int64), 0)
-        if g.dtype.kind in "iub":
-            lo, hi = int(g.min()), int(g.max())
-            if lo >= 0 and hi < max(2 * n, 1 << 16):
-                codes, n_ids = g, hi + 1  # small non-negative integers: codes already
-            else:
-                codes = np.unique(g, return_inverse=True)[1].reshape(-1)
-                n_ids = int(codes.max()) + 1
+        if g.dtype.kind not in "iub":
+            g = pd_factorize(g)
+        g = np.ascontiguousarray(g)
+        starts, ordered = _group_runs(g)
+        if ordered:
+            return cls(None, starts, n)
+        lo, hi = int(g.min()), int(g.max())
+        if lo >= 0 and hi < max(2 * n, 1 << 16):
+            codes, n_ids = g, hi + 1  # small non-negative integers: codes already
         else:
-            codes = np.unique(g, return_inverse=True)[1].reshape(-1)
+            codes = pd_factorize(g)
             n_ids = int(codes.max()) + 1
-        codes = np.ascontiguousarray(codes)
-        starts, contiguous = _group_runs(codes, n_ids)
-        if contiguous:
+        if _runs_unique(codes, starts, n_ids):
             return cls(None, starts, n)
         perm, offsets = _group_perm(codes, n_ids)
         return cls(perm, offsets, n)
@@ -1156,38 +1201,144 @@ class GroupIndex:
         return a if self.perm is None else np.take(a, self.perm, axis=axis)
 
 
+def _lane_tables():
+    """For a code byte (4 tasks, 2 bits each): the task's observed and positive bits
+    spread into four 16-bit lanes of a uint64, so one add counts all four tasks."""
+    c = np.arange(256, dtype=np.uint64)
+    obs = np.zeros(256, dtype=np.uint64)
+    pos = np.zeros(256, dtype=np.uint64)
+    for k in range(4):
+        obs |= ((c >> np.uint64(2 * k)) & np.uint64(1)) << np.uint64(16 * k)
+        pos |= ((c >> np.uint64(2 * k + 1)) & np.uint64(1)) << np.uint64(16 * k)
+    return obs, pos
+
+
+_LANE_OBS, _LANE_POS = _lane_tables()
+
+
+@nb.njit(cache=True)
+def _group_counts4(offsets, codes, k_tasks, npos, nobs):
+    """Unweighted, <= 4 tasks: per group and task the positive and observed counts, one
+    pass over the code words with all four tasks counted by one add in 16-bit lanes."""
+    lo = _LANE_OBS
+    lp = _LANE_POS
+    for g in range(offsets.shape[0] - 1):
+        r0 = offsets[g]
+        r1 = offsets[g + 1]
+        for k in range(k_tasks):
+            npos[g, k] = 0
+            nobs[g, k] = 0
+        while r0 < r1:
+            r2 = min(r1, r0 + 65535)  # a lane holds at most 65535
+            o = np.uint64(0)
+            p = np.uint64(0)
+            for row in range(r0, r2):
+                c = codes[row, 0] & np.uint32(0xFF)
+                o += lo[c]
+                p += lp[c]
+            for k in range(k_tasks):
+                nobs[g, k] += np.int64((o >> np.uint64(16 * k)) & np.uint64(0xFFFF))
+                npos[g, k] += np.int64((p >> np.uint64(16 * k)) & np.uint64(0xFFFF))
+            r0 = r2
+
+
+@nb.njit(cache=True)
+def _grouped_codes4(g, c32, words, starts, lane_obs, lane_pos):
+    """The GAUC plan of a log in one pass (no weights, <= 4 tasks, the log's uint8 codes
+    read four to a row as ``c32``): each row's code byte, the runs of equal group ids,
+    each run's observed and positive counts of the four tasks (16-bit lanes of one uint64
+    each), and whether the ids never decrease.  Returns (m runs, ordered, status):
+    status -1 done, -2 a run has 65535 rows or more (lanes too narrow), else the first
+    row with a bad code.  Fills starts[:m+1], lane_*[:m]."""
+    n = g.shape[0]
+    lo = _LANE_OBS
+    lp = _LANE_POS
+    m = 0
+    ordered = True
+    o = np.uint64(0)
+    p = np.uint64(0)
+    r_start = 0
+    prev = g[0]
+    starts[0] = 0
+    for i in range(n):
+        v = g[i]
+        if v != prev:
+            lane_obs[m] = o
+            lane_pos[m] = p
+            o = np.uint64(0)
+            p = np.uint64(0)
+            ordered &= v > prev
+            m += 1
+            starts[m] = i
+            r_start = i
+            prev = v
+        elif i - r_start == 65535:
+            return m, ordered, -2
+        u = c32[i]
+        # bytes in {0, 1, 3}: bit 1 set without bit 0 (a 2) or any bit above 1 is bad
+        if (u & np.uint32(0xFCFCFCFC)) | ((u >> np.uint32(1)) & ~u & np.uint32(0x01010101)):
+            return m, ordered, i
+        w = (u & np.uint32(3)) | ((u >> np.uint32(6)) & np.uint32(0xC)) | ((u >> np.uint32(12)) & np.uint32(0x30)) \
+            | ((u >> np.uint32(18)) & np.uint32(0xC0))
+        words[i] = np.uint8(w)
+        o += lo[w]
+        p += lp[w]
+    lane_obs[m] = o
+    lane_pos[m] = p
+    m += 1
+    starts[m] = n
+    return m, ordered, -1
+
+
+@nb.njit(cache=True)
+def _lane_weights(lane_obs, lane_pos, k_tasks, weighting, out, tot):
+    """GAUC weight of every (run, task) from the lane counts (0 when the run lacks a
+    class), normalised in place to sum 1 per task; ``tot`` gets the sums before."""
+    m = out.shape[0]
+    for k in range(k_tasks):
+        tot[k] = 0.0
+    for j in range(m):
+        for k in range(k_tasks):
+            sh = np.uint64(16 * k)
+            ob = np.int64((lane_obs[j] >> sh) & np.uint64(0xFFFF))
+            ps = np.int64((lane_pos[j] >> sh) & np.uint64(0xFFFF))
+            w = 0.0
+            if ps > 0 and ob > ps:
+                w = float(ob) if weighting == 0 else (float(ps) if weighting == 1 else 1.0)
+            out[j, k] = w
+            tot[k] += w
+    for j in range(m):
+        for k in range(k_tasks):
+            out[j, k] = out[j, k] / tot[k] if tot[k] > 0 else 0.0
+
+
 @nb.njit(cache=True)
 def _group_stats(offsets, codes, weights, weighted, k_tasks, weighting, out):
     """out[g, k] = GAUC weight of group g for task k, 0 when it lacks a class.  One pass
-    over the rows; integer counts in registers when unweighted with <= 16 tasks."""
+    over the rows; all four tasks counted at once when unweighted with <= 4 tasks."""
     g_n = offsets.shape[0] - 1
     pos = np.zeros(k_tasks)
     neg = np.zeros(k_tasks)
     npos = np.zeros(k_tasks, dtype=np.int64)
     nneg = np.zeros(k_tasks, dtype=np.int64)
-    fast = not weighted and codes.shape[1] == 1
+    fast = not weighted and codes.shape[1] == 1 and k_tasks <= 4
+    if fast:
+        cp = np.empty((g_n, k_tasks), dtype=np.int64)
+        co = np.empty((g_n, k_tasks), dtype=np.int64)
+        _group_counts4(offsets, codes, k_tasks, cp, co)
     for g in range(g_n):
-        r0 = offsets[g]
-        r1 = offsets[g + 1]
         if fast:
             for k in range(k_tasks):
-                # popcounts of the task's bits over the group's code words
-                pk = 0
-                ok = 0
-                for row in range(r0, r1):
-                    c = codes[row, 0] >> np.uint32(2 * k)
-                    ok += c & np.uint32(1)
-                    pk += (c >> np.uint32(1)) & np.uint32(1)
-                npos[k] = pk
-                nneg[k] = ok - pk
-                pos[k] = pk
-                neg[k] = ok - pk
+                npos[k] = cp[g, k]
+                nneg[k] = co[g, k] - cp[g, k]
+                pos[k] = npos[k]
+                neg[k] = nneg[k]
         else:
             pos[:] = 0.0
             neg[:] = 0.0
             npos[:] = 0
             nneg[:] = 0
-            for row in range(r0, r1):
+            for row in range(offsets[g], offsets[g + 1]):
                 w = weights[row] if weighted else 1.0
                 for k in range(k_tasks):
                     c = _label_of(codes, row, k)
@@ -1214,7 +1365,7 @@ def _group_auc_one(bits_p, start, stop, codes, weights, weighted, packed, k_task
     m = stop - start
     if use_keys:  # float32 scores: (score, code) or (score, local row) keys
         for i in range(m):
-            lo = codes[start + i, 0] if packed else np.uint32(i)
+            lo = np.uint32(codes[start + i, 0]) if packed else np.uint32(i)
             keys[i] = (np.uint64(_ordered_u32(bits_p[start + i])) << np.uint64(32)) | np.uint64(lo)
         if m <= 48:  # insertion sort: groups are usually small
             for i in range(1, m):
@@ -1313,23 +1464,66 @@ class GaucPlan:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         if groups is None:
             raise ValueError("GAUC needs groups")
-        codes, n, k, weights = _prepare(labels, weights, label_codes)
-        index = groups if isinstance(groups, GroupIndex) else GroupIndex.build(groups)
-        if index.n != n:
-            raise ValueError(f"groups has {index.n} rows, labels {n}")
-        self.index, self.n, self.k = index, n, k
-        self.codes = np.ascontiguousarray(index.take(codes))
-        self.weighted = weights is not None
-        self._w = index.take(weights) if weights is not None else np.ones(1)
-        self.packed = not self.weighted and self.codes.shape[1] == 1
-        gw = np.zeros((index.n_groups, k))
-        _group_stats(index.offsets, self.codes, self._w, self.weighted, k, WEIGHTINGS.index(weighting), gw)
-        tot = gw.sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            self.group_w = np.where(tot > 0, gw / np.where(tot > 0, tot, 1), 0.0)
+        fast = self._one_pass(label_codes, groups, weights, WEIGHTINGS.index(weighting))
+        if fast is not None:
+            index, self.codes, self.group_w, tot = fast
+            self.index, self.n, self.k = index, index.n, self.group_w.shape[1]
+            self.weighted, self._w, self.packed = False, np.ones(1), True
+        else:
+            codes, n, k, weights = _prepare(labels, weights, label_codes)
+            index = groups if isinstance(groups, GroupIndex) else GroupIndex.build(groups)
+            if index.n != n:
+                raise ValueError(f"groups has {index.n} rows, labels {n}")
+            self.index, self.n, self.k = index, n, k
+            self.codes = np.ascontiguousarray(index.take(codes))
+            self.weighted = weights is not None
+            self._w = index.take(weights) if weights is not None else np.ones(1)
+            self.packed = not self.weighted and self.codes.shape[1] == 1
+            gw = np.zeros((index.n_groups, k))
+            _group_stats(index.offsets, self.codes, self._w, self.weighted, k, WEIGHTINGS.index(weighting), gw)
+            tot = gw.sum(axis=0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                self.group_w = np.where(tot > 0, gw / np.where(tot > 0, tot, 1), 0.0)
         self.valid = tot > 0
-        sizes = np.diff(index.offsets)
-        self.max_group = int(sizes.max()) if sizes.size else 0
+        self.max_group = _max_gap(self.index.offsets)
+
+    @staticmethod
+    def _one_pass(label_codes, groups, weights, weighting):
+        """The common case in one pass over the rows: the log's uint8 codes of at most 4
+        tasks, no weights, integer group ids whose rows are already together.  Returns
+        None (the general path) otherwise."""
+        if label_codes is None or weights is not None or isinstance(groups, GroupIndex):
+            return None
+        c8, g = np.asarray(label_codes), np.asarray(groups)
+        if c8.ndim == 1:
+            c8 = c8[:, None]
+        if (c8.ndim != 2 or c8.dtype != np.uint8 or not 1 <= c8.shape[1] <= 4 or g.ndim != 1
+                or g.dtype.kind not in "iu" or g.shape[0] != c8.shape[0] or g.shape[0] == 0):
+            return None
+        n, k = c8.shape
+        if k < 4:  # four bytes a row (the extra tasks are never observed)
+            c8 = np.concatenate([c8, np.zeros((n, 4 - k), dtype=np.uint8)], axis=1)
+        c32 = np.ascontiguousarray(c8).view(np.uint32).reshape(n)
+        g = np.ascontiguousarray(g)
+        # fresh pages cost a fault each: the one-byte codes and one uint64 pair per run
+        words = np.empty((n, 1), dtype=np.uint8)
+        starts = np.empty(n + 1, dtype=np.int64)  # only the first m + 1 entries' pages are touched
+        lane_obs = np.empty(n, dtype=np.uint64)
+        lane_pos = np.empty(n, dtype=np.uint64)
+        m, ordered, status = _grouped_codes4(g, c32, words[:, 0], starts, lane_obs, lane_pos)
+        if status >= 0:
+            raise ValueError(f"label code must be 0, 1 or 3; row {status} has {c8[status, :k].tolist()}")
+        if status == -2:
+            return None  # a group of 65535 rows or more: the general path counts it
+        starts = starts[:m + 1].copy()
+        if not ordered:
+            lo, hi = int(g.min()), int(g.max())
+            codes_g = g if lo >= 0 and hi < max(2 * n, 1 << 16) else pd_factorize(g)
+            if not _runs_unique(codes_g, starts, int(codes_g.max()) + 1):
+                return None  # a group's rows are apart: the counting sort of the general path
+        group_w, tot = np.empty((m, k)), np.empty(k)
+        _lane_weights(lane_obs, lane_pos, k, weighting, group_w, tot)
+        return GroupIndex(None, starts, n), words, group_w, tot
 
     @property
     def weights(self) -> np.ndarray:

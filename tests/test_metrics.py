@@ -284,3 +284,45 @@ def test_sort_choice_is_cached_outside_the_repository(tmp_path, monkeypatch):
     assert M.sort_choice(1 << 16) == got  # from the disk cache
     monkeypatch.setenv("FUSIONTUNE_SORT", "radix")
     assert M.sort_choice(1 << 20) == "radix"
+
+
+@pytest.mark.parametrize("layout", ["sorted", "contiguous unsorted", "shuffled", "one big group", "huge ids"])
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_one_pass_gauc_plan_equals_the_general_path(layout, k):
+    """The log's case (uint8 codes, <= 4 tasks, no weights) is built in one pass; it must
+    give the general path's groups, weights and GAUC whatever the id layout."""
+    from fusiontune.log import encode_label_codes
+
+    rng = np.random.default_rng(11)
+    n = 70_000 if layout == "one big group" else 3_000
+    sizes = rng.integers(1, 40, n)
+    ids = np.repeat(np.arange(sizes.size), sizes)[:n]
+    if layout == "contiguous unsorted":
+        relabel = rng.permutation(ids.max() + 1)
+        ids = relabel[ids]  # each id one run, runs not in id order
+    elif layout == "shuffled":
+        ids = rng.permutation(ids)
+    elif layout == "one big group":
+        ids = np.zeros(n, dtype=np.int64)  # one run longer than a 16-bit lane: general path
+    elif layout == "huge ids":
+        ids = ids * 10**12 - 5 * 10**15
+    labels = (rng.random((n, k)) < 0.3).astype(np.float64)
+    labels[rng.random((n, k)) < 0.4] = np.nan
+    s = np.round(rng.random((3, n)), 2).astype(np.float32)
+    c8 = encode_label_codes(labels)
+    for weighting in ("rows", "positives", "uniform"):
+        fast = GaucPlan(label_codes=c8, groups=ids, weighting=weighting)
+        slow = GaucPlan(labels, ids, weighting=weighting)
+        one_pass = layout not in ("shuffled", "one big group")
+        assert (fast.codes.dtype == np.uint8) == one_pass  # the one-pass build keeps one byte a row
+        np.testing.assert_array_equal(fast.index.offsets, slow.index.offsets)
+        assert (fast.index.perm is None) == (slow.index.perm is None) == (layout != "shuffled")
+        np.testing.assert_allclose(fast.group_w, slow.group_w, rtol=1e-15, atol=0)
+        np.testing.assert_array_equal(fast.valid, slow.valid)
+        np.testing.assert_allclose(fast(s), slow(s), atol=1e-12)
+    if layout == "sorted":
+        np.testing.assert_allclose(fast(s[0]), ref_gauc(s[0], labels, ids, weighting="uniform"), atol=1e-12)
+        bad = c8.copy()
+        bad[1234, k - 1] = 2
+        with pytest.raises(ValueError, match="row 1234"):
+            GaucPlan(label_codes=bad, groups=ids)
