@@ -454,8 +454,10 @@ def _radix_payload(bits, low, w, keys, tmp, wk, wtmp, hist):
 
 # --------------------------------------------------------------------------- scans
 @nb.njit(cache=True)
-def _scan_packed(keys, k_tasks, out):
-    """Sorted packed keys (label code in the low half) -> AUC of every task into out (K,).
+def _scan_packed(keys, k_tasks, out, hshift):
+    """Sorted packed keys (label code in the low bits, the score from bit ``hshift`` up:
+    32 for AUC keys, the code width for GAUC's (group, score, code) keys, whose group
+    bits are the same within a call) -> AUC of every task into out (K,).
 
     Sequential, one pass over the keys per 4 tasks, every counter a scalar (register).
     Per row and task only two counts move (positives and negatives so far); the pairs are
@@ -473,10 +475,10 @@ def _scan_packed(keys, k_tasks, out):
         t0 = t1 = t2 = t3 = 0
         a0 = a1 = a2 = a3 = 0
         d0 = d1 = d2 = d3 = 0
-        prev = keys[0] >> np.uint64(32) if n > 0 else np.uint64(0)
+        prev = keys[0] >> hshift if n > 0 else np.uint64(0)
         for i in range(n):
             key = keys[i]
-            hi = key >> np.uint64(32)
+            hi = key >> hshift
             if hi != prev:  # close the tie block [.., i)
                 bp = p0 - t0
                 a0 += bp * s0
@@ -705,7 +707,7 @@ def _auc_one(bits, low, codes, weights, weighted, packed, k_tasks, keys, tmp, hi
     """One candidate end to end: keys + histograms, radix sort, scan."""
     s = tmp if _radix_from_bits(bits, low, packed, keys, tmp, hist) else keys
     if packed:
-        _scan_packed(s, k_tasks, out)
+        _scan_packed(s, k_tasks, out, np.uint64(32))
     else:
         _scan_gather(s, 0, codes, weights, weighted, k_tasks, out)
 
@@ -770,7 +772,7 @@ def _keys_rows_ser(bits, low, packed, keys):
 def _scan_rows_par(keys, codes, weights, weighted, packed, k_tasks, out):
     for p in nb.prange(keys.shape[0]):
         if packed:
-            _scan_packed(keys[p], k_tasks, out[p])
+            _scan_packed(keys[p], k_tasks, out[p], np.uint64(32))
         else:
             _scan_gather(keys[p], 0, codes, weights, weighted, k_tasks, out[p])
 
@@ -779,7 +781,7 @@ def _scan_rows_par(keys, codes, weights, weighted, packed, k_tasks, out):
 def _scan_rows_ser(keys, codes, weights, weighted, packed, k_tasks, out):
     for p in range(keys.shape[0]):
         if packed:
-            _scan_packed(keys[p], k_tasks, out[p])
+            _scan_packed(keys[p], k_tasks, out[p], np.uint64(32))
         else:
             _scan_gather(keys[p], 0, codes, weights, weighted, k_tasks, out[p])
 
@@ -1013,6 +1015,8 @@ class AucPlan:
         if sort not in ("auto", "radix", "numpy"):
             raise ValueError(f"sort must be 'auto', 'radix' or 'numpy', got {sort!r}")
         self.codes, self.n, self.k, self.weights = _prepare(labels, weights, label_codes)
+        if self.k <= 4:  # one byte a row holds the codes of up to 4 tasks
+            self.codes = self.codes.astype(np.uint8)
         if self.n >= 2**32:
             raise ValueError("more than 2**32 rows is not supported")
         self.sort = sort
@@ -1381,7 +1385,7 @@ def _group_auc_one(bits_p, start, stop, codes, weights, weighted, packed, k_task
             _radix_hist(keys[:m], hist)
             s = tmp[:m] if _radix_sort(keys[:m], tmp[:m], hist) else keys[:m]
         if packed:
-            _scan_packed(s, k_tasks, out_g)
+            _scan_packed(s, k_tasks, out_g, np.uint64(32))
         else:
             _scan_gather(s, start, codes, weights, weighted, k_tasks, out_g)
     else:  # float64 scores that float32 cannot hold exactly
@@ -1394,6 +1398,73 @@ def _group_auc_one(bits_p, start, stop, codes, weights, weighted, packed, k_task
 
 
 _GROUP_CHUNK = 512
+
+
+# GAUC through one sort of (group, score, code) keys.  The group index is the key's top
+# field, so each group's rows stay in its own range [offsets[g], offsets[g+1]) and any
+# range of whole groups can be sorted on its own (a candidate's rows sort in pieces, in
+# parallel); numpy's SIMD sort then orders every group at once, and one sequential scan
+# reads the groups' AUCs.  Used with numpy's sort (sort_choice), unweighted float32 scores,
+# codes of <= 16 tasks and group bits + 32 + code bits <= 64.
+@nb.njit(cache=True, inline="always")
+def _gkeys_range(bits_p, offsets, codes, g0, g1, gshift, cshift, keys_p):
+    for g in range(g0, g1):
+        top = np.uint64(g) << gshift
+        for i in range(offsets[g], offsets[g + 1]):
+            keys_p[i] = top | (np.uint64(_ordered_u32(bits_p[i])) << cshift) | np.uint64(codes[i, 0])
+
+
+@nb.njit(cache=True, parallel=True)
+def _gkeys_par(bits, offsets, codes, gshift, cshift, cuts, keys):
+    """keys (P, N) of every candidate; (candidate, piece of groups ``cuts``) pairs in parallel."""
+    n_cut = cuts.shape[0] - 1
+    for t in nb.prange(bits.shape[0] * n_cut):
+        p = t // n_cut
+        c = t - p * n_cut
+        _gkeys_range(bits[p], offsets, codes, cuts[c], cuts[c + 1], gshift, cshift, keys[p])
+
+
+@nb.njit(cache=True)
+def _gkeys_ser(bits, offsets, codes, gshift, cshift, cuts, keys):
+    for p in range(bits.shape[0]):
+        _gkeys_range(bits[p], offsets, codes, 0, offsets.shape[0] - 1, gshift, cshift, keys[p])
+
+
+@nb.njit(cache=True, inline="always")
+def _gscan_chunk(keys_p, offsets, group_w, k_tasks, cshift, c, auc_g, out_pc):
+    g_n = offsets.shape[0] - 1
+    for k in range(k_tasks):
+        out_pc[k] = 0.0
+    for g in range(c * _GROUP_CHUNK, min(g_n, (c + 1) * _GROUP_CHUNK)):
+        has = False
+        for k in range(k_tasks):
+            if group_w[g, k] > 0:
+                has = True
+        if not has:
+            continue
+        _scan_packed(keys_p[offsets[g]:offsets[g + 1]], k_tasks, auc_g, cshift)
+        for k in range(k_tasks):
+            if group_w[g, k] > 0:
+                out_pc[k] += group_w[g, k] * auc_g[k]
+
+
+@nb.njit(cache=True, parallel=True)
+def _gscan_par(keys, offsets, group_w, k_tasks, cshift, out):
+    """Group-weighted AUC sums per (candidate, block of _GROUP_CHUNK groups) of sorted keys."""
+    n_chunks = out.shape[1]
+    for t in nb.prange(keys.shape[0] * n_chunks):
+        p = t // n_chunks
+        c = t - p * n_chunks
+        auc_g = np.empty(k_tasks)
+        _gscan_chunk(keys[p], offsets, group_w, k_tasks, cshift, c, auc_g, out[p, c])
+
+
+@nb.njit(cache=True)
+def _gscan_ser(keys, offsets, group_w, k_tasks, cshift, out):
+    auc_g = np.empty(k_tasks)
+    for p in range(keys.shape[0]):
+        for c in range(out.shape[1]):
+            _gscan_chunk(keys[p], offsets, group_w, k_tasks, cshift, c, auc_g, out[p, c])
 
 
 @nb.njit(cache=True)
@@ -1486,6 +1557,11 @@ class GaucPlan:
                 self.group_w = np.where(tot > 0, gw / np.where(tot > 0, tot, 1), 0.0)
         self.valid = tot > 0
         self.max_group = _max_gap(self.index.offsets)
+        # one sort of (group, score, code) keys when they fit 64 bits (see _gkeys_range)
+        g_bits = max(1, int(self.index.n_groups - 1).bit_length())
+        self._cshift = 2 * self.k
+        self._global = self.packed and self.codes.shape[1] == 1 and g_bits + 32 + self._cshift <= 64
+        self._scratch = _Scratch()
 
     @staticmethod
     def _one_pass(label_codes, groups, weights, weighting):
@@ -1540,10 +1616,56 @@ class GaucPlan:
         n_chunks = (g_n + _GROUP_CHUNK - 1) // _GROUP_CHUNK
         out = np.zeros((p, n_chunks, self.k)) if reduce else np.empty((p, g_n, self.k))
         par = (p > 1 or self.n >= 1 << 15) if parallel is None else bool(parallel)
+        if reduce and exact32 and self._global and self.n > 0 and sort_choice(self.n) == "numpy":
+            self._run_sorted(bits, par, out)
+            return out
         fn = _group_aucs_par if par else _group_aucs_ser
         fn(bits, self.index.offsets, self.codes, self._w, self.weighted, self.packed, self.group_w, self.k,
            max(self.max_group, 1), exact32, reduce, out)
         return out
+
+    def _run_sorted(self, bits, par, out):
+        """GAUC sums per block of groups through one numpy sort of (group, score, code)
+        keys per candidate: a candidate per thread, or, with fewer candidates than
+        threads, each candidate's rows cut at group boundaries into one piece per thread
+        (keys built, sorted and scanned piece by piece in parallel)."""
+        p_n, n = bits.shape
+        offsets = self.index.offsets
+        gshift = np.uint64(32 + self._cshift)
+        cshift = np.uint64(self._cshift)
+        threads = _threads() if par else 1
+        slots = min(p_n, threads)
+        pieces = max(1, threads // slots)
+        cuts = np.unique(np.searchsorted(offsets, np.linspace(0, n, pieces + 1), side="left"))
+        cuts[0], cuts[-1] = 0, offsets.shape[0] - 1
+        if not self._scratch.lock.acquire(blocking=False):
+            scratch = _Scratch()
+        else:
+            scratch = self._scratch
+        try:
+            keys = scratch.get(slots, n, radix=False)[0]
+            for c in range(0, p_n, slots):
+                kk = keys[:min(slots, p_n - c)]
+                if par:
+                    _gkeys_par(bits[c:c + slots], offsets, self.codes, gshift, cshift, cuts, kk)
+                    spans = [(q, offsets[a], offsets[b]) for q in range(kk.shape[0])
+                             for a, b in zip(cuts[:-1], cuts[1:])]
+                    if len(spans) > 1:
+                        list(_pool().map(lambda t: kk[t[0], t[1]:t[2]].sort(), spans))
+                    else:
+                        kk.sort(axis=1)
+                    _gscan_par(kk, offsets, self.group_w, self.k, cshift, out[c:c + slots])
+                else:
+                    _gkeys_ser(bits[c:c + slots], offsets, self.codes, gshift, cshift, cuts, kk)
+                    kk.sort(axis=1)
+                    _gscan_ser(kk, offsets, self.group_w, self.k, cshift, out[c:c + slots])
+        finally:
+            if scratch is self._scratch:
+                self._scratch.lock.release()
+
+    def release(self) -> None:
+        """Drop the reused key buffers (8 bytes per row and thread)."""
+        self._scratch.release()
 
     def group_aucs(self, scores, grouped: bool = False, parallel: bool | None = None) -> np.ndarray:
         """Per-group AUCs (P, G, K), 0 for the (group, task) pairs GAUC skips."""

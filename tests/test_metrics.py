@@ -326,3 +326,32 @@ def test_one_pass_gauc_plan_equals_the_general_path(layout, k):
         bad[1234, k - 1] = 2
         with pytest.raises(ValueError, match="row 1234"):
             GaucPlan(label_codes=bad, groups=ids)
+
+
+@pytest.mark.parametrize("k", [1, 3, 4, 7])
+def test_gauc_sorted_keys_path_equals_the_per_group_path(monkeypatch, k):
+    """GAUC through one numpy sort of (group, score, code) keys (cut into per-thread pieces at
+    group boundaries for one candidate) equals the per-group radix / insertion-sort path,
+    serial and parallel, on ties, one-class groups and a few large groups."""
+    rng = np.random.default_rng(5)
+    sizes = np.r_[rng.integers(1, 30, 3000), [500, 2000]]
+    groups = np.repeat(np.arange(sizes.size), sizes)
+    n = groups.size
+    labels = (rng.random((n, k)) < 0.3).astype(np.float64)
+    labels[rng.random((n, k)) < 0.3] = np.nan
+    s = np.round(rng.standard_normal((3, n)), 1).astype(np.float32)
+    s[0, :100] = -0.0
+    plan = GaucPlan(labels, groups)
+    assert plan._global
+    out = {}
+    for method in ("numpy", "radix"):
+        monkeypatch.setenv("FUSIONTUNE_SORT", method)
+        for par in (False, True):
+            out[method, par] = (plan(s, parallel=par), plan(s[1], parallel=par))
+    ref = out["radix", False]
+    for key, (many, one) in out.items():
+        np.testing.assert_allclose(many, ref[0], rtol=0, atol=1e-13, err_msg=str(key))
+        np.testing.assert_allclose(one, ref[1], rtol=0, atol=1e-13, err_msg=str(key))
+    small = np.flatnonzero(groups < 40)
+    np.testing.assert_allclose(gauc(s[2, small], labels[small], groups[small]),
+                               ref_gauc(s[2, small], labels[small], groups[small]), atol=1e-12)
