@@ -122,6 +122,14 @@ class PredictionLog:
                        groups=opt(self.groups), weights=opt(self.weights), time=opt(self.time),
                        extra={k: v[rows] for k, v in self.extra.items()}, group_hash=opt(self.group_hash))
 
+    def without_split_columns(self) -> "PredictionLog":
+        """The same rows without the columns only a split reads (``time`` and the uint64
+        ``group_hash``: 16 bytes a row); the other arrays are shared, not copied.  What a
+        search holds after the split (fusiontune.pipeline.prepare)."""
+        if self.time is None and self.group_hash is None:
+            return self
+        return replace(self, labels=None, time=None, group_hash=None)
+
     def grouped(self) -> "PredictionLog":
         """The same log with each group's rows contiguous (stable), as GAUC wants them."""
         if self.groups is None:

@@ -32,6 +32,11 @@ from .study import Task
 __all__ = ["Objective", "Evaluation"]
 
 _MAX_BATCH_BYTES = 16 * 2**20  # fused scores of one kernel call (float32, P x N), past one per thread
+# Per-candidate scratch of a kernel call (fused float32 score + sorted uint64 key: 12 bytes a
+# row).  While one candidate per thread fits this, a batch runs a candidate per thread;
+# past it (large logs) one candidate at a time with the threads inside it (fusion over row
+# blocks, GAUC over group blocks), so the scratch exists once instead of once per thread.
+_MAX_SCRATCH_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -67,6 +72,8 @@ class Objective:
         if self.gauc_idx.size:
             self._plan = GaucPlan(label_codes=np.ascontiguousarray(codes[:, self.gauc_idx]), groups=log.groups,
                                   weights=log.weights, weighting=gauc_weighting)
+            if self._auc_plan is not None:  # AUC and GAUC run one after the other: one key buffer
+                self._plan._scratch = self._auc_plan._scratch
             if not self._plan.valid.all():
                 bad = tasks[int(self.gauc_idx[~self._plan.valid][0])].name
                 raise InputError(f"{log.source}: task {bad!r} uses GAUC but no group has both a positive "
@@ -89,10 +96,16 @@ class Objective:
 
     def batch_size(self) -> int:
         """Candidates per kernel call: one per kernel thread (so a batch keeps every core
-        busy), more while their fused scores fit ``_MAX_BATCH_BYTES`` (small logs)."""
+        busy), more while their fused scores fit ``_MAX_BATCH_BYTES`` (small logs), and one
+        when a candidate's scratch per thread would pass ``_MAX_SCRATCH_BYTES`` (large logs:
+        the threads then work inside the candidate)."""
         import numba
 
-        return max(int(numba.get_num_threads()), _MAX_BATCH_BYTES // (4 * max(self.n_rows, 1)), 1)
+        threads = int(numba.get_num_threads())
+        n = max(self.n_rows, 1)
+        if threads > 1 and 12 * n * threads > _MAX_SCRATCH_BYTES:
+            return 1
+        return max(threads, _MAX_BATCH_BYTES // (4 * n), 1)
 
     def metrics(self, theta: np.ndarray) -> np.ndarray:
         """Per-task metrics (P, K) for full parameter rows (P, n_params), in batches."""
@@ -114,6 +127,8 @@ class Objective:
         self._fused = None
         if self._auc_plan is not None:
             self._auc_plan.release()
+        if self._plan is not None:
+            self._plan.release()
 
     def score_metrics(self, fused: np.ndarray) -> np.ndarray:
         """Per-task metrics (P, K) of fused scores (P, N) given in the row order of ``self.log``
