@@ -84,7 +84,9 @@ def _parity_rows(result: dict, fuser, limit: int = 50_000):
     if not sf or not Path(sf).exists():
         return None
     study = load_study(sf)
-    if not Path(study.log).exists():
+    from ..dataset import source_files
+
+    if not source_files(study.log):  # a file, or the files of a directory / glob
         return None
     log = load_study_log(study, fuser.model == "dnn", extra=fuser.spec.context or None)
     if log.n > limit:
