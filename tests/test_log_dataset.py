@@ -370,3 +370,28 @@ def test_time_split_on_a_dataset_frees_the_time_column(tmp_path, simulated):
     assert prep.holdout_log.n == int((full.time >= cut).sum())  # the latest rows are held out
     # the roles are assigned; nothing after the split reads the time column, so it is freed
     assert prep.log.time is None and prep.search_log.time is None and prep.holdout_log.time is None
+
+
+def test_fingerprint_of_a_dataset_sees_a_changed_or_added_file(tmp_path, frame):
+    import os
+
+    from fusiontune.errors import LogError
+    from fusiontune.io import check_fingerprint, log_fingerprint
+
+    root = _one_file_per_day(tmp_path / "log", frame)
+    for where in (root, root / "day=*" / "*.parquet"):
+        fp = log_fingerprint(where, len(frame))
+        assert fp["size"] == sum(p.stat().st_size for p in root.rglob("*.parquet"))
+        check_fingerprint(fp, "the run")  # unchanged: accepted
+    fp_dir, fp_glob = log_fingerprint(root, len(frame)), log_fingerprint(root / "day=*" / "*.parquet", len(frame))
+    victim = root / "day=20261102" / "part-0.parquet"
+    st = victim.stat()
+    os.utime(victim, (st.st_atime, st.st_mtime + 10))
+    for fp in (fp_dir, fp_glob):
+        with pytest.raises(LogError, match="modification time"):
+            check_fingerprint(fp, "the run")
+    fp = log_fingerprint(root, len(frame))
+    pq.write_table(pa.Table.from_pandas(frame.drop(columns=["day"]).head(5), preserve_index=False),
+                   root / "day=20261102" / "part-1.parquet")
+    with pytest.raises(LogError, match="size"):
+        check_fingerprint(fp, "the run")
