@@ -63,14 +63,14 @@ class Study:
                  time: str | None = None, weight: str | None = None, fusion: dict | None = None,
                  objective: dict | None = None, split: dict | None = None, search: dict | None = None,
                  select: dict | None = None, report: dict | None = None, ltr: dict | None = None,
-                 _base: Path | None = None):
+                 segments: dict | None = None, _base: Path | None = None):
         from .log import in_memory_name
         from .study import parse_study
 
         data: dict[str, Any] = {"name": name, "tasks": [dict(t) for t in tasks]}
         for key, value in (("group", group), ("time", time), ("weight", weight), ("fusion", fusion),
                            ("objective", objective), ("split", split), ("search", search),
-                           ("select", select), ("report", report), ("ltr", ltr)):
+                           ("select", select), ("report", report), ("ltr", ltr), ("segments", segments)):
             if value is not None:
                 data[key] = value
         memory = in_memory_name(log)

@@ -41,12 +41,21 @@ class Prepared:
     def _role_objective(self, role: str, log) -> Objective:
         if self.engine is not None:
             return self.engine.objective(role, log.n)
-        return Objective(self.study.tasks, log, self.formula, self.study.gauc_weighting)
+        return self.objective_on(log)
 
     def close(self) -> None:
         """Release the engine's actors (nothing to do for the local engine)."""
         if self.engine is not None:
             self.engine.close()
+
+    @property
+    def layout(self):
+        """The :class:`~fusiontune.segments.SegmentLayout` of a ``[segments]`` study, else None."""
+        return getattr(self.formula, "layout", None)
+
+    def objective_on(self, log: PredictionLog) -> Objective:
+        """The study's objective on ``log`` (with the per-segment guardrails of a segmented study)."""
+        return make_objective(self.study, log, self.formula)
 
     @property
     def select_objective(self) -> Objective | None:
@@ -84,11 +93,22 @@ def release_free_memory() -> None:
         pass  # not glibc: nothing to trim
 
 
+def make_objective(study: Study, log: PredictionLog, formula: Formula) -> Objective:
+    """Objective of ``study`` on ``log``; a segmented study's carries its per-segment guardrails."""
+    if getattr(formula, "layout", None) is not None:
+        from .segments import SegmentObjective, segment_spec
+
+        return SegmentObjective(study.tasks, log, formula, study.gauc_weighting, segment_spec(study).max_drop)
+    return Objective(study.tasks, log, formula, study.gauc_weighting)
+
+
 def load_study_log(study: Study, need_probabilities: bool = True, extra: list[str] | None = None,
                    shard: tuple[int, int] | None = None) -> PredictionLog:
     """The study's log (its [log] filter and sample applied); ``shard=(index, count)``: only the
     groups of that shard (the Ray engine's actors)."""
     cols = [TaskColumns(t.name, t.score, t.label, t.score_scale) for t in study.tasks]
+    seg = (study.sections.get("segments") or {}).get("column") or []
+    extra = [*(extra or []), *[c for c in seg if c not in (extra or [])]] if seg else extra
     column = (study.split or {}).get("column")
     if column and column not in (extra or []):
         extra = [*(extra or []), column]  # the explicit holdout column
@@ -110,6 +130,10 @@ def prepare(study: Study, log: PredictionLog | None = None, engine: str | dict |
 
         settings = engine_settings(study, engine)
         if settings["name"] == "ray":
+            if study.sections.get("segments"):
+                raise InputError(f"{src}: [segments] per-segment weights run on the local engine only; the ray "
+                                 f"engine's shards fuse with one weight set (use [engine] name = \"local\")",
+                                 param="engine")
             return prepare_sharded(study, settings, formula, space)
     loaded_here = log is None
     if loaded_here:
@@ -129,7 +153,15 @@ def prepare(study: Study, log: PredictionLog | None = None, engine: str | dict |
     log = log.without_split_columns()
     search_log, select_log, holdout_log = (None if p is None else p.without_split_columns()
                                            for p in (search_log, select_log, holdout_log))
-    objective = Objective(study.tasks, search_log, formula, study.gauc_weighting)
+    from .segments import build_layout, segment_spec
+
+    spec = segment_spec(study)
+    if spec is not None:  # one weight block per segment: the joint space (fusiontune/segments.py)
+        from .segments import SegmentFormula
+
+        layout = build_layout(spec, formula, study, search_log, holdout_log, log, src)
+        formula, space = SegmentFormula(formula, layout), layout.space
+    objective = make_objective(study, search_log, formula)
     objective.set_baseline(space.baseline)
     release_free_memory()  # the reading's freed buffers: give the pages back before a long search
     return Prepared(study, formula, space, log, search_log, holdout_log, objective, select_log=select_log,
@@ -197,9 +229,7 @@ def summarise_params(prep: Prepared, trials: pd.DataFrame, method: str, seed: in
         prep, method=method, formula=prep.formula.name, seed=seed, budget=budget, evaluations=len(trials),
         seconds=seconds, best_params=prep.space.as_dict(best_theta), best_per_task=best_pt, best_feasible=True,
         holdout_best=holdout_best, best_trial=best_trial, stop_reason=stop_reason,
-        normalisation=(f"{next(iter(prep.space.pinned))} is pinned at its baseline value "
-                       f"{next(iter(prep.space.pinned.values()))}; the formula is scale-free in the "
-                       f"weights, so only their ratios to it matter"),
+        normalisation=_normalisation(prep),
         rows={"search": prep.search_log.n, "holdout": prep.holdout_log.n if prep.holdout_log else 0,
               **({"select": prep.select_log.n} if prep.select_log is not None else {})},
         split=split_summary(prep),
@@ -209,7 +239,21 @@ def summarise_params(prep: Prepared, trials: pd.DataFrame, method: str, seed: in
         result["note"] = note
     if extra:
         result.update(extra)
+    if prep.layout is not None:
+        from .segments import segments_summary
+
+        result["segments"] = segments_summary(prep, best_theta)
     return result
+
+
+def _normalisation(prep: Prepared) -> str:
+    if prep.layout is not None:
+        from .segments import normalisation_text
+
+        return normalisation_text(prep.layout)
+    return (f"{next(iter(prep.space.pinned))} is pinned at its baseline value "
+            f"{next(iter(prep.space.pinned.values()))}; the formula is scale-free in the "
+            f"weights, so only their ratios to it matter")
 
 
 def search(prep: Prepared, method: str, budget: int, seed: int, population: int, patience: int = 0,
@@ -295,9 +339,26 @@ def search(prep: Prepared, method: str, budget: int, seed: int, population: int,
                                       "the budget counts full-evaluation equivalents"}
     result = summarise_params(prep, trials, method, seed, budget, time.perf_counter() - t0, run.stop_reason, extra)
     result["on_bounds"] = on_bounds(prep.space, result["best"]["params"])
+    if prep.layout is not None and result["segments"] is not None and _compare_global(prep):
+        # the same method, budget and seed on ONE weight set: what the segmentation buys
+        from .segments import global_block, global_prepared
+
+        gres, _ = search(global_prepared(prep), method, budget, seed, population, patience, min_delta, options,
+                         show_progress, warm_start=warm_start, screening=screening)
+        result["segments"]["global"] = global_block(prep, gres)
+        result["segments"]["versus_global"] = {"in_sample": result["best"]["objective"] - gres["best"]["objective"]}
+        if "holdout" in result and gres.get("holdout"):
+            result["segments"]["versus_global"]["holdout"] = (result["holdout"]["best"]["objective"]
+                                                              - gres["holdout"]["best"]["objective"])
     if store is not None:
         store.finish(result)
     return result, trials
+
+
+def _compare_global(prep: Prepared) -> bool:
+    from .segments import segment_spec
+
+    return segment_spec(prep.study).compare_global
 
 
 def on_bounds(space, params: dict) -> list[dict]:

@@ -38,9 +38,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from .errors import StudyError
 
-__all__ = ["Table", "LogTable", "TaskTable", "FusionTable", "ObjectiveTable", "SplitTable", "SearchTable", "SelectTable",
-           "ReportTable", "EngineTable", "StudyFile", "validate", "keys", "add_options", "epilog", "markdown", "Names",
-           "Sizes"]
+__all__ = ["Table", "LogTable", "TaskTable", "FusionTable", "ObjectiveTable", "SplitTable", "SearchTable",
+           "SelectTable", "ReportTable", "EngineTable", "SegmentsTable", "SegmentTable", "StudyFile", "validate",
+           "keys", "add_options", "epilog", "markdown", "Names", "Sizes"]
 
 
 def _split_commas(value):
@@ -201,6 +201,30 @@ class EngineTable(Table):
                                                        "cluster's CPUs)")
 
 
+class SegmentsTable(Table):
+    """``[segments]``: one weight set per user segment, searched jointly against the one business
+    objective (see docs/segments.md).  ``[segments.<value>]`` tables (a segment value, or
+    ``default``) hold that segment's ``baseline`` (overrides of ``[fusion.baseline]``) and
+    ``max_drop`` (per-task guardrails on the segment's own rows)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, validate_default=False)
+
+    column: Names = Field(description="segment column, or a list of columns (values joined by '|')")
+    min_rows: int = Field(0, ge=0, description="segments with fewer search rows use the shared 'default' weights")
+    share: Names = Field(default_factory=list, description="parameters every segment shares, e.g. [\"a_click\"]")
+    compare_global: bool = Field(True, description="also search one global weight set (same method and budget) "
+                                                   "to report what the segmentation buys on the holdout")
+
+
+class SegmentTable(Table):
+    """``[segments.<value>]``: one segment's baseline overrides and guardrails."""
+
+    baseline: dict[str, float] = Field(default_factory=dict, description="this segment's online weights "
+                                                                         "(overrides of [fusion.baseline])")
+    max_drop: dict[str, float] = Field(default_factory=dict, description="task -> largest allowed drop of the "
+                                                                         "task's metric on this segment's rows")
+
+
 class StudyFile(Table):
     """A whole study file.  ``[ltr]`` is declared by :mod:`fusiontune.ltr.config`, ``[train]``
     by :mod:`fusiontune.mtl.config`; both are checked when the study loads."""
@@ -221,6 +245,7 @@ class StudyFile(Table):
     engine: EngineTable | None = None
     ltr: dict[str, Any] = Field(default_factory=dict, description="[ltr]: see fusiontune.ltr.config")
     train: dict[str, Any] | None = Field(None, description="[train]: fusiontune train's spec (mtl.config)")
+    segments: dict[str, Any] | None = Field(None, description="[segments]: per-segment weights (SegmentsTable)")
 
 
 # --------------------------------------------------------------------------- validation
@@ -431,7 +456,8 @@ def all_tables() -> list[tuple[str, Any]]:
 
     return [("top level", StudyFile), ("log", LogTable), ("[[tasks]]", TaskTable), ("fusion", FusionTable),
             ("objective", ObjectiveTable), ("split", SplitTable), ("search", SearchTable),
-            ("select", SelectTable), ("report", ReportTable), ("engine", EngineTable), ("train (data)", TrainData),
+            ("select", SelectTable), ("report", ReportTable), ("engine", EngineTable), ("segments", SegmentsTable),
+            ("segments.<value>", SegmentTable), ("train (data)", TrainData),
             ("train (model)", TrainConfig)]
 
 

@@ -175,6 +175,10 @@ def parse_study(data: dict, path: Path | None = None) -> Study:
     for key in ("ltr", "train"):
         if key in data:
             sections[key] = data[key]
+    if sf.segments is not None:  # [segments]: declared in schema.SegmentsTable, checked here
+        from .segments import parse_segments
+
+        sections["segments"] = parse_segments(sf.segments, src, tasks, fusion.formula)
     if "train" in sections:
         check_train_table(sections["train"], src)
     if "ltr" in sections:  # [ltr] is declared in fusiontune.ltr.config; a typo fails at load

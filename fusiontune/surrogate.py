@@ -328,6 +328,9 @@ class FormulaSurrogate:
         """Fused scores (R,) or (P, R) over ``pairs.rows`` for full parameter rows (torch)."""
         import torch
 
+        own = getattr(self.formula, "torch_scores", None)
+        if own is not None:  # a formula with its own torch twin (per-segment weights, segments.py)
+            return own(self.x, theta)
         a = theta[..., :self.k]
         if self.formula.name == "power":
             b = theta[..., self.k:]
