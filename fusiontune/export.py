@@ -78,7 +78,11 @@ def resolve_arm(run_dir: Path, result: dict, arm: str | None) -> tuple[str, dict
 
 
 def weights_document(formula, space, study, params: dict, source: dict) -> dict:
-    """The flat export dict (see the module docstring)."""
+    """The flat export dict (see the module docstring); per-segment weights for a segmented study."""
+    if getattr(formula, "layout", None) is not None:
+        from .segments import weights_document as segment_document
+
+        return segment_document(formula, space, study, params, source)
     row = space.from_dict(params)
     p = space.as_dict(row)
     ref_name, ref_val = next(iter(space.pinned.items()))
@@ -137,6 +141,12 @@ def params_row(doc: dict, formula, space, src: str) -> np.ndarray:
     """A full parameter row from a weights document, checked against the study's formula."""
     if doc.get("formula") is not None and doc["formula"] != formula.name:
         raise InputError(f"{src}: formula {doc['formula']!r} does not match the study's {formula.name!r}")
+    if getattr(formula, "layout", None) is not None:
+        from .segments import params_row as segment_row
+
+        return segment_row(doc, formula, src)
+    if doc.get("segments") is not None:
+        raise InputError(f"{src}: holds per-segment weights but the study has no [segments] table")
     params = doc.get("params")
     if not isinstance(params, dict):
         raise InputError(f"{src}: key 'params' must be a mapping of parameter -> number, e.g. "
@@ -172,7 +182,6 @@ def _block(obj, row: np.ndarray, tasks: list[str]) -> dict:
 def evaluate_params(study, doc: dict, src: str, log_path: Path | None = None) -> dict:
     """Per-task metrics and objective of a weight set vs the study's baseline on the search
     part, the holdout and the whole log (``log_path`` replaces the study's log)."""
-    from .objective import Objective
     from .pipeline import prepare
 
     if log_path is not None:
@@ -188,9 +197,13 @@ def evaluate_params(study, doc: dict, src: str, log_path: Path | None = None) ->
     out["parts"]["search"] = _block(prep.objective, row, tasks)
     if prep.holdout_objective is not None:
         out["parts"]["holdout"] = _block(prep.holdout_objective, row, tasks)
-        whole = Objective(study.tasks, prep.log, prep.formula, study.gauc_weighting)
+        whole = prep.objective_on(prep.log)
         whole.set_baseline(prep.space.baseline)
         out["parts"]["whole"] = _block(whole, row, tasks)
     else:
         out["parts"]["whole"] = out["parts"]["search"]
+    if prep.layout is not None:  # each segment's metrics, weights applied row by row
+        from .segments import eval_segments
+
+        out["segments"] = eval_segments(prep, row)
     return out

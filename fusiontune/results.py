@@ -211,5 +211,31 @@ def print_summary(result: dict, out_dir: Path | None = None, console=None) -> No
         verdict = "win" if lift > 0 else "do NOT beat the baseline"
         feas = "" if hold["best"].get("feasible", True) else " but break a guardrail there"
         console.print(f"holdout lift {lift:+.5f}: the best weights {verdict} on held-out data{feas}")
+    if result.get("segments"):
+        _print_segments(result["segments"], console)
     if out_dir is not None:
         console.print(f"wrote {Path(out_dir) / 'result.json'} and trials.csv")
+
+
+def _print_segments(seg: dict, console) -> None:
+    """The per-segment part of the summary: each segment's weights and objective gain over its
+    baseline (in-sample, holdout), and the gain over the best global weight set."""
+    from .tables import table
+
+    names = list(next(iter(seg["params"].values())))
+    cols = [("segment", "text"), ("search rows", "num"), *[(k, "num") for k in names],
+            ("gain in-sample", "num"), ("gain holdout", "num")]
+    t = table(cols, "per-segment weights (gain: the segment's objective on its own rows vs its baseline)")
+    for s, w in seg["params"].items():
+        ps = seg["per_segment"].get(s, {})
+        rows = sum(seg["search_rows"].get(v, 0) for v in seg["fallback"]) if s == "default" else \
+            seg["search_rows"].get(s, 0)
+        gains = [_fmt_delta(ps[p]["gain"]) if "gain" in ps.get(p, {}) else "–" for p in ("in_sample", "holdout")]
+        t.add_row(s, str(rows), *[f"{w[k]:.4g}" for k in names], *gains)
+    console.print(t)
+    if not seg.get("default_used"):
+        console.print("default: no search row falls back to it, so it stays today's weights (for unseen segments)")
+    vg = seg.get("versus_global")
+    if vg:
+        parts = ", ".join(f"{k.replace('_', '-')} {_fmt_delta(v)}" for k, v in vg.items())
+        console.print(f"per-segment weights vs the best global weights (same method and budget): {parts}")

@@ -71,6 +71,18 @@ def print_eval(res: dict, console=None) -> None:
                           f"{-g['delta']:.5f} vs the baseline, more than its max_drop {g['max_drop']:g}")
         if not blk["feasible"] and not blk.get("guardrails_broken"):
             console.print(f"warning: breaks a guardrail on the {part} part")
+    seg = res.get("segments")
+    if seg:
+        t = table([("segment", "text"), (f"{seg['part']} rows", "num"),
+                   *[(f"Δ {k}", "num") for k in first["per_task"]], ("objective gain", "num")],
+                  f"per segment ({seg['part']} rows; each row fused with its segment's weights)")
+        for s, blk in seg["per_segment"].items():
+            if "per_task" in blk:
+                t.add_row(s, str(blk["rows"]), *[f"{blk['per_task'][k] - blk['baseline_per_task'][k]:+.5f}"
+                                                 for k in first["per_task"]], f"{blk['gain']:+.5f}")
+            else:
+                t.add_row(s, str(blk["rows"]), *["–"] * len(first["per_task"]), "–")
+        console.print(t)
 
 
 def run(args) -> int:

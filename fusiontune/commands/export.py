@@ -39,14 +39,23 @@ def run(args) -> int:
     if study is None:
         raise InputError(f"{args.run / 'result.json'}: records no study (no study.json, key 'study_file' missing)")
     sf = str(study.path or args.run / "study.json")
-    formula = make_formula(study.formula, study.task_names, study.fusion_options, str(sf))
-    space = ParamSpace.build(formula, study.baseline, study.bounds, study.reference, str(sf))
+    if study.sections.get("segments"):  # the per-segment layout comes from the log (segments.py)
+        from ..pipeline import prepare
+
+        prep = prepare(study)
+        formula, space = prep.formula, prep.space
+    else:
+        formula = make_formula(study.formula, study.task_names, study.fusion_options, str(sf))
+        space = ParamSpace.build(formula, study.baseline, study.bounds, study.reference, str(sf))
     name, params, extra = resolve_arm(args.run, result, args.arm)
     source = {"run": str(args.run.resolve()), "run_id": result.get("run_id"), "study": result.get("study"), "study_file": sf, "arm": name,
               "method": result.get("method"), "seed": result.get("seed"), **extra}
     doc = weights_document(formula, space, study, params, source)
     write_weights(args.to, doc)
-    pretty = ", ".join(f"{k}={v:.6g}" for k, v in doc["params"].items())
+    if "segments" in doc:
+        pretty = f"weights of {len(doc['segments']['weights']) - 1} segments + default"
+    else:
+        pretty = ", ".join(f"{k}={v:.6g}" for k, v in doc["params"].items())
     print(f"wrote {args.to}: {formula.name} {pretty} ({name} of {args.run})")
     return 0
 

@@ -102,6 +102,9 @@ def _score_params(args, study) -> tuple:
     src = ws["source"]
     if ws["formula"] not in FORMULAS:
         raise InputError(f"{src}: formula must be one of {', '.join(FORMULAS)}, got {ws['formula']!r}")
+    seg = ws["document"].get("segments")
+    if seg is not None:
+        return _score_segments(args, study, ws, seg)
     names = [k[2:] for k in ws["params"] if k.startswith("a_")]
     if not names:
         raise InputError(f"{src}: params has no task weight a_<task> (got {', '.join(ws['params'])})")
@@ -122,6 +125,51 @@ def _score_params(args, study) -> tuple:
     from ..fusion import fused_scores
 
     return table, fused_scores(formula, log, ws["params"]), f"{formula.name} weights from {src}"
+
+
+def _score_segments(args, study, ws: dict, seg) -> tuple:
+    """Per-segment weights (an export of a [segments] study): each row is scored with the
+    weights of its segment value, any other value with the default weights."""
+    from ..fusion import FORMULAS, make_formula
+    from ..ltr.io import read_scoring_log
+    from ..segments import DEFAULT, serve_scores
+    from ..study import load_study
+
+    src = ws["source"]
+    if ws["formula"] not in FORMULAS:
+        raise InputError(f"{src}: formula must be one of {', '.join(FORMULAS)}, got {ws['formula']!r}")
+    if not isinstance(seg, dict) or not isinstance(seg.get("weights"), dict) or not seg.get("columns"):
+        raise InputError(f"{src}: key 'segments' must hold 'columns' and 'weights' ({{segment: {{parameter: number}}}})")
+    weights, columns = seg["weights"], [str(c) for c in seg["columns"]]
+    if DEFAULT not in weights or not isinstance(weights[DEFAULT], dict):
+        raise InputError(f"{src}: segments: no {DEFAULT!r} weights (the weights of any other segment)")
+    names = [k[2:] for k in weights[DEFAULT] if k.startswith("a_")]
+    if study is None and ws["tasks"] is None and ws["study_file"] and Path(ws["study_file"]).exists():
+        study = load_study(ws["study_file"])
+    formula = make_formula(ws["formula"], names, {**(study.fusion_options if study else {}), **ws["options"]}, src)
+    for s, w in weights.items():
+        missing = [k for k in formula.param_names if not isinstance(w, dict) or k not in w]
+        if missing:
+            raise InputError(f"{src}: segments: weights of {s!r} lack {missing[0]!r} (the {formula.name} formula "
+                             f"needs {', '.join(formula.param_names)})")
+        bad = [k for k in formula.param_names if isinstance(w[k], bool) or not isinstance(w[k], (int, float))]
+        if bad:
+            raise InputError(f"{src}: segments: {s}.{bad[0]} must be a number, got {w[bad[0]]!r}")
+    cols, scales = _task_columns(ws, names, study)
+    group = (study.group if study else None) or ws.get("group")
+    if formula.name == "rank" and formula.rank_scope == "group" and not group:
+        raise InputError(f"{src}: the rank formula ranks within groups: pass --study with a group column")
+    from ..io import _file_schema
+
+    have = list(_file_schema(Path(args.log))) if Path(args.log).is_file() else None
+    if have is not None:
+        for c in columns:
+            if c not in have:
+                raise InputError(f"{args.log}: missing column {c!r} (segment column of the weights {src})")
+    table, log = read_scoring_log(args.log, names, cols, scales, formula.needs_probabilities,
+                                  group if formula.name == "rank" else None, columns)
+    fused = serve_scores(formula, log, columns, weights)
+    return table, fused, f"{formula.name} weights of {len(weights) - 1} segments + default from {src}"
 
 
 def load_model(path: Path, trust_pickle: bool):

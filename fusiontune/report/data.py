@@ -392,6 +392,10 @@ def collect(run_dir: Path | None = None, pareto: str | None = None, resamples: i
             if conv.get("warning"):
                 rep["stability"]["warnings"].append(conv["warning"])
             rep["warnings"] += rep["stability"].get("warnings", [])
+    if result.get("segments"):
+        from .segments_section import collect_segments
+
+        rep["segments"] = collect_segments(result, prep, resamples, level, seed)
     rep["guardrails"] = _guardrails(rep, prep, rep.get("arms"))
     rep["warnings"] += rep["guardrails"]["warnings"]
     arms_d = rep.get("arms") or {}

@@ -245,6 +245,12 @@ def sections(rep: dict) -> list[Section]:
         vs = versus_section(rep)
         if vs is not None:
             out.append(vs)
+    if rep.get("segments"):
+        from .segments_section import segments_section
+
+        seg = segments_section(rep)
+        if seg is not None:
+            out.append(seg)
     return out
 
 
