@@ -45,8 +45,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["simulate_log", "simulate_known_optimum", "simulate_feed6", "DEMO_TASKS", "DEMO_BASELINE",
-           "FEED6_TASKS", "FEED6_BASELINE", "write_table", "simulate_dataset"]
+__all__ = ["simulate_log", "simulate_segments", "simulate_known_optimum", "simulate_feed6", "DEMO_TASKS",
+           "DEMO_BASELINE", "FEED6_TASKS", "FEED6_BASELINE", "write_table", "simulate_dataset"]
 
 DEMO_TASKS = ("click", "like", "finish", "convert")
 # online weights of the demo (multiplicative formula): clicks dominate
@@ -78,6 +78,45 @@ def _logit(p):
 def simulate_log(requests: int = 10_000, candidates: int = 20, seed: int = 0, decimals: int = 5) -> pd.DataFrame:
     """The demo log: ``requests * candidates`` rows, columns ``request_id, ts, item_id,
     p_<task>, <task>`` for the four demo tasks (see the module docstring)."""
+    return _demo(requests, candidates, seed, decimals, _NOISE)
+
+
+#: model noise multipliers (click, like, finish, convert) of the first three simulated segments:
+#: "s0" has good click but poor like / convert models, "s1" a poor click model, "s2" a poor
+#: finish but good convert model; further segments draw theirs (log-normal, seeded)
+_SEGMENT_NOISE = np.array([[0.5, 2.6, 0.8, 2.6],
+                           [2.4, 0.5, 0.6, 1.0],
+                           [1.0, 1.0, 2.8, 0.4]])
+
+
+def simulate_segments(requests: int = 10_000, candidates: int = 20, seed: int = 0, segments: int = 3,
+                      identical: bool = False, decimals: int = 5) -> pd.DataFrame:
+    """The demo log with a ``user_segment`` column (``s0``, ``s1``, ...; every request's rows
+    in one segment, segment sizes unequal).  The segments' models differ in quality per task
+    (the per-task logit noise is multiplied by a per-segment factor), so the best fusion
+    weights differ by segment: a score that is mostly noise in one segment deserves a
+    small weight there only.  ``identical=True`` gives every segment the same models (the
+    segment column is then only a label), the control where segment weights must not win."""
+    if segments < 1:
+        raise ValueError(f"segments must be >= 1, got {segments}")
+    rng = np.random.default_rng([seed, 99])
+    share = rng.dirichlet(np.full(segments, 4.0)) if segments > 1 else np.ones(1)
+    seg_of_request = rng.choice(segments, size=requests, p=share)
+    mult = np.ones((segments, len(DEMO_TASKS)))
+    if not identical:
+        drawn = np.exp(rng.normal(0.0, 0.6, size=(segments, len(DEMO_TASKS))))
+        mult[:] = drawn
+        m = min(segments, len(_SEGMENT_NOISE))
+        mult[:m] = _SEGMENT_NOISE[:m]
+    noise = (mult * _NOISE)[np.repeat(seg_of_request, candidates)]
+    df = _demo(requests, candidates, seed, decimals, noise)
+    df.insert(1, "user_segment", np.array([f"s{i}" for i in range(segments)], dtype=object)[
+        np.repeat(seg_of_request, candidates)])
+    return df
+
+
+def _demo(requests: int, candidates: int, seed: int, decimals: int, noise_scale: np.ndarray) -> pd.DataFrame:
+    """simulate_log with the model noise ``noise_scale`` (K,) or per row (N, K)."""
     rng = np.random.default_rng(seed)
     n = requests * candidates
     k = len(DEMO_TASKS)
@@ -89,7 +128,7 @@ def simulate_log(requests: int = 10_000, candidates: int = 20, seed: int = 0, de
     u = rng.random((n, k))
     y = (u < p_true).astype(np.float32)
     y[y[:, 0] == 0, 3] = np.nan  # conversion exists only after a click
-    noisy = logit_true + rng.standard_normal((n, k)) * _NOISE
+    noisy = logit_true + rng.standard_normal((n, k)) * noise_scale
     # temperature around each task's mean logit keeps the scores roughly calibrated on average
     centre = noisy.mean(axis=0)
     scores = _sigmoid(centre + (noisy - centre) * _TEMPERATURE)

@@ -23,6 +23,12 @@ def add_arguments(p) -> None:
                    help="write a Parquet dataset into the directory --out, simulated in chunks (for logs "
                         "too big for memory): 'day' makes Hive partitions day=YYYYMMDD/, 'none' plain part files")
     p.add_argument("--days", type=positive_int, default=7, help="with --partition-by: days the log spans")
+    p.add_argument("--segments", type=positive_int, default=None,
+                   help="demo log with a user_segment column of N segments whose best fusion weights differ "
+                        "(their models differ in quality per task); see docs/segments.md")
+    p.add_argument("--identical-segments", action="store_true",
+                   help="with --segments: every segment has the same models (the control: segment weights "
+                        "should not beat one global weight set)")
     g = p.add_argument_group("training tables (--mtl)")
     g.add_argument("--mtl", action="store_true",
                    help="write a training table for `fusiontune train` instead of a prediction log")
@@ -39,6 +45,8 @@ def run(args) -> int:
     from ..errors import InputError
     from ..simulate import simulate_feed6, simulate_log, write_table
 
+    if args.segments and args.partition_by is not None:
+        raise InputError("--segments writes one file; it cannot be combined with --partition-by")
     if args.partition_by is not None and not args.mtl:
         return _dataset(args)
     if args.out.suffix.lower() not in (".parquet", ".pq", ".csv"):
@@ -56,6 +64,19 @@ def run(args) -> int:
             what = "feed table"
         write_table(df, args.out)
         print(f"wrote {len(df)} rows ({what}) to {args.out}")
+        return 0
+    if args.identical_segments and not args.segments:
+        raise InputError("--identical-segments needs --segments N")
+    if args.segments:
+        if args.preset != "demo":
+            raise InputError("--segments simulates the demo log's tasks; it cannot be combined with --preset feed6")
+        from ..simulate import simulate_segments
+
+        df = simulate_segments(args.requests, args.candidates, args.seed, args.segments, args.identical_segments)
+        kind = "identical" if args.identical_segments else "differing"
+        write_table(df, args.out)
+        print(f"wrote {len(df)} rows ({args.requests} requests x {args.candidates} candidates, {args.segments} "
+              f"{kind} segments in column 'user_segment') to {args.out}")
         return 0
     make = simulate_feed6 if args.preset == "feed6" else simulate_log
     df = make(args.requests, args.candidates, args.seed)
