@@ -291,6 +291,9 @@ def search(prep: Prepared, method: str, budget: int, seed: int, population: int,
     screen = Screening(prep.objective, fractions, sdef.get("screening_keep", 0.5), seed) if fractions else None
     if resume and not storage:
         raise InputError("resume needs the storage of the interrupted run (its storage URL or run directory)", param="resume")
+    if resume and getattr(prep.objective, "guards", None):
+        raise InputError("resume: stored trials keep only whole-log metrics, not the per-segment ones that "
+                         "[segments.<value>] max_drop guardrails need; start a new run", param="resume")
     name = run_name or f"{prep.study.name}-{method}-{seed}"
     store = None
     if storage:

@@ -308,3 +308,36 @@ def test_export_eval_score_apply_segment_weights_row_by_row(tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = (tmp_path / "r.md").read_text()
     assert "## Per-segment weights" in text and "what segmentation buys" in text
+
+
+def test_simulate_cli_writes_segments(tmp_path):
+    out = tmp_path / "s.parquet"
+    proc = _cli("simulate", "--segments", 3, "--requests", 200, "--candidates", 5, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    df = pd.read_parquet(out)
+    assert sorted(df.user_segment.unique()) == ["s0", "s1", "s2"]
+    assert (df.groupby("request_id").user_segment.nunique() == 1).all()  # a request lies in one segment
+    proc = _cli("simulate", "--identical-segments", "--out", tmp_path / "x.parquet")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_identical_segments_share_the_models():
+    a = simulate_segments(requests=300, candidates=5, seed=4, segments=3, identical=True)
+    d = simulate_segments(requests=300, candidates=5, seed=4, segments=3)
+    from fusiontune.simulate import simulate_log
+
+    plain = simulate_log(300, 5, 4)
+    # identical segments: the very demo log plus a segment label; differing ones change the scores
+    pd.testing.assert_frame_equal(a.drop(columns="user_segment"), plain)
+    assert not np.allclose(d.p_like.to_numpy(), plain.p_like.to_numpy())
+
+
+def test_resume_is_refused_with_per_segment_guardrails(seg_df, tmp_path):
+    from fusiontune.errors import InputError
+    from fusiontune.pipeline import search
+
+    prep = prepare(_study(seg_df, segments={"column": "user_segment", "compare_global": False,
+                                            "s0": {"max_drop": {"click": 0.01}}}).config)
+    with pytest.raises(InputError, match="per-segment"):
+        search(prep, "cem", 16, 0, 8, storage=f"sqlite:///{tmp_path / 'x.db'}", resume=True)
