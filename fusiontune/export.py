@@ -103,6 +103,11 @@ def weights_document(formula, space, study, params: dict, source: dict) -> dict:
         "tasks": tasks,
         "eps": formula.eps,
     }
+    return finish_document(doc, formula, source)
+
+
+def finish_document(doc: dict, formula, source: dict) -> dict:
+    """The keys every weights document ends with: the rank formula's options and the source."""
     if formula.name == "rank":
         doc["buckets"] = formula.buckets
         doc["rank_scope"] = formula.rank_scope

@@ -484,7 +484,7 @@ def block_scores(formula: Formula, layout: SegmentLayout, log: PredictionLog,
 def weights_document(formula: "SegmentFormula", space: ParamSpace, study, params: dict, source: dict) -> dict:
     """The export of per-segment weights: a flat serving config keyed by segment value, plus
     the default weights (see docs/segments.md)."""
-    from .export import EXPRESSIONS
+    from .export import EXPRESSIONS, finish_document
 
     layout = formula.layout
     row = space.from_dict(params)
@@ -506,11 +506,7 @@ def weights_document(formula: "SegmentFormula", space: ParamSpace, study, params
         "tasks": [{"name": t.name, "score_column": t.score, "score_scale": t.score_scale} for t in study.tasks],
         "eps": formula.eps,
     }
-    if formula.name == "rank":
-        doc["buckets"] = formula.buckets
-        doc["rank_scope"] = formula.rank_scope
-    doc["source"] = {k: v for k, v in source.items() if v is not None}
-    return doc
+    return finish_document(doc, formula, source)
 
 
 def params_row(doc: dict, formula: "SegmentFormula", src: str) -> np.ndarray:

@@ -341,3 +341,10 @@ def test_resume_is_refused_with_per_segment_guardrails(seg_df, tmp_path):
                                             "s0": {"max_drop": {"click": 0.01}}}).config)
     with pytest.raises(InputError, match="per-segment"):
         search(prep, "cem", 16, 0, 8, storage=f"sqlite:///{tmp_path / 'x.db'}", resume=True)
+
+
+def test_a_learned_fuser_refuses_a_segmented_study(tmp_path, seg_df):
+    study = _write(tmp_path, seg_df)
+    proc = _cli("ltr", "--model", "gbdt", "--study", study, "--out", tmp_path / "ltr")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "[segments]" in proc.stderr and not (tmp_path / "ltr").exists()

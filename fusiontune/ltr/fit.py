@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
+from ..errors import InputError, StudyError
 from ..log import PredictionLog
 from ..objective import Objective
 from .config import MODELS, TARGETS, LtrConfig, parse_config
@@ -153,6 +153,10 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
     :func:`fusiontune.ltr.versus.formula_block`); the result's ``versus`` block always holds the
     deltas against the baseline, and against ``vs`` when given."""
     t0 = time.perf_counter()
+    if getattr(prep.formula, "layout", None) is not None:  # a [segments] study (fusiontune/segments.py)
+        raise StudyError(f"{prep.study.path or '<study>'}: [segments] per-segment weights are for formula searches; "
+                         f"a learned fuser is one model (give it the segment column as an [ltr] feature instead)",
+                         param="segments")
     cfg, target = _resolve(prep, model, target, options)
     prep = ensure_features(prep, cfg.features)
     study = prep.study
