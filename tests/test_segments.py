@@ -348,3 +348,28 @@ def test_a_learned_fuser_refuses_a_segmented_study(tmp_path, seg_df):
     proc = _cli("ltr", "--model", "gbdt", "--study", study, "--out", tmp_path / "ltr")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "[segments]" in proc.stderr and not (tmp_path / "ltr").exists()
+
+
+def test_each_segment_starts_from_its_own_baseline(seg_df):
+    from fusiontune.errors import FusiontuneError
+
+    prep = prepare(_study(seg_df, segments={"column": "user_segment", "compare_global": False,
+                                            "s0": {"baseline": {"a_like": 0.5}}}).config)
+    base = prep.layout.block_params(prep.space.baseline)
+    assert base["s0"]["a_like"] == 0.5 and base["s1"]["a_like"] == base[DEFAULT]["a_like"] == 0.2
+    plain = prepare(_study(seg_df).config)
+    # "today" is each segment at its own online weights: the baseline metrics differ
+    assert not np.allclose(prep.objective.baseline_per_task, plain.objective.baseline_per_task)
+    with pytest.raises(FusiontuneError, match="shared by every segment"):
+        _study(seg_df, segments={"column": "user_segment", "share": ["a_like"], "s0": {"baseline": {"a_like": 0.5}}})
+    counts = seg_df.user_segment.iloc[:int(0.7 * len(seg_df))].value_counts()
+    with pytest.raises(FusiontuneError, match="min_rows"):
+        prepare(_study(seg_df, segments={"column": "user_segment", "min_rows": int(counts.min()) + 1,
+                                         counts.idxmin(): {"baseline": {"a_like": 0.5}}}).config)
+
+
+def test_several_segment_columns_join_their_values(seg_df):
+    df = seg_df.assign(surface=np.where(seg_df.request_id % 2 == 0, "feed", "search"))
+    prep = prepare(_study(df, segments={"column": ["user_segment", "surface"], "compare_global": False}).config)
+    assert prep.layout.segments == sorted(f"{s}|{f}" for s in ("s0", "s1", "s2") for f in ("feed", "search"))
+    assert "a_like@s0|feed" in prep.space.free
