@@ -373,3 +373,10 @@ def test_several_segment_columns_join_their_values(seg_df):
     prep = prepare(_study(df, segments={"column": ["user_segment", "surface"], "compare_global": False}).config)
     assert prep.layout.segments == sorted(f"{s}|{f}" for s in ("s0", "s1", "s2") for f in ("feed", "search"))
     assert "a_like@s0|feed" in prep.space.free
+
+
+def test_the_ray_engine_refuses_a_segmented_study(seg_df):
+    from fusiontune.errors import FusiontuneError
+
+    with pytest.raises(FusiontuneError, match=r"\[segments\].*local engine"):
+        prepare(_study(seg_df).config, engine="ray")
