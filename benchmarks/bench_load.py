@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rss import RSS_HELPERS  # noqa: E402
+from machine import cpu_model as cpu_name  # noqa: E402  (benchmarks/machine.py)
 
 WRITE = r"""
 import sys
@@ -73,16 +73,6 @@ def measure(what: str, path: Path) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{what} on {path} failed: {proc.stderr.strip().splitlines()[-1]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> int:

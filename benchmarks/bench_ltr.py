@@ -20,7 +20,6 @@ The machine may be shared: seconds are only indicative; compare within one run.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import numpy as np
@@ -29,14 +28,7 @@ from fusiontune.bootstrap import resample_fused
 from fusiontune.ltr.lineup import LINEUP, fit_lineup
 from fusiontune.pipeline import prepare, search
 from fusiontune.study import load_study
-
-
-def cpu_name() -> str:
-    if platform.system() == "Linux":
-        for ln in open("/proc/cpuinfo"):
-            if ln.startswith("model name"):
-                return ln.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+from machine import cpu_model as cpu_name  # noqa: E402  (benchmarks/machine.py)
 
 
 def ci(samples: np.ndarray) -> str:

@@ -40,25 +40,7 @@ import numba  # noqa: E402
 
 from fusiontune import metrics as M  # noqa: E402
 from fusiontune.metrics import AucPlan, GaucPlan, auc, gauc, sort_choice  # noqa: E402
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "?"
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
+from machine import cpu_model, loadavg  # noqa: E402  (benchmarks/machine.py)
 CPU: dict = {}
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 POP = 16
 CHUNK_REQUESTS = 25_000  # 500k rows per row group
@@ -129,9 +129,7 @@ def main() -> None:
         path, engine, actors, repeats = args.child
         print(json.dumps(child(Path(path), engine, int(actors), int(repeats))))
         return
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    print(f"CPU: {cpu}, {os.cpu_count()} cores; load average at start {os.getloadavg()[0]:.1f} "
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average at start {os.getloadavg()[0]:.1f} "
           f"(a shared machine: other jobs run meanwhile, compare within a row)")
     sizes = [float(s) for s in args.sizes.split(",")]
     actor_counts = [int(a) for a in args.actors.split(",")]

@@ -41,25 +41,7 @@ sys.path.insert(0, str(ROOT))
 from fusiontune.pipeline import prepare, search  # noqa: E402
 from fusiontune.simulate import simulate_log, write_table  # noqa: E402
 from fusiontune.study import load_study  # noqa: E402
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "?"
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "?"
-
-
+from machine import cpu_model, loadavg  # noqa: E402  (benchmarks/machine.py)
 def study_text(log: Path) -> str:
     demo = (ROOT / "studies" / "demo.toml").read_text()
     head, _, _ = demo.partition("[split]")

@@ -26,8 +26,6 @@ The machine is shared with other jobs when this runs: compare the ratios, not th
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 import sys
 import time
 import tomllib
@@ -43,14 +41,7 @@ from fusiontune.pipeline import prepare, search  # noqa: E402
 from fusiontune.segments import global_prepared, joint_of_global  # noqa: E402
 from fusiontune.simulate import simulate_segments  # noqa: E402
 from fusiontune.study import parse_study  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
+from machine import cpu_model as cpu_name  # noqa: E402  (benchmarks/machine.py)
 
 
 def one(segments: int, seed: int, budget: int, args) -> dict:
