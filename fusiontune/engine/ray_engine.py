@@ -352,11 +352,12 @@ class RayEngine:
                 "auc": "exact (pair counts summed over shards)", "gauc": "exact (groups never straddle shards)"}
 
     def pids(self) -> list[int]:
-        return self._all("pid")
+        """Per actor: its process id (waits for, or replaces, an actor that is restarting)."""
+        return self._retrying(lambda: self._all("pid"))
 
     def workers(self) -> list[dict]:
-        """Per actor: pid, Ray node id, peak RSS in bytes."""
-        return self._all("where")
+        """Per actor: pid, Ray node id, peak RSS in bytes (retried like :meth:`pids`)."""
+        return self._retrying(lambda: self._all("where"))
 
     def close(self) -> None:
         """Stop the actors (and the local Ray instance this engine started)."""
