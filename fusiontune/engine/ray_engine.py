@@ -94,6 +94,30 @@ def _unwrap(exc):
     return getattr(exc, "cause", None) or exc
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, with one line, when nothing answers at ``address``.
+
+    Ray's own client retries an unreachable GCS for minutes and then logs a C++ line. A plain TCP connect
+    to the same host and port answers the common mistakes (wrong host, wrong port, cluster down) at once.
+    ``auto`` (Ray finds the cluster itself) is left to Ray."""
+    import socket
+
+    target = address.split("://", 1)[1] if "://" in address else address
+    if target == "auto":
+        return
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise RunError(f"[engine] address {address!r} is not host:port (or ray://host:port, or auto)", param="address")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        if isinstance(exc, socket.timeout):
+            why = f"no answer within {timeout:g} s"
+        raise RunError(f"[engine] cannot join the Ray cluster at {address}: nothing answers at {host}:{port} ({why})",
+                       param="address") from None
+
+
 class RayEngine:
     """Actors holding the shards of one study's log; :meth:`metrics` for each role."""
 
@@ -114,6 +138,7 @@ class RayEngine:
             kw = {"include_dashboard": False, "logging_level": "warning", "log_to_driver": False}
             try:
                 if address:
+                    _check_reachable(address)
                     ray.init(address=address, **kw)
                 else:
                     # "local": always a new instance, never one found on the machine (RAY_ADDRESS, `ray start`)
