@@ -13,6 +13,8 @@ Example (every key optional)::
                              # baseline formula (init score), so they start where the formula is
     guardrail_rounds = 5     # refits that up-weight a task whose guardrail breaks (0: off)
     guardrail_margin = 0.2   # on the validation part keep drops within (1 - margin) * max_drop
+    guardrail_bar = "start"  # started from a formula (--start): no guarded task below that formula's
+                             # validation metric ("start", the Pareto bar) or only the limit above ("limit")
 
     [ltr.gbdt]
     learning_rate = 0.1
@@ -53,6 +55,7 @@ MODELS = ("gbdt", "dnn")
 TARGETS = ("combined", "lambdarank")
 BACKENDS = ("sklearn", "lightgbm")
 BALANCES = ("observed", "variance", "none")
+GUARDRAIL_BARS = ("start", "limit")
 
 GBDT_DEFAULTS: dict[str, float] = {"learning_rate": 0.1, "max_iter": 300, "max_leaf_nodes": 31,
                                    "min_samples_leaf": 200, "l2_regularization": 1.0, "patience": 20,
@@ -63,7 +66,7 @@ DNN_DEFAULTS: dict[str, Any] = {"hidden": [32, 16], "epochs": 200, "batch_size":
 _INTS = {"max_iter", "max_leaf_nodes", "min_samples_leaf", "patience", "epochs", "batch_size", "threads",
          "finetune", "finetune_steps", "warmup"}
 _TOP = {"features", "backend", "monotone", "validation", "target", "guardrail_rounds", "guardrail_margin", "balance",
-        "residual", "gbdt", "dnn"}
+        "residual", "guardrail_bar", "gbdt", "dnn"}
 
 
 @dataclass
@@ -77,6 +80,7 @@ class LtrConfig:
     balance: str = "variance"
     guardrail_margin: float = 0.2
     residual: bool = True
+    guardrail_bar: str = "start"
     gbdt: dict[str, float] = field(default_factory=lambda: dict(GBDT_DEFAULTS))
     dnn: dict[str, Any] = field(default_factory=lambda: dict(DNN_DEFAULTS))
 
@@ -152,9 +156,12 @@ def parse_config(section: dict | None, options: dict | None = None, src: str = "
     residual = raw.get("residual", True)
     if not isinstance(residual, bool):
         raise InputError(f"{src}: [ltr] residual must be true or false, got {residual!r}")
+    bar = raw.get("guardrail_bar", "start")
+    if bar not in GUARDRAIL_BARS:
+        raise InputError(f"{src}: [ltr] guardrail_bar must be \"start\" or \"limit\", got {bar!r}")
     for t in ("gbdt", "dnn"):
         if not isinstance(raw.get(t, {}), dict):
             raise InputError(f"{src}: [ltr.{t}] must be a table, got {raw[t]!r}")
-    return LtrConfig(list(feats), backend, monotone, float(val), target, rounds, balance, float(margin), residual,
+    return LtrConfig(list(feats), backend, monotone, float(val), target, rounds, balance, float(margin), residual, bar,
                      _hyper(src, "ltr.gbdt", raw.get("gbdt", {}), GBDT_DEFAULTS),
                      _hyper(src, "ltr.dnn", raw.get("dnn", {}), DNN_DEFAULTS))

@@ -50,7 +50,7 @@ import numpy as np
 __all__ = ["fit_dnn", "predict_dnn", "build_net", "DnnState", "RESIDUAL_FORMULAS"]
 
 LOG_EPS = 1e-6
-from .residual import RESIDUAL_FORMULAS  # noqa: E402 - re-exported: the formulas a residual fuser starts from
+from .residual import RESIDUAL_FORMULAS, SHRINKS  # noqa: E402 - re-exported: the formulas a residual fuser starts from
 
 
 class DnnState:
@@ -271,9 +271,12 @@ def fit_dnn(train, val, target: str, hyper: dict, spec, monotone: bool, seed: in
         if finetune:  # the smoothed baseline: the network at its start *is* the baseline formula
             sur_rows = torch.from_numpy(np.asarray(surrogate_loss.rows, dtype=np.int64))
             with torch.no_grad():
-                if base.get("baseline"):  # started elsewhere: the guardrails' reference is the baseline
-                    from .residual import base_score
+                from .residual import base_score
 
+                if getattr(surrogate_loss, "bar", "limit") == "start":  # the start formula is the bar
+                    ref = torch.from_numpy(base_score(train.x[surrogate_loss.rows], base))
+                    surrogate_loss.set_baseline(ref.to(torch.float32))
+                elif base.get("baseline"):  # started elsewhere: the guardrails' reference is the baseline
                     ref = torch.from_numpy(base_score(train.x[surrogate_loss.rows], base["baseline"]))
                     surrogate_loss.set_baseline(ref.to(torch.float32))
                 else:
@@ -325,7 +328,22 @@ def fit_dnn(train, val, target: str, hyper: dict, spec, monotone: bool, seed: in
                     bar.update(advance=n_ep - done)
         net.load_state_dict(best_state)
         net.eval()
-        info = {"iterations": best_epoch, "epochs_run": ran, "stopped_early": bool(stopped.get("fit")),
+        shrink = None
+        if best_epoch > 0 and val is not None and val_score is not None:
+            shrink = 1.0  # score = formula + alpha * correction: alpha scales d and w_out exactly
+            d0, w0 = net.d.detach().clone(), net.w_out.detach().clone()
+            for a in SHRINKS[1:]:
+                with torch.no_grad():
+                    net.d.copy_(a * d0)
+                    net.w_out.copy_(a * w0)
+                score = rate()
+                history.append({"epoch": ran, "phase": f"shrink {a:g}", "train_loss": None, "validation": score})
+                if score > best + 1e-7:
+                    best, shrink = score, a
+            with torch.no_grad():
+                net.d.copy_(shrink * d0)
+                net.w_out.copy_(shrink * w0)
+        info = {"iterations": best_epoch, "shrink": shrink, "epochs_run": ran, "stopped_early": bool(stopped.get("fit")),
                 "finetune_stopped_early": stopped.get("finetune"), "finetune_epochs": finetune,
                 "best_phase": history[best_epoch]["phase"] if best_epoch < len(history) else "fit",
                 "validation_score": best, "validation_baseline": history[0]["validation"],

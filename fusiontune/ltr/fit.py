@@ -185,26 +185,26 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
     if target == "combined" and not (combined_target(train_log.labels, w, np.asarray(spec.signs))[1] > 0).any():
         raise InputError(f"{search.source}: no training row has an observed label")
 
+    from .residual import RESIDUAL_FORMULAS
+
+    start_base = _base_formula(prep, start)
     val_obj = _try_objective(study, val_log, prep.formula)
-    val_score = None
+    val_score = bars = None
     if val_obj is not None:
         val_obj.set_baseline(prep.space.baseline)
+        bars = guardrail_bars(val_obj, cfg, start_base if start is not None else None, spec.matrix(val_log))
 
         def val_score(fused):  # noqa: E306 - the study objective on the validation part, with the
             # guardrail penalty, so that early stopping never keeps an epoch that breaks one;
             # also the raw objective and the broken guardrails (the DNN records what blocked it)
-            # guardrails count within (1 - margin) * max_drop, as the refits judge them
+            # guardrails count against the bars (guardrail_bars), as the refits judge them
             pt = fused_metrics(val_obj, fused)
-            over = (val_obj.baseline_per_task - pt) - val_obj.max_drop * (1.0 - cfg.guardrail_margin)
+            over = bars - pt - BAR_TOL
             j = float(pt @ val_obj.w)
-            return j - val_obj.penalty * float(np.clip(over, 0.0, None).sum()), j, over > 1e-12
+            return j - val_obj.penalty * float(np.clip(over, 0.0, None).sum()), j, over > 0
 
     mono = spec.monotone(cfg.monotone)
     t_fit = time.perf_counter()
-
-    from .residual import RESIDUAL_FORMULAS
-
-    start_base = _base_formula(prep, start)
     gbdt_base = (start_base if model == "gbdt" and cfg.residual and prep.formula.name in RESIDUAL_FORMULAS
                  and (cfg.backend == "lightgbm" or target == "lambdarank") else None)
 
@@ -229,15 +229,19 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
             from .dnn import fit_dnn
 
             est, info = fit_dnn(train, val, target, cfg.dnn, spec, cfg.monotone, seed, start_base,
-                                val_score, show_progress, _surrogate(prep, train, cfg, seed))
+                                val_score, show_progress,
+                                _surrogate(prep, train, cfg, seed, start is not None and cfg.guardrail_bar == "start"))
             backend, hyper = "torch", dict(cfg.dnn)
         fuser = Fuser(model, backend, target, spec, est, {**hyper, "monotone": cfg.monotone, "seed": int(seed)})
         return fuser, info, train, val
 
     w_train = task_balance(train_log.labels, w, cfg.balance)
-    fuser, info, train, val, guard = _fit_with_guardrails(fit_once, w_train, val_obj, cfg.guardrail_rounds,
-                                                          cfg.guardrail_margin)
+    fuser, info, train, val, guard = _fit_with_guardrails(fit_once, w_train, val_obj, cfg.guardrail_rounds, bars)
     guard["training_weights"] = {t.name: float(v) for t, v in zip(study.tasks, w_train)}
+    if bars is not None:
+        guard["bar"] = ("start formula" if start is not None and cfg.guardrail_bar == "start" else
+                        f"baseline - (1 - {cfg.guardrail_margin:g}) * max_drop")
+        guard["validation_bars"] = {t.name: float(b) for t, b in zip(study.tasks, bars) if np.isfinite(b)}
     fit_seconds = time.perf_counter() - t_fit
 
     # ---- judge: the same objective as a searched formula
@@ -264,13 +268,34 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
     return result, trials, fuser
 
 
+BAR_TOL = 1e-6  # float32 vs float64 formula scores may re-order a few ties: not a broken bar
+
+
+def guardrail_bars(val_obj: Objective, cfg: LtrConfig, start_base: dict | None, val_x: np.ndarray) -> np.ndarray:
+    """The lowest validation metric (K,) each guarded task may reach (-inf: no guardrail).
+
+    Started from the baseline (or ``guardrail_bar = "limit"``): the guardrail's own limit with
+    a reserve for the holdout, ``baseline - (1 - guardrail_margin) * max_drop``.  Started from
+    a formula (``start_base``, e.g. the best search run) with ``guardrail_bar = "start"``: that
+    formula's own validation metric, so the fuser may not pay for its objective with any
+    guarded task (it is at least as good as the formula on every guardrail: the Pareto bar)."""
+    guarded = np.isfinite(val_obj.max_drop)
+    if start_base is not None and cfg.guardrail_bar == "start":
+        from .residual import base_score
+
+        start_pt = fused_metrics(val_obj, base_score(val_x, start_base))
+        return np.where(guarded, start_pt, -np.inf)
+    return np.where(guarded, val_obj.baseline_per_task - val_obj.max_drop * (1.0 - cfg.guardrail_margin), -np.inf)
+
+
 def _fit_with_guardrails(fit_once, w: np.ndarray, val_obj: Objective | None, rounds: int,
-                         margin: float = 0.0, factor: float = 3.0, refine: int = 2):
+                         bars: np.ndarray | None = None, factor: float = 3.0, refine: int = 2):
     """Fit; while the fuser breaks a guardrail on the validation part, multiply the training
     weight of every violated task by ``factor`` and refit (at most ``rounds`` times), then
     bisect (geometrically, ``refine`` fits) between the last infeasible and the first
-    feasible multipliers.  On the validation part a guardrail counts as kept only within
-    ``(1 - margin) * max_drop``: a reserve for the holdout, which is another sample.  Keeps the feasible fit with the best validation objective (or,
+    feasible multipliers.  On the validation part a guardrail counts as kept only above its
+    bar (:func:`guardrail_bars`: the limit with a reserve for the holdout, or the start
+    formula's own metric).  Keeps the feasible fit with the best validation objective (or,
     when none is feasible, the last fit).  The objective's business weights never change:
     only the training target leans towards the guarded task."""
     mult = np.ones_like(w)
@@ -282,12 +307,12 @@ def _fit_with_guardrails(fit_once, w: np.ndarray, val_obj: Objective | None, rou
         stopping turned down better epochs because they broke a guardrail (the residual DNN,
         which then keeps the formula) is feasible but *blocked* by those tasks."""
         pt = fused_metrics(val_obj, f.predict_matrix(val.x))
-        viol = (val_obj.baseline_per_task - pt) > val_obj.max_drop * (1.0 - margin) + 1e-12
+        viol = pt < bars - BAR_TOL
         blocked = np.asarray(info.get("blocked_by", np.zeros(len(pt), bool)), dtype=bool)
         return not viol.any(), viol | blocked, float(pt @ val_obj.w), bool(blocked.any())
 
     guard = {"rounds": 0, "fits": 1, "multipliers": {}, "feasible_on_validation": None, "trace": log}
-    if val_obj is None or rounds <= 0 or not np.isfinite(val_obj.max_drop).any():
+    if val_obj is None or bars is None or rounds <= 0 or not np.isfinite(val_obj.max_drop).any():
         return (*fits[0][1:], guard)
     feas, viol, j, blocked = judge(fits[0][1], fits[0][4], fits[0][2])
     log.append({"multipliers": mult.tolist(), "feasible": feas, "validation_objective": j, "blocked": blocked})
@@ -338,13 +363,13 @@ def _base_formula(prep, params: dict | None = None) -> dict:
     return out
 
 
-def _surrogate(prep, train: "Part", cfg: LtrConfig, seed: int):
+def _surrogate(prep, train: "Part", cfg: LtrConfig, seed: int, start_bar: bool = False):
     """The fine-tune loss on the training part, or None when ``finetune = 0``."""
     if not int(cfg.dnn.get("finetune", 0)):
         return None
     from .finetune import SurrogateLoss
 
-    return SurrogateLoss(prep.study, train.log, cfg.guardrail_margin, seed)
+    return SurrogateLoss(prep.study, train.log, cfg.guardrail_margin, seed, bar="start" if start_bar else "limit")
 
 
 def run_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, options: dict | None = None,
@@ -428,12 +453,12 @@ def _result(prep, fuser, cfg, info, seed, seconds, fit_seconds, best_pt, ev, hol
     if hasattr(fuser.estimator, "describe"):
         ltr["residual"] = {**fuser.estimator.describe(),
                            "start": "trees on top of scale * start formula + offset (init score)"}
-        ltr.update({k: info.get(k) for k in ("kept_formula", "validation_baseline", "tree_trace")})
+        ltr.update({k: info.get(k) for k in ("kept_formula", "validation_baseline", "tree_trace", "shrink")})
         if info.get("kept_formula"):
             ltr["recommendation"] = ("keep the formula: no number of trees beat the start formula on "
                                      "the validation part, so the fuser is the formula itself")
     if fuser.model == "dnn":
-        ltr.update({k: info.get(k) for k in ("kept_formula", "validation_baseline", "best_phase",
+        ltr.update({k: info.get(k) for k in ("kept_formula", "validation_baseline", "best_phase", "shrink",
                                              "finetune_epochs", "finetune_stopped_early", "epochs_run")})
         b = fuser.estimator.config["base"]
         ltr["residual"] = {"formula": b["formula"], "a": b["a"], "b": b["b"],
@@ -456,7 +481,9 @@ def _result(prep, fuser, cfg, info, seed, seconds, fit_seconds, best_pt, ev, hol
     obj, hobj = prep.objective, prep.holdout_objective
     extra["versus"] = versus_block(prep, float(best_pt @ obj.w), float(obj.baseline_per_task @ obj.w),
                                    None if hold is None else float(hold[0] @ hobj.w),
-                                   None if hold is None else float(hobj.baseline_per_task @ hobj.w), vs)
+                                   None if hold is None else float(hobj.baseline_per_task @ hobj.w), vs,
+                                   None if hold is None else dict(zip(prep.study.task_names, map(float, hold[0]))),
+                                   None if hold is None else dict(zip(prep.study.task_names, map(float, hold[2]))))
     if not ev.feasible[0]:
         extra["note"] = "the fuser breaks a guardrail on the search part (feasible = false)"
     result = result_document(

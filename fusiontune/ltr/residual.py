@@ -84,22 +84,37 @@ class ResidualTrees:
                 "trees_used": self.n_trees}
 
 
-def select_trees(est: ResidualTrees, x_val: np.ndarray, val_score, fitted: int) -> dict:
-    """Pick the number of trees by the study objective on the validation part (0 = the formula
-    itself, so the pick is never below the baseline there); records the guardrails that turned
-    down better tree counts (``blocked_by``) for the guardrail refits."""
+#: shrinkages of the residual trees' sum tried by :func:`select_trees` (1: the trees as fitted)
+SHRINKS = (1.0, 0.7, 0.5, 0.35, 0.2, 0.1, 0.05)
+
+
+def select_trees(est: ResidualTrees, x_val: np.ndarray, val_score, fitted: int,
+                 shrinks: tuple[float, ...] = SHRINKS) -> dict:
+    """Pick the number of trees ``n`` and a shrinkage ``alpha`` of their sum, ``score = start +
+    alpha * trees(n)``, by the study objective on the validation part (``n = 0`` is the formula
+    itself, so the pick is never below its start there).  ``val_score`` penalises a broken
+    guardrail bar, so among the candidates that keep every bar the best objective wins.  A
+    small ``alpha`` is a finer step than one tree: from a strong formula on a guardrail's edge
+    one full tree already crosses it.  ``alpha`` is folded into the estimator's formula term
+    (``scale / alpha``, ``offset / alpha``: the score divided by ``alpha``, the same ranking), so
+    exports need nothing new.  Records the guardrails that turned down better candidates
+    (``blocked_by``) for the guardrail refits."""
     start = est.start(x_val)
     counts = sorted({0, fitted, *np.unique(np.round(np.geomspace(1, max(fitted, 1), 12)).astype(int)).tolist()})
-    best, best_n, blocked, trace = -np.inf, 0, None, []
+    best, best_n, best_a, blocked, trace = -np.inf, 0, 1.0, None, []
     for n in counts:
-        got = val_score(est.tree_sum(x_val, n) + start)
-        pen, raw, viol = got if isinstance(got, tuple) else (got, got, None)
-        trace.append({"trees": int(n), "validation": float(pen)})
-        if viol is not None and raw > best + 1e-7 and np.asarray(viol).any():
-            blocked = np.asarray(viol, dtype=bool) if blocked is None else blocked | np.asarray(viol, dtype=bool)
-        if pen > best + 1e-7:
-            best, best_n = pen, n
+        trees = est.tree_sum(x_val, n)
+        for a in (shrinks if n else (1.0,)):
+            got = val_score(a * trees + start)
+            pen, raw, viol = got if isinstance(got, tuple) else (got, got, None)
+            trace.append({"trees": int(n), "shrink": float(a), "validation": float(pen)})
+            if viol is not None and raw > best + 1e-7 and np.asarray(viol).any():
+                blocked = np.asarray(viol, dtype=bool) if blocked is None else blocked | np.asarray(viol, dtype=bool)
+            if pen > best + 1e-7:
+                best, best_n, best_a = pen, n, a
     est.n_trees = int(best_n)
-    return {"iterations": int(best_n), "kept_formula": best_n == 0, "validation_score": float(best),
-            "validation_baseline": trace[0]["validation"], "tree_trace": trace,
+    if best_n and best_a != 1.0:
+        est.scale, est.offset = est.scale / best_a, est.offset / best_a
+    return {"iterations": int(best_n), "shrink": float(best_a) if best_n else None, "kept_formula": best_n == 0,
+            "validation_score": float(best), "validation_baseline": trace[0]["validation"], "tree_trace": trace,
             "blocked_by": (blocked if blocked is not None else np.zeros(0, bool)).tolist()}
