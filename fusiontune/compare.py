@@ -25,7 +25,9 @@ LTR rows are the fusers of :data:`fusiontune.ltr.lineup.LINEUP` (``ltr-gbdt``,
 formula** of this comparison (the search run, over all methods and seeds, with the best
 in-sample objective; the holdout does not choose it) and are judged against it:
 ``vs_best_formula`` is the fuser's holdout objective minus that run's, and ``loses`` flags a
-fuser at or below it or the baseline on the holdout.  Without a search method in the
+fuser at or below it or the baseline on the holdout; ``guardrails_vs_best_formula`` puts each
+guarded task's holdout delta (vs the baseline) of the fuser beside the best formula's, and
+``pays_in_guardrails`` flags a fuser below the formula on one.  Without a search method in the
 comparison they start from the baseline and have no formula to be judged against.
 """
 
@@ -91,6 +93,12 @@ def _broken_guardrails(prep, hold: dict) -> list[str]:
     return out
 
 
+def _guard_deltas(prep, hold: dict) -> dict[str, float]:
+    """Each guarded task's holdout metric minus the baseline's there."""
+    return {t.name: float(hold["best"]["per_task"][t.name]) - float(hold["baseline"]["per_task"][t.name])
+            for t in prep.study.tasks if t.max_drop is not None}
+
+
 def _run_ltr(prep, method: str, seed: int, start: dict | None):
     try:
         from .ltr.lineup import fit_lineup
@@ -126,7 +134,8 @@ def compare(prep, methods: list[str], budget: int, seeds: int, population: int, 
                     best = {"method": m, "seed": seed, "params": result["best"]["params"],
                             "in_sample": float(result["best"]["objective"]),
                             "holdout": float(result["holdout"]["best"]["objective"])
-                            if result.get("holdout") else np.nan}
+                            if result.get("holdout") else np.nan,
+                            "guardrails": _guard_deltas(prep, result["holdout"]) if result.get("holdout") else {}}
             seconds = time.perf_counter() - t0
             hold = result.get("holdout")
             row = {"method": m, "seed": seed, "best_in_sample": float(result["best"]["objective"]),
@@ -141,6 +150,8 @@ def compare(prep, methods: list[str], budget: int, seeds: int, population: int, 
                 broken = _broken_guardrails(prep, hold)
                 row["holdout_feasible"] = not broken
                 row["holdout_broken"] = ",".join(broken)
+                for t, d in _guard_deltas(prep, hold).items():
+                    row[f"holdout_delta_{t}"] = d
             rows.append(row)
             curves[(m, seed)] = curve
             if on_run is not None:
@@ -176,6 +187,8 @@ def compare(prep, methods: list[str], budget: int, seeds: int, population: int, 
              "evals_to_99_mean": reached.mean() if reached.size else np.nan,
              "reached_99": int(reached.size) if m not in LTR_METHODS else np.nan,
              "seconds_mean": g["seconds"].mean()}
+        for c in [c for c in runs.columns if c.startswith("holdout_delta_")]:
+            t[c] = g[c].mean()
         table.append(t)
     return CompareResult(runs, _vs_best_formula(pd.DataFrame(table), best), target, best)
 
@@ -192,6 +205,22 @@ def _vs_best_formula(table: pd.DataFrame, best: dict | None) -> pd.DataFrame:
     ref = best["holdout"] if best is not None else np.nan
     table["vs_best_formula"] = np.where(is_ltr, table["holdout_mean"] - ref, np.nan)
     table["loses"] = is_ltr & ((table["holdout_lift_mean"] <= 0) | (table["vs_best_formula"] <= 0))
+    # paying in guardrails: a guarded task's holdout delta (vs the baseline) below the best formula's
+    from .ltr.versus import GUARD_TOL
+
+    pays, side = [], []
+    for t in table.to_dict("records"):
+        if not t["method"] in LTR_METHODS or best is None or not best.get("guardrails"):
+            pays.append(False)
+            side.append("")
+            continue
+        worse = [g for g, fd in best["guardrails"].items()
+                 if np.isfinite(t.get(f"holdout_delta_{g}", np.nan)) and t[f"holdout_delta_{g}"] - fd < -GUARD_TOL]
+        pays.append(bool(worse))
+        side.append(", ".join(f"{g} {t.get(f'holdout_delta_{g}', np.nan):+.4f} vs {fd:+.4f}"
+                              for g, fd in best["guardrails"].items()))
+    table["pays_in_guardrails"] = pays
+    table["guardrails_vs_best_formula"] = side
     return table
 
 
@@ -214,7 +243,10 @@ def markdown_table(res: CompareResult, budget: int, seeds: int, baseline_holdout
         lift = "n/a" if not np.isfinite(t["holdout_lift_mean"]) else f"{t['holdout_lift_mean']:+.5f}"
         wins = "n/a" if not np.isfinite(t["holdout_win_share"]) else f"{t['holdout_win_share']:.0%}"
         vs = t.get("vs_best_formula", np.nan)
-        vs = "" if not np.isfinite(vs) else f"{vs:+.5f}" + (" LOSES" if t.get("loses") else "")
+        vs = "" if not np.isfinite(vs) else (f"{vs:+.5f}" + (" LOSES" if t.get("loses") else "")
+                                             + (f"; guardrails {t['guardrails_vs_best_formula']}"
+                                                if t.get("guardrails_vs_best_formula") else "")
+                                             + (" PAYS IN GUARDRAILS" if t.get("pays_in_guardrails") else ""))
         vs = f" {vs} |" if has_ltr else ""
         brk = t.get("holdout_guardrail_breaks", np.nan)
         if brk is None or not np.isfinite(brk):
@@ -234,5 +266,6 @@ def markdown_table(res: CompareResult, budget: int, seeds: int, baseline_holdout
     if bf:
         notes.append(f"vs best formula: an LTR fuser's holdout minus that of {bf[0]} (the search run with the "
                      f"best in-sample objective, which the fusers start from); LOSES: at or below it or the "
-                     f"baseline.")
+                     f"baseline; guardrails: each guarded task's holdout delta vs the baseline, the fuser's vs "
+                     f"the best formula's; PAYS IN GUARDRAILS: the fuser's is lower on one.")
     return "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"

@@ -12,8 +12,17 @@ made with another split) and returns the ``result["versus"]`` block:
     {"baseline":     {"holdout": J, "holdout_delta": fuser - baseline, "in_sample_delta": ...},
      "best_formula": {"run", "method", "seed", "params", "holdout": J, "holdout_feasible",
                       "in_sample": J, "holdout_delta": fuser - formula, "in_sample_delta": ...} | None,
-     "flags": ["..."],       # one sentence per opponent the fuser loses to on the holdout
+     "guardrails": {task: {"max_drop", "fuser_delta", "best_formula_delta", "vs_best_formula",
+                           "fuser_kept", "best_formula_kept"}},   # holdout deltas vs the baseline
+     "flags": ["..."],       # one sentence per opponent the fuser loses to on the holdout, per
+                             # guardrail the fuser pays in (its holdout delta below the best
+                             # formula's) and per guardrail it crosses on the holdout
      "verdict": "..."}
+
+A fuser that beats the best formula's objective by lowering a guarded task further than the
+formula does has not beaten it: it bought the objective with the guardrail.  So every guarded
+task's holdout delta against the baseline is shown for both side by side, and a fuser below
+the formula on any of them (by more than :data:`GUARD_TOL`) is flagged as paying in guardrails.
 
 Without a holdout the deltas are in-sample only and the verdict says so.
 """
@@ -27,7 +36,11 @@ import numpy as np
 
 from ..errors import RunError
 
-__all__ = ["best_formula_run", "versus", "versus_block", "summary_lines", "read_start", "formula_block"]
+__all__ = ["best_formula_run", "versus", "versus_block", "summary_lines", "read_start", "formula_block",
+           "GUARD_TOL"]
+
+#: a guarded metric this much below the best formula's is "paying in guardrails" (float noise below)
+GUARD_TOL = 1e-6
 
 
 def _read(path: Path) -> dict | None:
@@ -82,6 +95,7 @@ def formula_block(prep, params: dict, method: str | None = None, run: str | None
         hp = h.metrics(theta[None, :])[0]
         out["holdout"] = float(hp @ h.w)
         out["holdout_feasible"] = bool(h.judge(hp[None, :]).feasible[0])
+        out["holdout_per_task"] = {t.name: float(v) for t, v in zip(prep.study.tasks, hp)}
     return out
 
 
@@ -112,13 +126,17 @@ def versus(prep, result: dict, formula_run: "str | Path | dict | None") -> dict:
     hold = result.get("holdout")
     return versus_block(prep, float(result["best"]["objective"]), float(result["baseline"]["objective"]),
                         float(hold["best"]["objective"]) if hold else None,
-                        float(hold["baseline"]["objective"]) if hold else None, formula_run)
+                        float(hold["baseline"]["objective"]) if hold else None, formula_run,
+                        hold["best"].get("per_task") if hold else None,
+                        hold["baseline"].get("per_task") if hold else None)
 
 
 def versus_block(prep, fuser_in: float, base_in: float, fuser_h: float | None, base_h: float | None,
-                 formula_run: "str | Path | dict | None") -> dict:
+                 formula_run: "str | Path | dict | None", fuser_h_pt: dict | None = None,
+                 base_h_pt: dict | None = None) -> dict:
     """:func:`versus` from the objectives: the fuser's and the baseline's, in-sample and on the
-    holdout (None without one)."""
+    holdout (None without one); ``fuser_h_pt`` / ``base_h_pt``: their holdout metrics per task
+    (``{task: value}``), for the guardrail comparison."""
     hold = fuser_h is not None
     base = {"in_sample_delta": fuser_in - base_in}
     if hold:
@@ -137,6 +155,8 @@ def versus_block(prep, fuser_in: float, base_in: float, fuser_h: float | None, b
         out["best_formula"] = f
         if f[key] <= 0:
             out["flags"].append(f"loses to the best formula ({_name(f)}) {where} ({f[key]:+.5f})")
+    if hold and fuser_h_pt and base_h_pt:
+        out["guardrails"] = _guardrails(prep, fuser_h_pt, base_h_pt, out["best_formula"], out["flags"])
     if out["flags"]:
         out["verdict"] = "keep the formula: the fuser " + "; ".join(out["flags"])
     elif out["best_formula"] is not None:
@@ -144,6 +164,30 @@ def versus_block(prep, fuser_in: float, base_in: float, fuser_h: float | None, b
     else:
         out["verdict"] = (f"the fuser beats the baseline {where}; no formula search run of this study was found "
                           f"to compare with")
+    return out
+
+
+def _guardrails(prep, fuser_pt: dict, base_pt: dict, formula: dict | None, flags: list[str]) -> dict:
+    """Per guarded task: the fuser's and the best formula's holdout delta vs the baseline, side
+    by side; appends a flag per guardrail the fuser pays in or crosses."""
+    out = {}
+    fpt = (formula or {}).get("holdout_per_task")
+    for t in prep.study.tasks:
+        if t.max_drop is None or t.name not in fuser_pt or t.name not in base_pt:
+            continue
+        d = float(fuser_pt[t.name]) - float(base_pt[t.name])
+        g = {"max_drop": float(t.max_drop), "fuser_delta": d, "fuser_kept": bool(d >= -t.max_drop)}
+        if fpt and t.name in fpt:
+            fd = float(fpt[t.name]) - float(base_pt[t.name])
+            g.update({"best_formula_delta": fd, "vs_best_formula": d - fd, "best_formula_kept": bool(fd >= -t.max_drop)})
+            if d - fd < -GUARD_TOL:
+                flags.append(f"pays in the {t.name} guardrail on the holdout: {t.name} {d:+.5f} vs the baseline, "
+                             f"the best formula's {fd:+.5f} ({d - fd:+.5f})")
+        if not g["fuser_kept"]:
+            flags.append(f"crosses the {t.name} guardrail on the holdout ({d:+.5f} < -{t.max_drop:g})"
+                         + ("" if not fpt or t.name not in fpt or g["best_formula_kept"] else
+                            ", as the best formula does"))
+        out[t.name] = g
     return out
 
 
@@ -164,5 +208,11 @@ def summary_lines(v: dict) -> list[str]:
     if f:
         d = f"holdout {f['holdout_delta']:+.5f}" if "holdout_delta" in f else f"in-sample {f['in_sample_delta']:+.5f}"
         lines.append(f"vs best formula ({_name(f)}): {d}")
+    for task, g in (v.get("guardrails") or {}).items():
+        line = f"guardrail {task} (max_drop {g['max_drop']:g}), holdout vs baseline: fuser {g['fuser_delta']:+.5f}"
+        if "best_formula_delta" in g:
+            line += (f", best formula {g['best_formula_delta']:+.5f}"
+                     + (" -> PAYS IN GUARDRAIL" if g["vs_best_formula"] < -GUARD_TOL else ""))
+        lines.append(line)
     lines.append(("WARNING: " if v["flags"] else "") + v["verdict"])
     return lines

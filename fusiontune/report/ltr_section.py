@@ -39,6 +39,15 @@ def versus_section(rep: dict):
     else:
         sec.text.append("No formula search run of this study was found to compare with (the ltr command can name one).")
     sec.tables.append((["opponent", "its holdout objective", "fuser Δ holdout", "fuser Δ in-sample"], rows))
+    guard = v.get("guardrails") or {}
+    if guard:  # each guarded task's holdout delta vs the baseline: the fuser's beside the best formula's
+        grows = [[task, _f(g.get("max_drop")), _f(g.get("fuser_delta"), sign=True),
+                  _f(g.get("best_formula_delta"), sign=True), _f(g.get("vs_best_formula"), sign=True),
+                  ("crossed" if not g.get("fuser_kept") else "kept")
+                  + (" (pays vs the best formula)" if (g.get("vs_best_formula") or 0.0) < -1e-6 else "")]
+                 for task, g in guard.items()]
+        sec.tables.append((["guardrail", "max_drop", "fuser Δ vs baseline (holdout)",
+                            "best formula Δ vs baseline (holdout)", "fuser − best formula", "fuser"], grows))
     sec.text.append(f"Fuser holdout objective {_f(d.get('fuser_holdout'))}. The best formula is the search run "
                     f"with the best in-sample objective, re-scored on this study's holdout. {v.get('verdict', '')}")
     sec.warn += [f"The fuser {flag}." for flag in v.get("flags", [])]
