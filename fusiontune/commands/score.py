@@ -24,7 +24,9 @@ HELP = "apply a saved LTR fuser or a weight set to a log and write the fused sco
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--log", type=Path, required=True, help="prediction log to score (.csv or .parquet)")
+    p.add_argument("--log", type=Path, required=True,
+                   help="prediction log to score: a .csv or .parquet file, a directory of Parquet files (Hive "
+                        "partitions key=value/ become columns) or a quoted glob such as 'logs/day=*/*.parquet'")
     p.add_argument("--out", type=Path, required=True, help="output log (.csv or .parquet): input + fused column")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", type=Path,

@@ -234,9 +234,14 @@ def read_scoring_log(path: str | Path, tasks: list[str], scores: list[str], scal
                      need_probabilities: bool, group: str | None = None,
                      context: list[str] | None = None) -> tuple[pa.Table, PredictionLog]:
     """The whole table (every column, to write back) and a label-free :class:`PredictionLog`
-    with the task scores (validated as ``load_log`` does), group codes and context columns."""
+    with the task scores (validated as ``load_log`` does), group codes and context columns.
+
+    ``path`` is what :func:`fusiontune.log.load_log` takes: a CSV or Parquet file, a directory
+    of Parquet files (Hive partitions ``key=value/`` become columns), or a glob.  The files of a
+    dataset are read in sorted order into one table; a bad value is reported with the file it
+    is in and its row within that file."""
+    table, where = _scoring_table(path)
     path = Path(path)
-    table = read_table(path)
     have = table.column_names
     for c, what in [*((s, f"score of task {t!r}") for t, s in zip(tasks, scores)),
                     *((c, "[ltr] feature") for c in (context or [])),
@@ -251,15 +256,16 @@ def read_scoring_log(path: str | Path, tasks: list[str], scores: list[str], scal
         bad = ~np.isfinite(s)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise InputError(f"{path}: column {col!r} (score of task {t!r}) must be finite: row {i + 1} has {_show(s[i])}")
+            raise InputError(f"{where(i)} column {col!r} (score of task {t!r}) must be finite: row "
+                             f"{where.row(i) + 1} has {_show(s[i])}")
         if scale == "logit":
             s = 1.0 / (1.0 + np.exp(-s))
         elif need_probabilities:
             bad = (s < 0) | (s > 1)
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
-                raise InputError(f"{path}: column {col!r} (score of task {t!r}) must be a probability in "
-                                 f"[0, 1]: row {i + 1} has {_show(s[i])}")
+                raise InputError(f"{where(i)} column {col!r} (score of task {t!r}) must be a probability in "
+                                 f"[0, 1]: row {where.row(i) + 1} has {_show(s[i])}")
         sc[:, j] = s
     groups = None
     if group:
@@ -268,11 +274,55 @@ def read_scoring_log(path: str | Path, tasks: list[str], scores: list[str], scal
         arr = table.column(group)
         if arr.null_count:
             i = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
-            raise InputError(f"{path}: column {group!r} (group) is empty at row {i + 1}")
+            raise InputError(f"{where(i)} column {group!r} (group) is empty at row {where.row(i) + 1}")
         groups = pd.factorize(arr.to_numpy(zero_copy_only=False), sort=False)[0].astype(np.int64)
     extra = {c: table.column(c).to_numpy(zero_copy_only=False) for c in (context or [])}
     labels = np.full((n, len(tasks)), np.nan, dtype=np.float32)
     return table, PredictionLog(list(tasks), sc, labels, groups, None, None, str(path), extra)
+
+
+class _Rows:
+    """Maps a row of the concatenated scoring table to its file (``where(i)`` -> ``"file:"``) and
+    its row within that file (``where.row(i)``)."""
+
+    def __init__(self, names: list[str], starts: list[int]):
+        self.names, self.starts = names, np.asarray(starts, dtype=np.int64)
+
+    def _part(self, i: int) -> int:
+        return int(np.searchsorted(self.starts, i, side="right")) - 1
+
+    def __call__(self, i: int) -> str:
+        return f"{self.names[self._part(i)]}:"
+
+    def row(self, i: int) -> int:
+        return int(i - self.starts[self._part(i)])
+
+
+def _scoring_table(path: str | Path) -> tuple[pa.Table, _Rows]:
+    """Every column of the log at ``path`` (a file, a directory / Hive dataset or a glob) as one
+    table, and where each row came from."""
+    from ..dataset import is_dataset_path, open_source
+
+    if not is_dataset_path(path):
+        return read_table(Path(path)), _Rows([str(path)], [0])
+    src = open_source(str(path))
+    names, starts, tables, n = [], [], [], 0
+    for name, part in src.parts:
+        try:
+            t = part.to_table(schema=src.schema)  # partition columns (key=value/) included
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise InputError(f"{name}: cannot read: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+        names.append(name)
+        starts.append(n)
+        tables.append(t)
+        n += t.num_rows
+    if not tables:
+        raise InputError(f"{path}: no data file")
+    try:
+        table = pa.concat_tables(tables).combine_chunks()
+    except (ValueError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: the files do not share one schema: {str(exc).splitlines()[0]}") from None
+    return table, _Rows(names, starts)
 
 
 def write_scored(table: pa.Table, column: str, values: np.ndarray, out: str | Path) -> None:
