@@ -8,7 +8,13 @@ each started from that best formula.  For each: fit (or search) seconds, in-samp
 holdout objective, the holdout delta vs the baseline and vs the best formula, each with a
 paired 95% group-bootstrap interval (every row scored on the very same resamples of the
 holdout requests, ``fusiontune.bootstrap.resample_fused``), and whether it keeps the
-guardrails on the holdout.
+guardrails on the holdout.  Each guarded task's holdout delta of a fuser minus the best
+formula's is given with its paired interval too, and the "Pareto" column says whether the
+fuser beats the formula without paying for it: objective interval above 0 and no guarded task
+below the formula's (point estimate; ``*`` when that task's interval lies below 0).  Started
+from the best formula, the fusers keep no guarded task below it on their validation part
+(``[ltr] guardrail_bar = "start"``, docs/ltr.md); ``--bar limit`` gives the older behaviour
+(the guardrail's limit), to see what the objective gain costs in guardrails.
 
     python benchmarks/bench_ltr.py            # quick: feed6, grad search, 200 resamples (a few minutes)
     python benchmarks/bench_ltr.py --full     # demo + feed6, grad,cma,cem, 1000 resamples, and the
@@ -28,7 +34,7 @@ from fusiontune.bootstrap import resample_fused
 from fusiontune.ltr.lineup import LINEUP, fit_lineup
 from fusiontune.pipeline import prepare, search
 from fusiontune.study import load_study
-from machine import cpu_model as cpu_name  # noqa: E402  (benchmarks/machine.py)
+from machine import cpu_model as cpu_name, loadavg  # noqa: E402  (benchmarks/machine.py)
 
 
 def ci(samples: np.ndarray) -> str:
@@ -75,7 +81,7 @@ def fuser_note(r: dict) -> str:
 
 
 def run_study(path: str, seed: int, methods: list[str], resamples: int, fusers: list[str], from_baseline: bool,
-              budget: int | None) -> None:
+              budget: int | None, bar: str = "start") -> None:
     study = load_study(path)
     prep = prepare(study)
     hobj = prep.holdout_objective
@@ -92,7 +98,7 @@ def run_study(path: str, seed: int, methods: list[str], resamples: int, fusers: 
             if LINEUP[name].needs_groups and prep.search_log.groups is None:
                 continue
             t0 = time.perf_counter()
-            r, _, fuser = fit_lineup(prep, name, seed, start=start)
+            r, _, fuser = fit_lineup(prep, name, seed, start=start, options={"guardrail_bar": bar})
             secs = time.perf_counter() - t0
             rows.append((f"{LINEUP[name].label}, from the {start_label}", secs, r["best"]["objective"],
                          fuser.predict(hobj.log), r["holdout"]["best"]["objective"], guardrails(prep, r),
@@ -105,13 +111,40 @@ def run_study(path: str, seed: int, methods: list[str], resamples: int, fusers: 
     j_base = float(hobj.baseline_per_task @ hobj.w)
     print(f"\nbaseline holdout objective {j_base:.5f}; 95% paired bootstrap intervals over {resamples} resamples "
           f"of the {n_units} holdout {kind}")
+    guarded = [j for j, t in enumerate(prep.study.tasks) if t.max_drop is not None]
+    full = hobj.score_metrics(fused)  # (rows + 1, K) on the whole holdout
     print("| fuser | fit s | in-sample | holdout | Δ vs baseline [95% CI] | Δ vs best formula [95% CI] | "
-          "holdout guardrails | notes |")
-    print("|---|---:|---:|---:|---|---|---|---|")
+          "holdout guardrails (Δ vs baseline) | guardrails − best formula's [95% CI] | Pareto vs best formula "
+          "| notes |")
+    print("|---|---:|---:|---:|---|---|---|---|---|---|")
     for i, (label, secs, jin, _, jh, feas, note) in enumerate(rows):
-        vs_f = "—" if i == 0 else f"{jh - rows[0][4]:+.4f} {ci(boot[i + 1] - boot[1])}"
+        vs_f = gvs = pareto = "—"
+        if i:
+            vs_f = f"{jh - rows[0][4]:+.4f} {ci(boot[i + 1] - boot[1])}"
+            gd = {j: float(full[i + 1, j] - full[1, j]) for j in guarded}
+            gvs = ", ".join(f"{prep.study.tasks[j].name} {gd[j]:+.4f} {ci(metrics[i + 1, :, j] - metrics[1, :, j])}"
+                            for j in guarded) or "—"
+            pareto = pareto_verdict(jh - rows[0][4], boot[i + 1] - boot[1], gd, metrics[i + 1] - metrics[1],
+                                    {j: prep.study.tasks[j].name for j in guarded})
         print(f"| {label} | {secs:.1f} | {jin:.5f} | {jh:.5f} | {jh - j_base:+.4f} {ci(boot[i + 1] - boot[0])} | "
-              f"{vs_f} | {feas} | {note} |")
+              f"{vs_f} | {feas} | {gvs} | {pareto} | {note} |")
+    print("\nPareto vs best formula: 'yes' = the objective's paired 95% interval above 0 and no guarded task's "
+          "holdout metric below the formula's (point estimate); 'pays' = a guarded task below the formula's "
+          "(its interval given in the column before); 'tie' = the fuser kept the formula.")
+
+
+def pareto_verdict(dj: float, dj_boot: np.ndarray, gd: dict, g_boot: np.ndarray, guarded: dict[int, str]) -> str:
+    """'yes' / 'tie' / 'no (objective)' / 'pays (task, ...)' for a fuser against the best formula:
+    it must beat the formula's objective (paired interval above 0) and be no lower on every
+    guarded task (point estimate) on the holdout; ``*`` marks a guardrail whose interval lies below 0."""
+    if abs(dj) < 1e-9 and all(abs(d) < 1e-9 for d in gd.values()):
+        return "tie (kept the formula)"
+    lo = float(np.quantile(dj_boot, 0.025))
+    pays = [j for j in guarded if gd[j] < -1e-6]
+    if pays:
+        sig = [j for j in pays if float(np.quantile(g_boot[:, j], 0.975)) < 0]
+        return "pays (" + ", ".join(guarded[j] + (" *" if j in sig else "") for j in pays) + ")"
+    return "yes" if lo > 0 else "no (objective interval includes 0)" if dj > 0 else "no (objective)"
 
 
 def main() -> None:
@@ -125,6 +158,8 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=None, help="search budget (default: the study's)")
     ap.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default 200; --full 1000)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bar", choices=["start", "limit"], default="start",
+                    help="[ltr] guardrail_bar of the fusers started from the best formula (default: start)")
     args = ap.parse_args()
     studies = args.studies or ("studies/demo.toml,studies/feed6.toml" if args.full else "studies/feed6.toml")
     methods = args.methods or ("grad,cma,cem" if args.full else "grad")
@@ -133,11 +168,12 @@ def main() -> None:
     unknown = [f for f in fusers if f not in LINEUP]
     if unknown:
         raise SystemExit(f"bench_ltr: unknown fuser {unknown[0]!r} (line-up: {', '.join(LINEUP)})")
-    print(f"# bench_ltr: seed {args.seed}, CPU {cpu_name()}, {'full' if args.full else 'quick'} run")
+    print(f"# bench_ltr: seed {args.seed}, CPU {cpu_name()}, load average {loadavg()}, "
+          f"{'full' if args.full else 'quick'} run, guardrail_bar {args.bar}")
     t0 = time.perf_counter()
     for path in studies.split(","):
         run_study(path.strip(), args.seed, [m.strip() for m in methods.split(",")], resamples, fusers, args.full,
-                  args.budget)
+                  args.budget, args.bar)
     print(f"\ntotal {time.perf_counter() - t0:.0f}s")
 
 
