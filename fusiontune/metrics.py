@@ -834,6 +834,25 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
+def _spread(fn, n_items: int) -> None:
+    """``fn(i)`` for i in range(n_items): item 0 on the calling thread, the others on the
+    kernel's thread pool.  The kernels ``fn`` calls release the GIL (numba ``nogil``,
+    numpy's sort), so the items run at once; unlike a numba parallel region this leaves
+    no OpenMP worker spinning after it (libgomp's default spin-wait burns a core for
+    milliseconds, which on 2 cores is the other thread's core)."""
+    if n_items <= 1 or threading.current_thread().name.startswith("ft-sort"):
+        for i in range(n_items):  # one item, or called from a pool thread: no waiting on the pool
+            fn(i)
+        return
+    pool = _pool()
+    futures = [pool.submit(fn, i) for i in range(1, n_items)]
+    try:
+        fn(0)
+    finally:
+        for f in futures:
+            f.result()
+
+
 def _np_sort_rows(keys: np.ndarray, parallel: bool) -> None:
     """Sort each row of a (P, N) uint64 array in place; numpy's sort releases the GIL."""
     if keys.shape[0] <= 1 or not parallel:
@@ -1246,74 +1265,193 @@ def _group_counts4(offsets, codes, k_tasks, npos, nobs):
             r0 = r2
 
 
-@nb.njit(cache=True)
-def _grouped_codes4(g, c32, words, starts, lane_obs, lane_pos):
-    """The GAUC plan of a log in one pass (no weights, <= 4 tasks, the log's uint8 codes
-    read four to a row as ``c32``): each row's code byte, the runs of equal group ids,
-    each run's observed and positive counts of the four tasks (16-bit lanes of one uint64
-    each), and whether the ids never decrease.  Returns (m runs, ordered, status):
-    status -1 done, -2 a run has 65535 rows or more (lanes too narrow), else the first
-    row with a bad code.  Fills starts[:m+1], lane_*[:m]."""
-    n = g.shape[0]
-    lo = _LANE_OBS
-    lp = _LANE_POS
-    m = 0
-    ordered = True
+# The GAUC plan of a log (the log's uint8 codes of <= 4 tasks read four to a row as one
+# uint32, no weights, integer ids), built over T row chunks, each on its own thread
+# (nogil kernels on the kernel's thread pool, _spread).  A row's four 2-bit codes become
+# one byte by a multiply (byte j's two bits land at bits 2j, 2j+1 of the top byte, the
+# other partial products fall on disjoint lower bits, so nothing carries into it), and a
+# group's four tasks' observed / positive counts are one add each in 16-bit lanes of a
+# uint64.  Bad codes are OR-ed together and looked for only when one was seen.
+@nb.njit(cache=True, inline="always")
+def _code_byte(u):
+    return np.uint8(((u & np.uint32(0x03030303)) * np.uint32(0x01041040)) >> np.uint32(24))
+
+
+@nb.njit(cache=True, inline="always")
+def _code_bad(u):
+    # a byte outside {0, 1, 3}: a bit above bit 1, or bit 1 without bit 0 (a 2)
+    return (u & np.uint32(0xFCFCFCFC)) | ((u >> np.uint32(1)) & ~u & np.uint32(0x01010101))
+
+
+@nb.njit(cache=True, nogil=True)
+def _runs_chunk(g, c32, words, a, b, starts, lane_obs, lane_pos, info):
+    """Rows [a, b): each row's code byte, the runs of equal ids (their starts and lane
+    counts written from index ``a`` on), and into ``info``: [runs, ids never decrease,
+    OR of bad code bits, gave up].  Gives up (info[3] = 1) once the ids went down and
+    runs are short (a quarter of the rows or more start one): the rows of a group are
+    scattered, and the counting sort will do."""
+    lo_t = _LANE_OBS
+    lp_t = _LANE_POS
     o = np.uint64(0)
     p = np.uint64(0)
-    r_start = 0
-    prev = g[0]
-    starts[0] = 0
-    for i in range(n):
+    bad = np.uint32(0)
+    prev = g[a]
+    m = 0
+    ordered = True
+    gave_up = False
+    starts[a] = a
+    for i in range(a, b):
         v = g[i]
         if v != prev:
-            lane_obs[m] = o
-            lane_pos[m] = p
+            lane_obs[a + m] = o
+            lane_pos[a + m] = p
             o = np.uint64(0)
             p = np.uint64(0)
-            ordered &= v > prev
+            if v < prev:
+                ordered = False
             m += 1
-            starts[m] = i
-            r_start = i
+            starts[a + m] = i
             prev = v
-        elif i - r_start == 65535:
-            return m, ordered, -2
+            if not ordered and m > 4096 and 4 * m > i - a:
+                gave_up = True
+                break
         u = c32[i]
-        # bytes in {0, 1, 3}: bit 1 set without bit 0 (a 2) or any bit above 1 is bad
-        if (u & np.uint32(0xFCFCFCFC)) | ((u >> np.uint32(1)) & ~u & np.uint32(0x01010101)):
-            return m, ordered, i
-        w = (u & np.uint32(3)) | ((u >> np.uint32(6)) & np.uint32(0xC)) | ((u >> np.uint32(12)) & np.uint32(0x30)) \
-            | ((u >> np.uint32(18)) & np.uint32(0xC0))
-        words[i] = np.uint8(w)
-        o += lo[w]
-        p += lp[w]
-    lane_obs[m] = o
-    lane_pos[m] = p
+        bad |= _code_bad(u)
+        w = _code_byte(u)
+        words[i] = w
+        o += lo_t[w]
+        p += lp_t[w]
+    lane_obs[a + m] = o
+    lane_pos[a + m] = p
     m += 1
-    starts[m] = n
-    return m, ordered, -1
+    starts[a + m] = b
+    info[0] = m
+    info[1] = ordered
+    info[2] = bad
+    info[3] = gave_up
+
+
+@nb.njit(cache=True)
+def _stitch_runs(g, cuts, starts, lane_obs, lane_pos, info, out_starts, out_obs, out_pos):
+    """The chunks' runs as one list (a run cut by a chunk border is joined): (runs,
+    ids never decrease, longest run)."""
+    m = 0
+    ordered = True
+    for t in range(cuts.shape[0] - 1):
+        a = cuts[t]
+        ordered = ordered and info[t, 1] != 0
+        j0 = 0
+        if t > 0:
+            if g[a] == g[a - 1]:
+                out_obs[m - 1] += lane_obs[a]  # no carry: the joined run is checked below
+                out_pos[m - 1] += lane_pos[a]
+                j0 = 1
+            elif g[a] < g[a - 1]:
+                ordered = False
+        for j in range(j0, info[t, 0]):
+            out_starts[m] = starts[a + j]
+            out_obs[m] = lane_obs[a + j]
+            out_pos[m] = lane_pos[a + j]
+            m += 1
+    out_starts[m] = cuts[cuts.shape[0] - 1]
+    longest = 0
+    for j in range(m):
+        longest = max(longest, out_starts[j + 1] - out_starts[j])
+    return m, ordered, longest
+
+
+@nb.njit(cache=True)
+def _runs_distinct(g, starts, vmin, n_ids):
+    """Whether no id (in [vmin, vmin + n_ids)) starts two runs: each group's rows together."""
+    seen = np.zeros(n_ids, dtype=np.bool_)
+    for j in range(starts.shape[0] - 1):
+        v = g[starts[j]] - vmin
+        if seen[v]:
+            return False
+        seen[v] = True
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def _hist_chunk(g, a, b, vmin, cnt_t):
+    cnt_t[:] = 0
+    for i in range(a, b):
+        cnt_t[g[i] - vmin] += 1
+
+
+@nb.njit(cache=True)
+def _count_slots(cnt, offsets):
+    """Counting sort's prefix: cnt (T, R) rows per (chunk, id) becomes each (chunk, id)'s
+    first slot (ids in order, chunks in order within an id: stable); the present ids'
+    offsets go to ``offsets``.  Returns (groups, largest group)."""
+    t_n, r = cnt.shape
+    s = 0
+    m = 0
+    largest = 0
+    offsets[0] = 0
+    for v in range(r):
+        s0 = s
+        for t in range(t_n):
+            c = cnt[t, v]
+            cnt[t, v] = s
+            s += c
+        if s > s0:
+            m += 1
+            offsets[m] = s
+            largest = max(largest, s - s0)
+    return m, largest
+
+
+@nb.njit(cache=True, nogil=True)
+def _scatter_chunk(g, c32, a, b, vmin, slot_t, perm, words):
+    """Counting sort's scatter of rows [a, b): row and code byte to their grouped slot.
+    Returns the OR of bad code bits."""
+    bad = np.uint32(0)
+    for i in range(a, b):
+        v = g[i] - vmin
+        j = slot_t[v]
+        slot_t[v] = j + 1
+        perm[j] = i
+        u = c32[i]
+        bad |= _code_bad(u)
+        words[j] = _code_byte(u)
+    return bad
+
+
+@nb.njit(cache=True, nogil=True)
+def _lanes_chunk(offsets, words, j0, j1, lane_obs, lane_pos):
+    lo_t = _LANE_OBS
+    lp_t = _LANE_POS
+    for j in range(j0, j1):
+        o = np.uint64(0)
+        p = np.uint64(0)
+        for i in range(offsets[j], offsets[j + 1]):
+            w = words[i]
+            o += lo_t[w]
+            p += lp_t[w]
+        lane_obs[j] = o
+        lane_pos[j] = p
 
 
 @nb.njit(cache=True)
 def _lane_weights(lane_obs, lane_pos, k_tasks, weighting, out, tot):
     """GAUC weight of every (run, task) from the lane counts (0 when the run lacks a
-    class), normalised in place to sum 1 per task; ``tot`` gets the sums before."""
+    class) into ``out``, and their sums per task into ``tot`` (the caller normalises)."""
     m = out.shape[0]
     for k in range(k_tasks):
         tot[k] = 0.0
     for j in range(m):
+        o = lane_obs[j]
+        p = lane_pos[j]
         for k in range(k_tasks):
             sh = np.uint64(16 * k)
-            ob = np.int64((lane_obs[j] >> sh) & np.uint64(0xFFFF))
-            ps = np.int64((lane_pos[j] >> sh) & np.uint64(0xFFFF))
+            ob = np.int64((o >> sh) & np.uint64(0xFFFF))
+            ps = np.int64((p >> sh) & np.uint64(0xFFFF))
             w = 0.0
             if ps > 0 and ob > ps:
                 w = float(ob) if weighting == 0 else (float(ps) if weighting == 1 else 1.0)
             out[j, k] = w
             tot[k] += w
-    for j in range(m):
-        for k in range(k_tasks):
-            out[j, k] = out[j, k] / tot[k] if tot[k] > 0 else 0.0
 
 
 @nb.njit(cache=True)
@@ -1527,6 +1665,12 @@ def _group_aucs_ser(bits, offsets, codes, weights, weighted, packed, group_w, k_
                      p, c, keys, tmp, auc_g, out)
 
 
+def _raise_bad_code(c8: np.ndarray, k: int) -> None:
+    c = c8[:, :k]
+    row = int(np.flatnonzero(((c == 2) | (c > 3)).any(axis=1))[0])
+    raise ValueError(f"label code must be 0, 1 or 3; row {row} has {c8[row, :k].tolist()}")
+
+
 class GaucPlan:
     """Everything about labels and groups that does not depend on the scores."""
 
@@ -1565,41 +1709,84 @@ class GaucPlan:
 
     @staticmethod
     def _one_pass(label_codes, groups, weights, weighting):
-        """The common case in one pass over the rows: the log's uint8 codes of at most 4
-        tasks, no weights, integer group ids whose rows are already together.  Returns
-        None (the general path) otherwise."""
+        """The log's case: its uint8 codes of at most 4 tasks, no weights, integer group
+        ids.  One pass over row chunks (a thread each) reads codes, runs and per-run
+        counts; when the ids never decrease, or each id is one run, that is the plan.
+        Otherwise (a group's rows apart) a stable counting sort: a histogram pass and a
+        scatter pass over the chunks, then the counts per group.  Returns None (the
+        general path) for other inputs, ids spread over more than max(2N, 65536) values
+        with groups apart, or a group of more than 65535 rows."""
         if label_codes is None or weights is not None or isinstance(groups, GroupIndex):
             return None
         c8, g = np.asarray(label_codes), np.asarray(groups)
         if c8.ndim == 1:
             c8 = c8[:, None]
         if (c8.ndim != 2 or c8.dtype != np.uint8 or not 1 <= c8.shape[1] <= 4 or g.ndim != 1
-                or g.dtype.kind not in "iu" or g.shape[0] != c8.shape[0] or g.shape[0] == 0):
+                or g.dtype.kind not in "iu" or g.dtype == np.uint64 or g.shape[0] != c8.shape[0]
+                or g.shape[0] == 0):
             return None
         n, k = c8.shape
         if k < 4:  # four bytes a row (the extra tasks are never observed)
             c8 = np.concatenate([c8, np.zeros((n, 4 - k), dtype=np.uint8)], axis=1)
         c32 = np.ascontiguousarray(c8).view(np.uint32).reshape(n)
         g = np.ascontiguousarray(g)
-        # fresh pages cost a fault each: the one-byte codes and one uint64 pair per run
+        t_n = _threads() if n >= 1 << 16 else 1
+        cuts = np.linspace(0, n, t_n + 1).astype(np.int64)
         words = np.empty((n, 1), dtype=np.uint8)
-        starts = np.empty(n + 1, dtype=np.int64)  # only the first m + 1 entries' pages are touched
+        w1 = words[:, 0]
+        # fresh pages cost a fault each: only the first entries of each chunk's range are touched
+        starts = np.empty(n + 1, dtype=np.int64)
         lane_obs = np.empty(n, dtype=np.uint64)
         lane_pos = np.empty(n, dtype=np.uint64)
-        m, ordered, status = _grouped_codes4(g, c32, words[:, 0], starts, lane_obs, lane_pos)
-        if status >= 0:
-            raise ValueError(f"label code must be 0, 1 or 3; row {status} has {c8[status, :k].tolist()}")
-        if status == -2:
-            return None  # a group of 65535 rows or more: the general path counts it
-        starts = starts[:m + 1].copy()
-        if not ordered:
-            lo, hi = int(g.min()), int(g.max())
-            codes_g = g if lo >= 0 and hi < max(2 * n, 1 << 16) else pd_factorize(g)
-            if not _runs_unique(codes_g, starts, int(codes_g.max()) + 1):
-                return None  # a group's rows are apart: the counting sort of the general path
-        group_w, tot = np.empty((m, k)), np.empty(k)
+        info = np.zeros((t_n, 4), dtype=np.int64)
+        _spread(lambda t: _runs_chunk(g, c32, w1, cuts[t], cuts[t + 1], starts, lane_obs, lane_pos, info[t]), t_n)
+        perm = None
+        offsets = None
+        if not info[:, 3].any():
+            if info[:, 2].any():
+                _raise_bad_code(c8, k)
+            m_all = int(info[:, 0].sum())
+            offsets = np.empty(m_all + 1, dtype=np.int64)
+            obs, pos = np.empty(m_all, dtype=np.uint64), np.empty(m_all, dtype=np.uint64)
+            m, ordered, longest = _stitch_runs(g, cuts, starts, lane_obs, lane_pos, info, offsets, obs, pos)
+            if longest > 65535:
+                return None  # a 16-bit lane cannot count it: the general path does
+            offsets, lane_obs, lane_pos = offsets[:m + 1], obs[:m], pos[:m]
+            if not ordered:
+                vmin, vmax = int(g.min()), int(g.max())
+                if vmax - vmin < max(2 * n, 1 << 16):
+                    apart = not _runs_distinct(g, offsets, vmin, vmax - vmin + 1)
+                else:
+                    apart = np.unique(g[offsets[:-1]]).size < m
+                if apart:
+                    offsets = None
+        if offsets is None:  # a group's rows are apart: stable counting sort by id
+            vmin, vmax = int(g.min()), int(g.max())
+            if vmax - vmin >= max(2 * n, 1 << 16):
+                return None
+            cnt = np.empty((t_n, vmax - vmin + 1), dtype=np.int64)
+            _spread(lambda t: _hist_chunk(g, cuts[t], cuts[t + 1], vmin, cnt[t]), t_n)
+            offsets = np.empty(vmax - vmin + 2, dtype=np.int64)
+            m, largest = _count_slots(cnt, offsets)
+            if largest > 65535:
+                return None
+            perm = np.empty(n, dtype=np.int64)
+            bad = np.zeros(t_n, dtype=np.int64)
+
+            def scatter(t):
+                bad[t] = _scatter_chunk(g, c32, cuts[t], cuts[t + 1], vmin, cnt[t], perm, w1)
+
+            _spread(scatter, t_n)
+            if bad.any():
+                _raise_bad_code(c8, k)
+            offsets = offsets[:m + 1].copy()
+            lane_obs, lane_pos = np.empty(m, dtype=np.uint64), np.empty(m, dtype=np.uint64)
+            gcuts = np.linspace(0, m, t_n + 1).astype(np.int64)
+            _spread(lambda t: _lanes_chunk(offsets, w1, gcuts[t], gcuts[t + 1], lane_obs, lane_pos), t_n)
+        group_w, tot = np.empty((offsets.shape[0] - 1, k)), np.empty(k)
         _lane_weights(lane_obs, lane_pos, k, weighting, group_w, tot)
-        return GroupIndex(None, starts, n), words, group_w, tot
+        group_w /= np.where(tot > 0, tot, 1.0)  # numpy's vector division, same rounding
+        return GroupIndex(perm, offsets, n), words, group_w, tot
 
     @property
     def weights(self) -> np.ndarray:

@@ -313,8 +313,8 @@ def test_one_pass_gauc_plan_equals_the_general_path(layout, k):
     for weighting in ("rows", "positives", "uniform"):
         fast = GaucPlan(label_codes=c8, groups=ids, weighting=weighting)
         slow = GaucPlan(labels, ids, weighting=weighting)
-        one_pass = layout not in ("shuffled", "one big group")
-        assert (fast.codes.dtype == np.uint8) == one_pass  # the one-pass build keeps one byte a row
+        one_pass = layout != "one big group"
+        assert (fast.codes.dtype == np.uint8) == one_pass  # the log's build keeps one byte a row
         np.testing.assert_array_equal(fast.index.offsets, slow.index.offsets)
         assert (fast.index.perm is None) == (slow.index.perm is None) == (layout != "shuffled")
         np.testing.assert_allclose(fast.group_w, slow.group_w, rtol=1e-15, atol=0)
@@ -355,3 +355,50 @@ def test_gauc_sorted_keys_path_equals_the_per_group_path(monkeypatch, k):
     small = np.flatnonzero(groups < 40)
     np.testing.assert_allclose(gauc(s[2, small], labels[small], groups[small]),
                                ref_gauc(s[2, small], labels[small], groups[small]), atol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("layout", ["sorted", "single-row groups", "contiguous unsorted", "shuffled", "one id",
+                                    "negative ids", "int32 ids"])
+def test_gauc_plan_build_over_row_chunks(layout, threads, monkeypatch):
+    """The log's plan is built over one row chunk per thread: runs cut by a chunk border
+    are joined, and a scattered layout goes through the chunked counting sort.  Every
+    chunking gives the general path's groups, weights and GAUC."""
+    from fusiontune.log import encode_label_codes
+
+    monkeypatch.setattr(M, "_threads", lambda: threads)
+    rng = np.random.default_rng(5)
+    n = 90_001
+    if layout == "single-row groups":
+        ids = np.arange(n)
+    else:
+        sizes = rng.integers(1, 60, n)
+        ids = np.repeat(np.arange(sizes.size), sizes)[:n]
+    if layout == "contiguous unsorted":
+        ids = rng.permutation(ids.max() + 1)[ids]
+    elif layout == "shuffled":
+        ids = rng.permutation(ids)
+    elif layout == "one id":
+        ids = np.full(n, 7)
+        ids[: n // 2] = 3  # two groups of 45k rows, one run across the chunk border
+    elif layout == "negative ids":
+        ids = rng.permutation(ids) - 10**6
+    elif layout == "int32 ids":
+        ids = ids.astype(np.int32)
+    labels = (rng.random((n, 3)) < 0.3).astype(np.float64)
+    labels[rng.random((n, 3)) < 0.3] = np.nan
+    c8 = encode_label_codes(labels)
+    s = np.round(rng.random((2, n)), 2).astype(np.float32)
+    fast = GaucPlan(label_codes=c8, groups=ids)
+    slow = GaucPlan(labels, ids)
+    assert fast.codes.dtype == np.uint8
+    np.testing.assert_array_equal(fast.index.offsets, slow.index.offsets)
+    assert (fast.index.perm is None) == (slow.index.perm is None)
+    if fast.index.perm is not None:
+        np.testing.assert_array_equal(fast.index.perm, slow.index.perm)
+    np.testing.assert_allclose(fast.group_w, slow.group_w, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(fast(s), slow(s), atol=1e-12)
+    bad = c8.copy()
+    bad[n - 3, 1] = 2  # in the last chunk
+    with pytest.raises(ValueError, match=f"row {n - 3} has"):
+        GaucPlan(label_codes=bad, groups=ids)
