@@ -74,7 +74,7 @@ def _linear(theta, x, out):
         _linear_row(theta, x, out, p)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _linear_serial(theta, x, out):
     for p in range(theta.shape[0]):
         _linear_row(theta, x, out, p)
@@ -86,7 +86,7 @@ def _power(a, b, x, eps, out):
         _power_row(a, b, x, eps, out, p)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _power_serial(a, b, x, eps, out):
     for p in range(a.shape[0]):
         _power_row(a, b, x, eps, out, p)

@@ -281,7 +281,7 @@ def _keys_one(bits, low, packed, keys, hist):
         hist[2, hi >> np.uint32(22)] += 1
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _radix_hist(keys, hist):
     hist[:] = 0
     for i in range(keys.shape[0]):
@@ -291,7 +291,7 @@ def _radix_hist(keys, hist):
         hist[2, hi >> np.uint32(22)] += 1
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _radix_sort(keys, tmp, hist):
     """Stable LSD radix sort of uint64 keys on their high 32 bits, ``hist`` from
     :func:`_keys_one` / :func:`_radix_hist`.  Passes whose digit is constant are skipped.
@@ -453,8 +453,8 @@ def _radix_payload(bits, low, w, keys, tmp, wk, wtmp, hist):
 
 
 # --------------------------------------------------------------------------- scans
-@nb.njit(cache=True)
-def _scan_packed(keys, k_tasks, out, hshift):
+@nb.njit(cache=True, nogil=True)
+def _scan_packed(keys, k_tasks, out, hshift, raw=None):
     """Sorted packed keys (label code in the low bits, the score from bit ``hshift`` up:
     32 for AUC keys, the code width for GAUC's (group, score, code) keys, whose group
     bits are the same within a call) -> AUC of every task into out (K,).
@@ -465,7 +465,8 @@ def _scan_packed(keys, k_tasks, out, hshift):
     negatives adds ``bp * s`` (``s`` negatives strictly below it) to ``A`` and ``bp * bn``
     to the tie count ``D``, so ``2 U = 2 A + D`` in exact integer arithmetic.  The only
     branch is the end of a tie block (taken on every row when scores are distinct, rarely
-    under heavy ties: predictable either way)."""
+    under heavy ties: predictable either way).  With ``raw`` (K, 4) int64 the exact sums
+    (A, D, negatives, positives) of every task go there instead of the AUC."""
     n = keys.shape[0]
     for q in range((k_tasks + 3) // 4):
         sh = np.uint64(8 * q)
@@ -528,11 +529,17 @@ def _scan_packed(keys, k_tasks, out, hshift):
             k = 4 * q + j
             if k < k_tasks:
                 a, d, nn, pp = res[j]
-                den = pp * nn
-                out[k] = (2 * a + d) / (2.0 * den) if den > 0 else np.nan
+                if raw is not None:
+                    raw[k, 0] = a
+                    raw[k, 1] = d
+                    raw[k, 2] = nn
+                    raw[k, 3] = pp
+                else:
+                    den = pp * nn
+                    out[k] = (2 * a + d) / (2.0 * den) if den > 0 else np.nan
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _scan_gather(keys, rows_off, codes, weights, weighted, k_tasks, out):
     """Sorted keys (row index in the low half, plus ``rows_off``): labels and weights are
     gathered.  Any number of tasks, 4 per pass; float accumulators (exact integers when
@@ -597,7 +604,7 @@ def _scan_gather(keys, rows_off, codes, weights, weighted, k_tasks, out):
                 out[k] = (a + (den - b)) / (2.0 * den) if den > 0 else np.nan
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _scan_packed_w(keys, ws, k_tasks, out):
     """:func:`_scan_packed` with per-row weights ``ws`` in the same (sorted) order."""
     n = keys.shape[0]
@@ -702,7 +709,11 @@ def _scan_sorted(ties, rows, m, offset, codes, weights, weighted, k_tasks, out):
 
 
 # --------------------------------------------------------------------------- batch AUC
-@nb.njit(cache=True)
+# Every kernel a call runs on its threads is a serial numba function that releases the GIL
+# (``nogil``), run on the kernel's thread pool (:func:`_spread`) next to numpy's sort
+# (which releases it too): a thread takes a candidate from its keys through the sort to
+# its scan with no barrier between the steps, and no OpenMP team is left spinning.
+@nb.njit(cache=True, nogil=True)
 def _auc_one(bits, low, codes, weights, weighted, packed, k_tasks, keys, tmp, hist, out):
     """One candidate end to end: keys + histograms, radix sort, scan."""
     s = tmp if _radix_from_bits(bits, low, packed, keys, tmp, hist) else keys
@@ -712,23 +723,7 @@ def _auc_one(bits, low, codes, weights, weighted, packed, k_tasks, keys, tmp, hi
         _scan_gather(s, 0, codes, weights, weighted, k_tasks, out)
 
 
-@nb.njit(cache=True, parallel=True)
-def _auc_radix_par(bits, low, codes, weights, weighted, packed, k_tasks, keys, tmp, hist, out):
-    """Candidates spread over the T scratch slots (T = threads), one slot per thread."""
-    p_n = bits.shape[0]
-    t_n = keys.shape[0]
-    for t in nb.prange(t_n):
-        for p in range(t, p_n, t_n):
-            _auc_one(bits[p], low, codes, weights, weighted, packed, k_tasks, keys[t], tmp[t], hist[t], out[p])
-
-
-@nb.njit(cache=True)
-def _auc_radix_ser(bits, low, codes, weights, weighted, packed, k_tasks, keys, tmp, hist, out):
-    for p in range(bits.shape[0]):
-        _auc_one(bits[p], low, codes, weights, weighted, packed, k_tasks, keys[0], tmp[0], hist[0], out[p])
-
-
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _auc_one_w(bits, low, weights, k_tasks, keys, tmp, wk, wtmp, hist, out):
     """One weighted candidate (K <= 16): keys + weights radix-sorted together, scanned."""
     if _radix_payload(bits, low, weights, keys, tmp, wk, wtmp, hist):
@@ -737,53 +732,78 @@ def _auc_one_w(bits, low, weights, k_tasks, keys, tmp, wk, wtmp, hist, out):
         _scan_packed_w(keys, wk, k_tasks, out)
 
 
-@nb.njit(cache=True, parallel=True)
-def _auc_w_par(bits, low, weights, k_tasks, keys, tmp, wk, wtmp, hist, out):
-    p_n = bits.shape[0]
-    t_n = keys.shape[0]
-    for t in nb.prange(t_n):
-        for p in range(t, p_n, t_n):
-            _auc_one_w(bits[p], low, weights, k_tasks, keys[t], tmp[t], wk[t], wtmp[t], hist[t], out[p])
+@nb.njit(cache=True, nogil=True)
+def _keys_one_np(bits, low, packed, keys):
+    """keys[i] = ordered(bits[i]) << 32 | (low[i] if packed else i), for numpy's sort."""
+    for i in range(bits.shape[0]):
+        lo = np.uint32(low[i]) if packed else np.uint32(i)
+        keys[i] = (np.uint64(_ordered_u32(bits[i])) << np.uint64(32)) | np.uint64(lo)
 
 
-@nb.njit(cache=True)
-def _auc_w_ser(bits, low, weights, k_tasks, keys, tmp, wk, wtmp, hist, out):
-    for p in range(bits.shape[0]):
-        _auc_one_w(bits[p], low, weights, k_tasks, keys[0], tmp[0], wk[0], wtmp[0], hist[0], out[p])
-
-
-@nb.njit(cache=True, parallel=True)
-def _keys_rows_par(bits, low, packed, keys):
-    for p in nb.prange(bits.shape[0]):
-        for i in range(bits.shape[1]):
-            lo = np.uint32(low[i]) if packed else np.uint32(i)
-            keys[p, i] = (np.uint64(_ordered_u32(bits[p, i])) << np.uint64(32)) | np.uint64(lo)
+@nb.njit(cache=True, nogil=True)
+def _scan_one(keys, codes, weights, weighted, packed, k_tasks, out):
+    if packed:
+        _scan_packed(keys, k_tasks, out, np.uint64(32))
+    else:
+        _scan_gather(keys, 0, codes, weights, weighted, k_tasks, out)
 
 
 @nb.njit(cache=True)
 def _keys_rows_ser(bits, low, packed, keys):
     for p in range(bits.shape[0]):
-        for i in range(bits.shape[1]):
-            lo = np.uint32(low[i]) if packed else np.uint32(i)
-            keys[p, i] = (np.uint64(_ordered_u32(bits[p, i])) << np.uint64(32)) | np.uint64(lo)
+        _keys_one_np(bits[p], low, packed, keys[p])
 
 
-@nb.njit(cache=True, parallel=True)
-def _scan_rows_par(keys, codes, weights, weighted, packed, k_tasks, out):
-    for p in nb.prange(keys.shape[0]):
-        if packed:
-            _scan_packed(keys[p], k_tasks, out[p], np.uint64(32))
-        else:
-            _scan_gather(keys[p], 0, codes, weights, weighted, k_tasks, out[p])
+# One candidate on every thread (a search on a large log): its rows are split by score
+# into one bucket per thread (a sample sort).  Pivots are ordered score bits read from a
+# sample of the rows; a bucket holds the rows with pivot[b-1] <= score < pivot[b], so a
+# tie block never straddles two buckets.  Each thread counts its row chunk's rows per
+# bucket, then writes their keys into the bucket's slots; each bucket is then sorted and
+# scanned on its own, and the exact sums are joined: a positive in bucket b sits above
+# every negative of the buckets below, so 2U = sum_b (2 A_b + D_b + 2 P_b N_{<b}).
+@nb.njit(cache=True, nogil=True)
+def _ordered_sample(bits, rows, out):
+    for j in range(rows.shape[0]):
+        out[j] = _ordered_u32(bits[rows[j]])
+
+
+@nb.njit(cache=True, inline="always")
+def _bucket_of(hi, pivots):
+    b = 0
+    for j in range(pivots.shape[0]):
+        b += hi >= pivots[j]
+    return b
+
+
+@nb.njit(cache=True, nogil=True)
+def _bucket_counts(bits, a, b, pivots, cnt):
+    cnt[:] = 0
+    for i in range(a, b):
+        cnt[_bucket_of(_ordered_u32(bits[i]), pivots)] += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _bucket_write(bits, low, a, b, pivots, slot, keys):
+    for i in range(a, b):
+        hi = _ordered_u32(bits[i])
+        j = _bucket_of(hi, pivots)
+        keys[slot[j]] = (np.uint64(hi) << np.uint64(32)) | np.uint64(low[i])
+        slot[j] += 1
 
 
 @nb.njit(cache=True)
-def _scan_rows_ser(keys, codes, weights, weighted, packed, k_tasks, out):
-    for p in range(keys.shape[0]):
-        if packed:
-            _scan_packed(keys[p], k_tasks, out[p], np.uint64(32))
-        else:
-            _scan_gather(keys[p], 0, codes, weights, weighted, k_tasks, out[p])
+def _join_buckets(raw, out):
+    """raw (B, K, 4) exact sums of the buckets in score order -> AUC per task."""
+    for k in range(raw.shape[1]):
+        two_u = 0
+        neg = 0
+        pos = 0
+        for b in range(raw.shape[0]):
+            two_u += 2 * raw[b, k, 0] + raw[b, k, 1] + 2 * raw[b, k, 3] * neg
+            neg += raw[b, k, 2]
+            pos += raw[b, k, 3]
+        den = pos * neg
+        out[k] = two_u / (2.0 * den) if den > 0 else np.nan
 
 
 @nb.njit(cache=True, parallel=True)
@@ -821,6 +841,7 @@ _POOL: ThreadPoolExecutor | None = None
 _CHOICE: dict[int, str] = {}
 _CHOICE_LOCK = threading.Lock()
 _MIN_MEASURED = 1 << 14  # below this the sorts cost microseconds: numpy's, no measuring
+_SPLIT_MIN_ROWS = 1 << 18  # a single candidate is split over the threads from this many rows
 
 
 def _threads() -> int:
@@ -1049,13 +1070,18 @@ class AucPlan:
         s, one, exact32 = _as_score_matrix(scores, self.n)
         p = s.shape[0]
         out = np.empty((p, self.k))
-        par = _want_parallel(parallel, p)
+        par = (p > 1 or self.n >= _SPLIT_MIN_ROWS) if parallel is None else bool(parallel)
         if not exact32:
             order = np.argsort(s, axis=1, kind="stable")
             _scan_order(order, s.view(np.uint64), self.codes, self._w, self.weights is not None, self.k, out)
             return out[0] if one else out
         method = self.sort if self.sort != "auto" else sort_choice(self.n)
-        slots = min(p, _threads()) if par else 1
+        threads = _threads() if par else 1
+        bits = s.view(np.uint32)
+        if p == 1 and threads > 1 and self.packed and self.n >= _SPLIT_MIN_ROWS:
+            self._split_one(bits[0], out[0], method, threads)
+            return out[0] if one else out
+        slots = min(p, threads)
         if not self._scratch.lock.acquire(blocking=False):
             scratch = _Scratch()
         else:
@@ -1063,26 +1089,80 @@ class AucPlan:
         try:
             radix = self.payload or method == "radix"
             keys, tmp, hist, wbuf = scratch.get(slots, self.n, self.payload, radix)
-            bits = s.view(np.uint32)
             weighted = self.weights is not None
-            if self.payload:  # weighted, <= 16 tasks: (key, weight) pairs radix-sorted, any machine
-                fn = _auc_w_par if par else _auc_w_ser
-                fn(bits, self._low, self.weights, self.k, keys, tmp, wbuf[0], wbuf[1], hist, out)
-            elif method == "radix":
-                fn = _auc_radix_par if par else _auc_radix_ser
-                fn(bits, self._low, self.codes, self._w, weighted, self.packed, self.k, keys, tmp, hist, out)
-            else:
-                mk = _keys_rows_par if par else _keys_rows_ser
-                sc = _scan_rows_par if par else _scan_rows_ser
-                for c in range(0, p, slots):
-                    kk = keys[:min(slots, p - c)]
-                    mk(bits[c:c + slots], self._low, self.packed, kk)
-                    _np_sort_rows(kk, par)
-                    sc(kk, self.codes, self._w, weighted, self.packed, self.k, out[c:c + slots])
+            low, codes, w, k, packed = self._low, self.codes, self._w, self.k, self.packed
+
+            def work(t):  # candidates t, t + slots, ... on one thread, each end to end
+                for q in range(t, p, slots):
+                    if self.payload:  # weighted, <= 16 tasks: (key, weight) pairs radix-sorted, any machine
+                        _auc_one_w(bits[q], low, self.weights, k, keys[t], tmp[t], wbuf[0][t], wbuf[1][t],
+                                   hist[t], out[q])
+                    elif radix:
+                        _auc_one(bits[q], low, codes, w, weighted, packed, k, keys[t], tmp[t], hist[t], out[q])
+                    else:
+                        _keys_one_np(bits[q], low, packed, keys[t])
+                        keys[t].sort()
+                        _scan_one(keys[t], codes, w, weighted, packed, k, out[q])
+
+            _spread(work, slots)
         finally:
             if scratch is self._scratch:
                 self._scratch.lock.release()
         return out[0] if one else out
+
+    def _split_one(self, bits: np.ndarray, out: np.ndarray, method: str, threads: int) -> None:
+        """One candidate on ``threads`` threads: a bucket of scores per thread (see
+        :func:`_join_buckets`), each sorted by ``method`` and scanned on its own."""
+        n = self.n
+        rows = np.linspace(0, n - 1, min(n, 1024 * threads)).astype(np.int64)
+        sample = np.empty(rows.shape[0], dtype=np.uint32)
+        _ordered_sample(bits, rows, sample)
+        sample.sort()
+        pivots = []
+        for j in range(1, threads):  # the boundary nearest the j-th quantile between distinct values
+            r = (j * sample.shape[0]) // threads
+            lo = int(np.searchsorted(sample, sample[r], side="left"))
+            hi = int(np.searchsorted(sample, sample[r], side="right"))
+            cut = lo if r - lo <= hi - r else hi
+            if 0 < cut < sample.shape[0]:
+                pivots.append(sample[cut])
+        pivots = np.unique(np.array(pivots, dtype=np.uint32))
+        n_b = pivots.shape[0] + 1
+        cuts = np.linspace(0, n, threads + 1).astype(np.int64)
+        cnt = np.empty((threads, n_b), dtype=np.int64)
+        _spread(lambda t: _bucket_counts(bits, cuts[t], cuts[t + 1], pivots, cnt[t]), threads)
+        sizes = cnt.sum(axis=0)
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        slot = bounds[:-1][None, :] + np.cumsum(cnt, axis=0) - cnt  # each chunk's first slot per bucket
+        if not self._scratch.lock.acquire(blocking=False):
+            scratch = _Scratch()
+        else:
+            scratch = self._scratch
+        try:
+            keys, tmp, _, _ = scratch.get(1, n, radix=method == "radix")
+            keys, tmp = keys[0], tmp[0]
+            _spread(lambda t: _bucket_write(bits, self._low, cuts[t], cuts[t + 1], pivots, slot[t], keys), threads)
+            raw = np.zeros((n_b, self.k, 4), dtype=np.int64)
+
+            def sort_scan(b):
+                a, z = bounds[b], bounds[b + 1]
+                if z == a:
+                    return
+                part = keys[a:z]
+                if method == "radix":
+                    hist = np.empty((3, 2048), dtype=np.int64)
+                    _radix_hist(part, hist)
+                    if _radix_sort(part, tmp[a:z], hist):
+                        part = tmp[a:z]
+                else:
+                    part.sort()
+                _scan_packed(part, self.k, out, np.uint64(32), raw[b])
+
+            _spread(sort_scan, n_b)
+        finally:
+            if scratch is self._scratch:
+                self._scratch.lock.release()
+        _join_buckets(raw, out)
 
     def release(self) -> None:
         """Drop the reused key buffers (per thread and row: 8 bytes with numpy's sort, 16
@@ -1552,20 +1632,9 @@ def _gkeys_range(bits_p, offsets, codes, g0, g1, gshift, cshift, keys_p):
             keys_p[i] = top | (np.uint64(_ordered_u32(bits_p[i])) << cshift) | np.uint64(codes[i, 0])
 
 
-@nb.njit(cache=True, parallel=True)
-def _gkeys_par(bits, offsets, codes, gshift, cshift, cuts, keys):
-    """keys (P, N) of every candidate; (candidate, piece of groups ``cuts``) pairs in parallel."""
-    n_cut = cuts.shape[0] - 1
-    for t in nb.prange(bits.shape[0] * n_cut):
-        p = t // n_cut
-        c = t - p * n_cut
-        _gkeys_range(bits[p], offsets, codes, cuts[c], cuts[c + 1], gshift, cshift, keys[p])
-
-
-@nb.njit(cache=True)
-def _gkeys_ser(bits, offsets, codes, gshift, cshift, cuts, keys):
-    for p in range(bits.shape[0]):
-        _gkeys_range(bits[p], offsets, codes, 0, offsets.shape[0] - 1, gshift, cshift, keys[p])
+@nb.njit(cache=True, nogil=True)
+def _gkeys_one(bits_p, offsets, codes, g0, g1, gshift, cshift, keys_p):
+    _gkeys_range(bits_p, offsets, codes, g0, g1, gshift, cshift, keys_p)
 
 
 @nb.njit(cache=True, inline="always")
@@ -1586,23 +1655,13 @@ def _gscan_chunk(keys_p, offsets, group_w, k_tasks, cshift, c, auc_g, out_pc):
                 out_pc[k] += group_w[g, k] * auc_g[k]
 
 
-@nb.njit(cache=True, parallel=True)
-def _gscan_par(keys, offsets, group_w, k_tasks, cshift, out):
-    """Group-weighted AUC sums per (candidate, block of _GROUP_CHUNK groups) of sorted keys."""
-    n_chunks = out.shape[1]
-    for t in nb.prange(keys.shape[0] * n_chunks):
-        p = t // n_chunks
-        c = t - p * n_chunks
-        auc_g = np.empty(k_tasks)
-        _gscan_chunk(keys[p], offsets, group_w, k_tasks, cshift, c, auc_g, out[p, c])
-
-
-@nb.njit(cache=True)
-def _gscan_ser(keys, offsets, group_w, k_tasks, cshift, out):
+@nb.njit(cache=True, nogil=True)
+def _gscan_one(keys_p, offsets, group_w, k_tasks, cshift, c0, c1, out_p):
+    """Group-weighted AUC sums of the blocks of _GROUP_CHUNK groups [c0, c1) of one
+    candidate's sorted keys, into out_p[c]."""
     auc_g = np.empty(k_tasks)
-    for p in range(keys.shape[0]):
-        for c in range(out.shape[1]):
-            _gscan_chunk(keys[p], offsets, group_w, k_tasks, cshift, c, auc_g, out[p, c])
+    for c in range(c0, c1):
+        _gscan_chunk(keys_p, offsets, group_w, k_tasks, cshift, c, auc_g, out_p[c])
 
 
 @nb.njit(cache=True)
@@ -1813,39 +1872,50 @@ class GaucPlan:
 
     def _run_sorted(self, bits, par, out):
         """GAUC sums per block of groups through one numpy sort of (group, score, code)
-        keys per candidate: a candidate per thread, or, with fewer candidates than
-        threads, each candidate's rows cut at group boundaries into one piece per thread
-        (keys built, sorted and scanned piece by piece in parallel)."""
+        keys per candidate: a candidate per thread, each from its keys through the sort to
+        its scan; with fewer candidates than threads each candidate's rows are cut at
+        block-of-groups boundaries into pieces, one per thread, each keyed, sorted and
+        scanned on its own."""
         p_n, n = bits.shape
         offsets = self.index.offsets
         gshift = np.uint64(32 + self._cshift)
         cshift = np.uint64(self._cshift)
         threads = _threads() if par else 1
         slots = min(p_n, threads)
-        pieces = max(1, threads // slots)
-        cuts = np.unique(np.searchsorted(offsets, np.linspace(0, n, pieces + 1), side="left"))
-        cuts[0], cuts[-1] = 0, offsets.shape[0] - 1
+        n_chunks = out.shape[1]
+        g_n = offsets.shape[0] - 1
+        pieces = max(1, threads // p_n)
+        if pieces > 1:  # block boundaries nearest to equal row counts
+            first_rows = offsets[np.arange(n_chunks) * _GROUP_CHUNK]
+            ccut = np.unique(np.searchsorted(first_rows, np.linspace(0, n, pieces + 1), side="left"))
+            ccut[0], ccut[-1] = 0, n_chunks
+        else:
+            ccut = np.array([0, n_chunks])
+        items = [(q, int(a), int(b)) for q in range(p_n) for a, b in zip(ccut[:-1], ccut[1:])] if pieces > 1 else []
         if not self._scratch.lock.acquire(blocking=False):
             scratch = _Scratch()
         else:
             scratch = self._scratch
         try:
             keys = scratch.get(slots, n, radix=False)[0]
-            for c in range(0, p_n, slots):
-                kk = keys[:min(slots, p_n - c)]
-                if par:
-                    _gkeys_par(bits[c:c + slots], offsets, self.codes, gshift, cshift, cuts, kk)
-                    spans = [(q, offsets[a], offsets[b]) for q in range(kk.shape[0])
-                             for a, b in zip(cuts[:-1], cuts[1:])]
-                    if len(spans) > 1:
-                        list(_pool().map(lambda t: kk[t[0], t[1]:t[2]].sort(), spans))
-                    else:
-                        kk.sort(axis=1)
-                    _gscan_par(kk, offsets, self.group_w, self.k, cshift, out[c:c + slots])
-                else:
-                    _gkeys_ser(bits[c:c + slots], offsets, self.codes, gshift, cshift, cuts, kk)
-                    kk.sort(axis=1)
-                    _gscan_ser(kk, offsets, self.group_w, self.k, cshift, out[c:c + slots])
+            codes, group_w, k = self.codes, self.group_w, self.k
+            if items:
+                def piece(i):
+                    q, c0, c1 = items[i]
+                    g0, g1 = c0 * _GROUP_CHUNK, min(g_n, c1 * _GROUP_CHUNK)
+                    _gkeys_one(bits[q], offsets, codes, g0, g1, gshift, cshift, keys[q])
+                    keys[q, offsets[g0]:offsets[g1]].sort()
+                    _gscan_one(keys[q], offsets, group_w, k, cshift, c0, c1, out[q])
+
+                _spread(piece, len(items))
+            else:
+                def work(t):
+                    for q in range(t, p_n, slots):
+                        _gkeys_one(bits[q], offsets, codes, 0, g_n, gshift, cshift, keys[t])
+                        keys[t].sort()
+                        _gscan_one(keys[t], offsets, group_w, k, cshift, 0, n_chunks, out[q])
+
+                _spread(work, slots)
         finally:
             if scratch is self._scratch:
                 self._scratch.lock.release()

@@ -26,7 +26,7 @@ import numpy as np
 from .errors import InputError
 from .fusion import Formula
 from .log import PredictionLog
-from .metrics import AucPlan, GaucPlan
+from .metrics import AucPlan, GaucPlan, _spread, _threads
 from .study import Task
 
 __all__ = ["Objective", "Evaluation"]
@@ -37,6 +37,7 @@ _MAX_BATCH_BYTES = 16 * 2**20  # fused scores of one kernel call (float32, P x N
 # past it (large logs) one candidate at a time with the threads inside it (fusion over row
 # blocks, GAUC over group blocks), so the scratch exists once instead of once per thread.
 _MAX_SCRATCH_BYTES = 64 * 2**20
+_MIN_ROWS_PER_THREAD = 1 << 14  # one candidate's fusion is split over the threads past this
 
 
 @dataclass
@@ -117,10 +118,32 @@ class Objective:
             m = rows.shape[0]
             if self._fused is None or self._fused.shape[0] < m:
                 self._fused = np.empty((min(step, max(m, theta.shape[0])), self.n_rows), dtype=np.float32)
-            fused = self.formula.scores(self.prepared, rows, out=self._fused[:m], parallel=self.parallel)
+            fused = self._fuse(rows, self._fused[:m])
             out[s:s + step] = self.score_metrics(fused)
         self.calls += theta.shape[0]
         return out
+
+    def _fuse(self, rows: np.ndarray, fused: np.ndarray) -> np.ndarray:
+        """Fused scores of ``rows`` into ``fused`` on the kernel's threads: a candidate per
+        thread, or one candidate's rows in one chunk per thread.  The formula's serial
+        kernel releases the GIL and runs the same per-row code, so the scores are
+        bit-identical to one thread; and no OpenMP team is left spinning on a core the
+        metric kernel that follows wants (``metrics._spread``)."""
+        m, n = fused.shape
+        if type(self.formula).scores is not Formula.scores:  # another kernel (segments): its own threads
+            return self.formula.scores(self.prepared, rows, out=fused, parallel=self.parallel)
+        threads = _threads() if self.parallel is not False else 1
+        if threads == 1 or (m == 1 and n < threads * _MIN_ROWS_PER_THREAD):
+            return self.formula.scores(self.prepared, rows, out=fused, parallel=False)
+        if m > 1:
+            slots = min(m, threads)
+            _spread(lambda t: [self.formula.scores(self.prepared, rows[q:q + 1], out=fused[q:q + 1], parallel=False)
+                               for q in range(t, m, slots)], slots)
+        else:
+            cuts = np.linspace(0, n, threads + 1).astype(np.int64)
+            _spread(lambda t: self.formula.scores(self.prepared[cuts[t]:cuts[t + 1]], rows,
+                                                  out=fused[:, cuts[t]:cuts[t + 1]], parallel=False), threads)
+        return fused
 
     def release(self) -> None:
         """Drop the buffers reused across calls (fused scores, sort keys)."""

@@ -402,3 +402,79 @@ def test_gauc_plan_build_over_row_chunks(layout, threads, monkeypatch):
     bad[n - 3, 1] = 2  # in the last chunk
     with pytest.raises(ValueError, match=f"row {n - 3} has"):
         GaucPlan(label_codes=bad, groups=ids)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("method", ["radix", "numpy"])
+@pytest.mark.parametrize("name", list(adversarial_scores()))
+def test_one_candidate_split_over_threads_is_exact(name, method, threads, monkeypatch):
+    """A single candidate on several threads (a search on a large log) is split by score
+    into one bucket per thread, each sorted and scanned alone and the exact sums joined:
+    it must equal sklearn and the one-thread call on every adversarial key layout."""
+    monkeypatch.setattr(M, "_threads", lambda: threads)
+    monkeypatch.setattr(M, "_SPLIT_MIN_ROWS", 1000)
+    s = adversarial_scores()[name]
+    rng = np.random.default_rng(9)
+    y = (rng.random((s.size, 3)) < np.array([0.5, 0.1, 0.02])).astype(np.float64)
+    y[rng.random((s.size, 3)) < 0.3] = np.nan
+    y[:, 2][~np.isnan(y[:, 2])] = 1.0  # one-class task: NaN
+    plan = AucPlan(y, sort=method)
+    split = plan(s, parallel=True)
+    np.testing.assert_array_equal(split, plan(s, parallel=False))
+    from scipy.stats import rankdata
+
+    ranks = rankdata(s.astype(np.float64))  # sklearn refuses infinities; AUC depends on the order only
+    np.testing.assert_allclose(split[:2], ref_auc(ranks, y)[:2], atol=1e-12)
+    assert np.isnan(split[2])
+
+
+def test_batches_on_the_pool_equal_one_thread(monkeypatch):
+    """Candidates spread over the kernel's pool (AUC numpy / radix / weighted, GAUC whole
+    candidates and pieces of one candidate) give exactly the one-thread values."""
+    monkeypatch.setattr(M, "_threads", lambda: 3)
+    rng = np.random.default_rng(2)
+    n = 20_000
+    y = (rng.random((n, 4)) < 0.2).astype(np.float64)
+    y[rng.random((n, 4)) < 0.2] = np.nan
+    w = rng.random(n) + 0.1
+    groups = np.sort(rng.integers(0, 3000, n))
+    s = np.round(rng.random((5, n)), 3).astype(np.float32)
+    for plan in (AucPlan(y, sort="numpy"), AucPlan(y, sort="radix"), AucPlan(y, w), GaucPlan(y, groups)):
+        for p in (1, 2, 5):
+            np.testing.assert_array_equal(plan(s[:p], parallel=True), plan(s[:p], parallel=False))
+    ref = np.array([ref_gauc(s[0].astype(np.float64), y, groups)])
+    np.testing.assert_allclose(GaucPlan(y, groups)(s[:1], parallel=True), ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("formula", ["multiplicative", "power"])
+def test_objective_on_the_pool_equals_one_thread_in_both_modes(tmp_path, formula, monkeypatch):
+    """The objective fuses on the kernel's pool (a candidate per thread, or one
+    candidate's rows split over the threads on a large log) and scores on it; both modes
+    give exactly the one-thread per-task values."""
+    from fusiontune import objective as O
+    from fusiontune.pipeline import prepare
+    from fusiontune.simulate import simulate_known_optimum, write_table
+    from fusiontune.study import parse_study
+
+    monkeypatch.setattr(M, "_threads", lambda: 2)
+    monkeypatch.setattr(O, "_threads", lambda: 2)
+    write_table(simulate_known_optimum({"t1": 1.0, "t2": 0.4}, rows=40_000, groups=2000, seed=1),
+                tmp_path / "log.parquet")
+    tasks = [{"name": t, "score": f"p_{t}", "label": t, "weight": 1.0, "metric": m}
+             for t, m in (("t1", "auc"), ("t2", "gauc"))]
+    study = parse_study({"name": "pool", "log": str(tmp_path / "log.parquet"), "group": "request_id",
+                         "tasks": tasks, "fusion": {"formula": formula, "reference": "t1",
+                                                    "baseline": {"a_t1": 1.0, "a_t2": 1.0, "b_t1": 0.1,
+                                                                 "b_t2": 0.1} if formula == "power" else
+                                                    {"a_t1": 1.0, "a_t2": 1.0}}}, tmp_path / "s.toml")
+    obj = prepare(study).objective
+    theta = np.random.default_rng(0).uniform(0.2, 2.0, (5, len(obj.formula.param_names)))
+    obj.parallel = False
+    one = obj.metrics(theta)
+    obj.parallel = None
+    np.testing.assert_array_equal(obj.metrics(theta), one)  # a candidate per thread
+    monkeypatch.setattr(O, "_MAX_SCRATCH_BYTES", 1)  # "large log": one candidate, threads inside
+    monkeypatch.setattr(O, "_MIN_ROWS_PER_THREAD", 100)
+    monkeypatch.setattr(M, "_SPLIT_MIN_ROWS", 1000)
+    assert obj.batch_size() == 1
+    np.testing.assert_array_equal(obj.metrics(theta), one)
