@@ -123,6 +123,8 @@ class LogSource:
                 if isinstance(part, pa.Table):
                     t = part if filter is None else part.filter(filter)
                     it = iter(t.select(columns).to_batches(max_chunksize=batch_rows))
+                elif filter is None and _is_parquet_fragment(part):  # a filter goes through the scanner
+                    it = _parquet_batches(part, self.schema, columns, batch_rows)
                 else:
                     # one batch read ahead: the default (16) can hold a large file's row groups at once
                     it = iter(part.to_batches(schema=self.schema, columns=columns, filter=filter,
@@ -140,6 +142,48 @@ class LogSource:
                 raise
             except _READ_ERRORS as exc:
                 raise InputError(f"{part_name}: cannot read: {_first_line(exc)}") from None
+
+
+def _is_parquet_fragment(part) -> bool:
+    return type(part).__name__ == "ParquetFileFragment"
+
+
+def _parquet_batches(fragment, schema: pa.Schema, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The rows of one Parquet file of a dataset as batches of ``columns``, typed as in the
+    dataset's ``schema`` (Hive partition keys as constant columns, a column this file lacks as
+    nulls, as the dataset scanner gives them).
+
+    Read with the file's own reader, ``batch_rows`` rows at a time: the dataset scanner decodes
+    a whole row group before it slices it into batches, which for files with 10^6-row row
+    groups holds ~100 MB more than a batch (``benchmarks/bench_load.py``).  The allocator's
+    freed pages go back to the OS after each file."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    expr = fragment.partition_expression
+    keys = ds.get_partition_keys(expr) if expr is not None else {}
+    physical = set(fragment.physical_schema.names)
+    from_file = [c for c in columns if c not in keys and c in physical]
+    target = pa.schema([schema.field(c) for c in columns])
+    with fragment.filesystem.open_input_file(fragment.path) as fh:
+        reader = pq.ParquetFile(fh)
+        for raw in reader.iter_batches(batch_size=batch_rows, columns=from_file, use_threads=False):
+            n = raw.num_rows
+            arrays = []
+            for field in target:
+                c = field.name
+                if c in from_file:
+                    a = raw.column(c)
+                    arrays.append(a if a.type == field.type else a.cast(field.type))
+                elif c in keys:
+                    arrays.append(pa.repeat(pa.scalar(keys[c], type=field.type), n))
+                else:
+                    arrays.append(pa.nulls(n, type=field.type))
+            del raw
+            yield pa.RecordBatch.from_arrays(arrays, schema=target)
+            del arrays
+        del reader
+    pa.default_memory_pool().release_unused()
 
 
 def open_source(source, columns: list[str] | None = None, also: list[str] | None = None) -> LogSource:

@@ -24,7 +24,7 @@ from .dataset import group_hash_of
 from .errors import InputError, LogError, StudyError
 
 __all__ = ["TaskColumns", "PredictionLog", "load_log", "read_table", "split_log", "encode_label_codes",
-           "split_roles", "SplitParts", "holdout_column", "split_info", "group_hash_of"]
+           "split_roles", "join_roles", "SplitParts", "holdout_column", "split_info", "group_hash_of"]
 
 
 @dataclass(frozen=True)
@@ -313,7 +313,7 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
              weight: str | None = None, time: str | None = None,
              need_probabilities: bool = True, extra: list[str] | None = None,
              filter=None, sample: float | None = None,
-             shard: tuple[int, int] | None = None) -> PredictionLog:
+             shard: tuple[int, int] | None = None, keep_hash: bool = True) -> PredictionLog:
     """Load and validate a prediction log.  See the module docstring and ``docs/logs.md``.
 
     Parameters
@@ -344,6 +344,9 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
         each row's group to know whether it is its own).  The "has a positive and a negative
         row" check of each label is skipped for a shard (a small shard may lack one; the
         caller combining shards checks the totals).  Rows of a shard keep the log's order.
+    keep_hash
+        Keep ``group_hash`` (8 bytes a row; only a split by group reads it).  False: the hash is
+        still computed for ``sample`` / ``shard`` while reading, then dropped with the batch.
 
     Every problem raises :class:`~fusiontune.errors.InputError` (a bad ``filter``:
     :class:`~fusiontune.errors.StudyError`) with one line naming the file (the Parquet file
@@ -455,7 +458,8 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
             inv_col.add(inv)  # local codes of this batch; made global at the end
             uniq_chunks.append(np.asarray(uniq))
             batch_starts.append(start)
-            hash_col.add(h)
+            if keep_hash:
+                hash_col.add(h)
             del inv, raw
         if weight:
             w = _numeric_array(part, batch.column(weight), weight, "weight", rows)
@@ -509,7 +513,7 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
             groups[lo:hi] = glob_codes[off:off + size][groups[lo:hi]]
             off += size
         del glob_codes
-        group_hash = hash_col.done()
+        group_hash = hash_col.done() if keep_hash else None
     weights = weight_col.done() if weight else None
     tcol = time_col.done() if time else None
     ex = {c: (np.concatenate(v) if len(v) > 1 else v[0]) for c, v in extra_chunks.items()}
@@ -568,7 +572,7 @@ def holdout_column(log: PredictionLog, column: str) -> np.ndarray:
 
 
 def split_roles(log: PredictionLog, by: str = "time", holdout: float | None = 0.3, select: float = 0.0,
-                seed: int = 0, column: str | None = None) -> SplitParts:
+                seed: int = 0, column: str | None = None, consume: bool = False) -> SplitParts:
     """Cut the log into search / select / holdout rows (disjoint; every row has one role).
 
     The holdout (the rows the report judges on): with ``column``, the rows where that 0/1
@@ -584,6 +588,12 @@ def split_roles(log: PredictionLog, by: str = "time", holdout: float | None = 0.
     by group the next band of the group hash, at random the next band of the same draw.  The
     holdout rows are therefore the same with or without a ``select`` share; the search part
     shrinks.
+
+    Each part holds its rows in the log's order.  ``consume=True`` moves the log's arrays into
+    the parts one column at a time and leaves ``log`` empty (every array None), so a large log
+    and its parts never exist together for more than one column; the parts then carry no
+    ``time`` or ``group_hash`` (they only assign the roles).  :func:`join_roles` puts the parts
+    back together in the log's row order.
     """
     select = float(select or 0.0)
     if column is None:
@@ -629,22 +639,86 @@ def split_roles(log: PredictionLog, by: str = "time", holdout: float | None = 0.
             v = _unit_hash(log, seed) if by == "group" else np.random.default_rng(seed).random(n)
             sel = rest & (v < frac)
         role[sel] = SELECT
-    parts = {r: log.take(role == r) for r in (SEARCH, SELECT, HOLDOUT) if (role == r).any()}
+    u = hold = rest = sel = v = None  # noqa: F841 (8-9 bytes a row: let them go before the cut)
+    masks = {r: role == r for r in (SEARCH, SELECT, HOLDOUT)}
+    masks = {r: m for r, m in masks.items() if m.any()}
     for r in (SEARCH, HOLDOUT) if column is None else (SEARCH,):
-        if r not in parts:
+        if r not in masks:
             raise LogError(f"{log.source}: the {ROLE_NAMES[r]} part of the split is empty")
-    if select > 0 and SELECT not in parts:
+    if select > 0 and SELECT not in masks:
         raise LogError(f"{log.source}: the select part of the split is empty (select = {select})")
-    for r, part in parts.items():
+    for r, m in masks.items():  # checked on the whole log, before anything is cut or consumed
         for j, t in enumerate(log.tasks):
-            lab = part.label_codes[:, j]
-            has_pos, has_neg = bool((lab == LABEL_POSITIVE).any()), bool((lab == LABEL_NEGATIVE).any())
+            lab = log.label_codes[:, j]
+            has_pos = bool(np.logical_and(lab == LABEL_POSITIVE, m).any())
+            has_neg = bool(np.logical_and(lab == LABEL_NEGATIVE, m).any())
             if not (has_pos and has_neg):
                 raise LogError(f"{log.source}: the {ROLE_NAMES[r]} part of the split has no "
                                  f"{'positive' if not has_pos else 'negative'} for task {t!r}")
     info = split_info(log, role)
     info.update({"by": by, "holdout": holdout, "select": select, "seed": int(seed), "column": column})
+    parts = _cut(log, masks, consume)
     return SplitParts(parts[SEARCH], parts.get(SELECT), parts.get(HOLDOUT), role, info)
+
+
+_ROW_ARRAYS = ("scores", "label_codes", "groups", "weights", "time", "group_hash")
+
+
+def _cut(log: PredictionLog, masks: dict, consume: bool) -> dict:
+    """The rows of each role (``masks``: role -> bool mask) as new logs, column by column;
+    ``consume``: each of the log's arrays is let go as soon as it is cut (and ``time`` /
+    ``group_hash`` are not cut at all)."""
+    cols: dict = {r: {} for r in masks}
+    # consumed: the split-only columns go first, so they are not held while the others are cut
+    for name in (("time", "group_hash", *_ROW_ARRAYS[:4]) if consume else _ROW_ARRAYS):
+        a = getattr(log, name)
+        if consume:
+            setattr(log, name, None)
+            if name in ("time", "group_hash"):
+                a = None
+        for r, m in masks.items():
+            cols[r][name] = None if a is None else np.compress(m, a, axis=0)
+        del a
+    extra = {r: {} for r in masks}
+    for c in list(log.extra):
+        a = log.extra.pop(c) if consume else log.extra[c]
+        for r, m in masks.items():
+            extra[r][c] = np.compress(m, a, axis=0)
+        del a
+    return {r: PredictionLog(log.tasks, cols[r]["scores"], None, cols[r]["groups"], cols[r]["weights"],
+                             cols[r]["time"], log.source, extra[r], cols[r]["group_hash"],
+                             label_codes=cols[r]["label_codes"]) for r in masks}
+
+
+def join_roles(parts: dict, role: np.ndarray) -> PredictionLog:
+    """The log whose rows of role ``r`` are ``parts[r]`` (role -> PredictionLog, each in the log's
+    order): the inverse of :func:`split_roles`, in the original row order.  A column is kept
+    when every part has it."""
+    parts = {r: p for r, p in parts.items() if p is not None}
+    first = next(iter(parts.values()))
+    masks = {r: role == r for r in parts}
+    out = {}
+    for name in _ROW_ARRAYS:
+        arrays = {r: getattr(p, name) for r, p in parts.items()}
+        if any(a is None for a in arrays.values()):
+            out[name] = None
+            continue
+        a0 = arrays[next(iter(arrays))]
+        whole = np.empty((role.shape[0], *a0.shape[1:]), dtype=a0.dtype)
+        for r, a in arrays.items():
+            whole[masks[r]] = a
+        out[name] = whole
+    extra = {}
+    for c in first.extra:
+        if all(c in p.extra for p in parts.values()):
+            vals = [p.extra[c] for p in parts.values()]
+            whole = np.empty(role.shape[0], dtype=np.result_type(*vals) if all(v.dtype.kind != "O" for v in vals)
+                             else object)
+            for r, p in parts.items():
+                whole[masks[r]] = p.extra[c]
+            extra[c] = whole
+    return PredictionLog(first.tasks, out["scores"], None, out["groups"], out["weights"], out["time"], first.source,
+                         extra, out["group_hash"], label_codes=out["label_codes"])
 
 
 def split_info(log: PredictionLog, role: np.ndarray) -> dict:

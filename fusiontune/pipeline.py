@@ -7,7 +7,7 @@ and returns the ``result.json`` dict (contract in ``design.md``) and the trials 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +20,21 @@ from .objective import Objective
 from .search.run import Screening, SearchRun, build_searcher, run_search
 from .study import Study
 
-__all__ = ["Prepared", "prepare", "search", "trials_frame", "metric_columns", "summarise_params", "split_summary"]
+__all__ = ["Prepared", "prepare", "search", "split_needs", "trials_frame", "metric_columns", "summarise_params", "split_summary"]
 
 
 @dataclass
 class Prepared:
+    """A study ready to search: formula, space, the log's parts and the search objective.
+
+    ``log`` is the whole log in its row order.  With a split, the parts hold the rows and the
+    whole log is put back together from them only when something asks for it (``role`` says
+    which part each row went to), so a search never holds the log twice."""
+
     study: Study
     formula: Formula
     space: ParamSpace
-    log: PredictionLog
+    _log: PredictionLog | None  # the whole log, or None: joined from the parts on first use
     search_log: PredictionLog
     holdout_log: PredictionLog | None
     objective: Objective
@@ -37,10 +43,31 @@ class Prepared:
     split_info: dict | None = None  # true rows/groups and shares of each part (log.split_info)
     _select_objective: Objective | None = None
     engine: object | None = None  # the Ray engine holding the log's shards (None: this process)
+    role: np.ndarray | None = None  # (N,) int8 role of each row (log.SEARCH/SELECT/HOLDOUT) with a split
+
+    @property
+    def log(self) -> PredictionLog:
+        """The whole log (without the split-only columns), in the row order it was read in."""
+        if self._log is None:
+            from .log import HOLDOUT, SEARCH, SELECT, join_roles
+
+            self._log = join_roles({SEARCH: self.search_log, SELECT: self.select_log,
+                                    HOLDOUT: self.holdout_log}, self.role)
+        return self._log
+
+    @property
+    def n_rows(self) -> int:
+        """Rows of the whole log (without joining it)."""
+        if self._log is not None:
+            return self._log.n
+        return sum(p.n for p in (self.search_log, self.select_log, self.holdout_log) if p is not None)
 
     def _role_objective(self, role: str, log) -> Objective:
         if self.engine is not None:
             return self.engine.objective(role, log.n)
+        for o in (self.objective, self._select_objective, self._holdout_objective):
+            if o is not None:  # their reused buffers (fused scores, sort keys) come back on their next call
+                o.release()
         return self.objective_on(log)
 
     def close(self) -> None:
@@ -112,9 +139,21 @@ def load_study_log(study: Study, need_probabilities: bool = True, extra: list[st
     column = (study.split or {}).get("column")
     if column and column not in (extra or []):
         extra = [*(extra or []), column]  # the explicit holdout column
-    return load_log(study.log_source, cols, group=study.group, weight=study.weight, time=study.time,
+    need = split_needs(study)
+    return load_log(study.log_source, cols, group=study.group, weight=study.weight,
+                    time=study.time if need["time"] else None, keep_hash=need["group_hash"],
                     need_probabilities=need_probabilities, extra=extra, filter=study.log_filter,
                     sample=study.log_sample, shard=shard)
+
+
+def split_needs(study: Study) -> dict:
+    """Which split-only columns the study's ``[split]`` reads: ``time`` (a split by time, 8
+    bytes a row) and ``group_hash`` (a split by group hashes the raw group ids, 8 bytes a row).
+    A column named by the study but not needed here is not read at all."""
+    sp = study.split or {}
+    by = sp.get("by")
+    cut = bool(sp) and (not sp.get("column") or float(sp.get("select") or 0.0) > 0)  # a share is cut by `by`
+    return {"time": cut and by == "time", "group_hash": cut and by == "group"}
 
 
 def prepare(study: Study, log: PredictionLog | None = None, engine: str | dict | None = None) -> Prepared:
@@ -139,33 +178,45 @@ def prepare(study: Study, log: PredictionLog | None = None, engine: str | dict |
     if loaded_here:
         log = load_study_log(study, formula.needs_probabilities)
     sp = study.split
+    role = None
     if sp:
         if sp.get("column") and sp["column"] not in log.extra:  # a log handed in without the column
             raise InputError(f"{log.source}: [split] column {sp['column']!r} is not in the log")
+        # a log read here is consumed: its arrays move into the parts column by column, so the
+        # log and its parts are never held together (Prepared.log joins them back on demand);
+        # a log handed in by the caller is copied and left as it was
+        if not loaded_here:
+            log = replace(log, labels=None, extra=dict(log.extra))  # same arrays, new object: the caller's keeps them
         parts = split_roles(log, sp["by"], sp.get("holdout"), sp.get("select", 0.0), sp.get("seed", 0),
-                            sp.get("column"))
+                            sp.get("column"), consume=True)
         search_log, select_log, holdout_log, info = parts.search, parts.select, parts.holdout, parts.info
+        role, whole = parts.role, None
+        del parts, log
     else:
-        search_log, select_log, holdout_log, info = log, None, None, None
-    # past the split nothing reads the time column or the group hash: do not hold them
-    # (16 bytes a row of every part) through the search.  New logs sharing the other arrays,
-    # so a log handed in by the caller is not changed.
-    log = log.without_split_columns()
-    search_log, select_log, holdout_log = (None if p is None else p.without_split_columns()
-                                           for p in (search_log, select_log, holdout_log))
+        # past the split nothing reads the time column or the group hash: do not hold them.
+        # A new log sharing the other arrays, so a log handed in by the caller is not changed.
+        whole = log.without_split_columns()
+        search_log, select_log, holdout_log, info = whole, None, None, None
+        del log
+    release_free_memory()  # the reading's and the cut's freed buffers, before the objective is built
     from .segments import build_layout, segment_spec
 
     spec = segment_spec(study)
+    prep = Prepared(study, formula, space, whole, search_log, holdout_log, None, select_log=select_log,
+                    split_info=info, role=role)
     if spec is not None:  # one weight block per segment: the joint space (fusiontune/segments.py)
         from .segments import SegmentFormula
 
-        layout = build_layout(spec, formula, study, search_log, holdout_log, log, src)
+        layout = build_layout(spec, formula, study, search_log, holdout_log, prep.log, src)
         formula, space = SegmentFormula(formula, layout), layout.space
+        prep.formula, prep.space = formula, space
+        if role is not None:
+            prep._log = None  # joined for the layout's checks only: not held through the search
     objective = make_objective(study, search_log, formula)
     objective.set_baseline(space.baseline)
-    release_free_memory()  # the reading's freed buffers: give the pages back before a long search
-    return Prepared(study, formula, space, log, search_log, holdout_log, objective, select_log=select_log,
-                    split_info=info)
+    prep.objective = objective
+    release_free_memory()  # the objective's build temporaries: give the pages back before a long search
+    return prep
 
 
 def split_summary(prep: Prepared) -> dict | None:

@@ -87,7 +87,7 @@ def result_document(prep, *, method: str, formula: str, seed: int, budget: int, 
         "study_file": str(study.path.resolve()) if study.path else None,
         "log": log_label(study),
         "gauc_weighting": study.gauc_weighting,
-        "log_fingerprint": log_fingerprint(study.log_source, prep.log.n),
+        "log_fingerprint": log_fingerprint(study.log_source, prep.n_rows),
     })
     if extra:
         result.update(extra)

@@ -667,8 +667,8 @@ def global_prepared(prep):
     space = ParamSpace.build(base, study.baseline, study.bounds, study.reference, str(study.path or "<study>"))
     obj = Objective(study.tasks, prep.search_log, base, study.gauc_weighting)
     obj.set_baseline(space.baseline)
-    return Prepared(study, base, space, prep.log, prep.search_log, prep.holdout_log, obj,
-                    select_log=prep.select_log, split_info=prep.split_info)
+    return Prepared(study, base, space, prep._log, prep.search_log, prep.holdout_log, obj,
+                    select_log=prep.select_log, split_info=prep.split_info, role=prep.role)
 
 
 def joint_of_global(layout: SegmentLayout, params: dict[str, float]) -> np.ndarray:

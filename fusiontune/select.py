@@ -120,8 +120,8 @@ def load_run(run_dir: Path):
     sf = study.path or run_dir / "study.json"
     prep = prepare(study)
     fp = result.get("log_fingerprint") or {}
-    if fp.get("rows") is not None and int(fp["rows"]) != prep.log.n:
-        raise LogError(f"{study.log}: the log has {prep.log.n} rows, the run {run_dir} was made on {fp['rows']}; "
+    if fp.get("rows") is not None and int(fp["rows"]) != prep.n_rows:
+        raise LogError(f"{study.log}: the log has {prep.n_rows} rows, the run {run_dir} was made on {fp['rows']}; "
                        f"re-run the search on the new log")
     if result.get("formula") and not str(result["formula"]).startswith("ltr-") and result["formula"] != prep.formula.name:
         raise InputError(f"{run_dir / 'result.json'}: formula {result['formula']!r} but {sf} now says "
