@@ -543,11 +543,18 @@ class SplitParts:
     info: dict
 
 
-def _unit_hash(log: PredictionLog, seed: int) -> np.ndarray:
-    """A seeded number in [0, 1) per row, equal for every row of a group (by its raw id)."""
-    gh = log.group_hash if log.group_hash is not None else pd.util.hash_array(log.groups)
-    h = pd.util.hash_array(gh ^ np.uint64((seed * 0x9E3779B97F4A7C15 + 1) % 2**64))
-    return (h % np.uint64(1_000_000)).astype(np.float64) / 1_000_000
+def _unit_hash(log: PredictionLog, seed: int, chunk: int = 1 << 20) -> np.ndarray:
+    """A seeded number in [0, 1) per row, equal for every row of a group (by its raw id).
+    Computed ``chunk`` rows at a time: the hashing's uint64 temporaries stay small whatever
+    the log's size."""
+    key = np.uint64((seed * 0x9E3779B97F4A7C15 + 1) % 2**64)
+    out = np.empty(log.n, dtype=np.float64)
+    for lo in range(0, log.n, chunk):
+        hi = min(lo + chunk, log.n)
+        gh = log.group_hash[lo:hi] if log.group_hash is not None else pd.util.hash_array(log.groups[lo:hi])
+        h = pd.util.hash_array(gh ^ key)
+        out[lo:hi] = (h % np.uint64(1_000_000)).astype(np.float64) / 1_000_000
+    return out
 
 
 def holdout_column(log: PredictionLog, column: str) -> np.ndarray:
