@@ -14,7 +14,7 @@ measurement's allocations do not lower the next one's peak):
   the Arrow table alone, before any conversion to numpy.
 
 Each subprocess reports the RSS after its imports (``/proc/self/status`` VmRSS), the peak
-RSS after the load (``getrusage`` ru_maxrss) and the wall time of the load.  The table shows
+RSS after the load (VmHWM) and the wall time of the load.  The table shows
 the peak minus the import RSS, in bytes per kept row, against the compact log's bytes per row
 (``PredictionLog.nbytes``: float32 scores, uint8 label codes, int32 group codes, uint64 group
 hash, float64 time), and pyarrow side by side; with two sizes, also the slope (peak bytes

@@ -1,21 +1,22 @@
 """How the search's evaluation cost grows with the log, local engine against Ray (1 and 2 actors).
 
 For each size (rows = requests x 20 candidates, the four demo tasks: click and finish GAUC,
-like and convert AUC, multiplicative formula) a Parquet log is written once (row groups of
-500k rows, cached under --dir), then each engine runs in its own child process (so peak RSS is
-that engine's alone):
+like and convert AUC, multiplicative formula) a Hive-partitioned Parquet dataset is written
+once (``fusiontune simulate --partition-by day``'s writer, cached under --dir), then each
+engine runs in its own child process (so peak RSS is that engine's alone):
 
 * load: wall time of ``prepare(study, engine=...)`` (for ray: starting the local Ray instance,
   the actors reading their shards, the split and the minority-row exchange);
-* eval: wall time of one population of 16 candidates through ``objective.metrics``, the best
-  of --repeats, divided by 16 (seconds per candidate);
-* RSS: peak resident memory of the driver process and of each actor;
+* eval: wall time of one population of --population candidates (16) through
+  ``objective.metrics``, the best of --repeats, divided by the population (seconds per candidate);
+* RSS: peak resident memory (``VmHWM``) of the driver process (for local: the whole process, load and
+  prepare included, also per row of the log) and of each actor;
 * |ray - local|: the largest difference of any per-task metric from the local engine's on the
   same candidates (the engine is exact; this is rounding).
 
 Then a least-squares line through (rows, seconds per candidate) per engine states the cost per
-row.  Default sizes 1M and 4M rows (about 10 minutes on a 2-core machine);
-``--sizes 1,10,20`` for the issue's sizes, ``--sizes 100`` if memory allows.
+row.  Default sizes 1M and 4M rows; ``--sizes 1,10,20`` for the issue's sizes, ``--sizes 100
+--population 4 --repeats 1`` if memory allows (100M x 4 tasks: a 2.4 GB compact log).
 
 Run:  PYTHONPATH=. python benchmarks/bench_scale.py [--sizes 1,4] [--actors 1,2]
 """
@@ -35,32 +36,17 @@ import numpy as np
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 POP = 16
-CHUNK_REQUESTS = 25_000  # 500k rows per row group
 
 
 def write_log(path: Path, rows: int) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """The log as ``fusiontune simulate --partition-by day`` writes it: a Hive-partitioned dataset
+    (day=YYYYMMDD/part-*.parquet, 2^20-row chunks), written once and cached."""
+    from fusiontune.simulate import simulate_dataset
 
-    from fusiontune.simulate import simulate_log
-
-    requests = rows // 20
-    tmp = path.with_suffix(".tmp")
-    writer = None
     t0 = time.perf_counter()
-    for i, start in enumerate(range(0, requests, CHUNK_REQUESTS)):
-        n_req = min(CHUNK_REQUESTS, requests - start)
-        df = simulate_log(requests=n_req, candidates=20, seed=1000 + i)
-        df["request_id"] += start
-        df["ts"] += start * 30
-        table = pa.Table.from_pandas(df, preserve_index=False)
-        if writer is None:
-            writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
-        writer.write_table(table)
-        print(f"  writing {path.name}: {start + n_req:,}/{requests:,} requests "
-              f"({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
-    writer.close()
-    tmp.replace(path)
+    simulate_dataset(path, rows // 20, 20, seed=1000, partition_by="day", days=7,
+                     progress=lambda done: print(f"  writing {path.name}: {done:,}/{rows:,} rows "
+                                                 f"({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True))
 
 
 def study_for(path: Path):
@@ -77,7 +63,18 @@ def study_for(path: Path):
                    "bounds": {"a": [0.0, 3.0]}}})
 
 
-def child(path: Path, engine: str, actors: int, repeats: int) -> dict:
+def vm_hwm() -> int:
+    """This process's peak resident bytes (``VmHWM``).  Not ``ru_maxrss``: that one starts a child
+    at its parent's peak (Linux carries it over fork and exec), and this script's parent process
+    simulates the logs, which made every child's peak look at least as large as the writing."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def child(path: Path, engine: str, actors: int, repeats: int, pop: int) -> dict:
     """One engine on one log, in this (fresh) process."""
     from fusiontune.pipeline import prepare
 
@@ -87,7 +84,7 @@ def child(path: Path, engine: str, actors: int, repeats: int) -> dict:
     prep = prepare(study, engine=spec)
     load = time.perf_counter() - t0
     try:
-        theta = np.random.default_rng(0).uniform(0.0, 3.0, (POP, 4))
+        theta = np.random.default_rng(0).uniform(0.0, 3.0, (pop, 4))
         theta[:, 0] = 1.0
         obj = prep.objective
         times, values = [], None
@@ -95,8 +92,10 @@ def child(path: Path, engine: str, actors: int, repeats: int) -> dict:
             t = time.perf_counter()
             values = obj.metrics(theta)
             times.append(time.perf_counter() - t)
-        out = {"load": load, "eval": min(times) / POP, "values": values.tolist(),
-               "driver_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+        out = {"load": load, "eval": min(times) / pop, "rows": prep.n_rows, "values": values.tolist(),
+               "driver_rss": vm_hwm()}
+        if prep.engine is None:
+            out["compact"] = prep.search_log.nbytes  # no split: the search holds the whole compact log
         if prep.engine is not None:
             out["actor_rss"] = [w["peak_rss"] for w in prep.engine.workers()]
             out["read"] = prep.engine.load_seconds
@@ -105,8 +104,8 @@ def child(path: Path, engine: str, actors: int, repeats: int) -> dict:
         prep.close()
 
 
-def run_child(path: Path, engine: str, actors: int, repeats: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", str(path), engine, str(actors), str(repeats)]
+def run_child(path: Path, engine: str, actors: int, repeats: int, pop: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", str(path), engine, str(actors), str(repeats), str(pop)]
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "RAY_DEDUP_LOGS": "0"})
     if res.returncode != 0:
         raise SystemExit(f"child {engine}/{actors} on {path.name} failed:\n{res.stderr[-3000:]}")
@@ -123,11 +122,12 @@ def main() -> None:
     ap.add_argument("--actors", default="1,2", help="Ray actor counts (default 1,2)")
     ap.add_argument("--repeats", type=int, default=3, help="populations timed per engine (best is kept)")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/fusiontune-scale"), help="where the logs are cached")
-    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--population", type=int, default=POP, help="candidates per timed call (default 16)")
+    ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        path, engine, actors, repeats = args.child
-        print(json.dumps(child(Path(path), engine, int(actors), int(repeats))))
+        path, engine, actors, repeats, pop = args.child
+        print(json.dumps(child(Path(path), engine, int(actors), int(repeats), int(pop))))
         return
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average at start {os.getloadavg()[0]:.1f} "
           f"(a shared machine: other jobs run meanwhile, compare within a row)")
@@ -137,16 +137,16 @@ def main() -> None:
     engines = [("local", 0)] + [("ray", a) for a in actor_counts]
     rows_of, per = {}, {e: [] for e in engines}
     header = (f"{'rows':>6} {'engine':>7} {'load s':>7} {'eval s/cand':>11} {'ns/row':>7} {'vs local':>8} "
-              f"{'driver GiB':>10} {'actors GiB':>14} {'|ray-local|':>11}")
+              f"{'driver GiB':>10} {'B/row':>6} {'actors GiB':>14} {'|ray-local|':>11}")
     print(header)
     print("-" * len(header))
     for size in sizes:
         rows = int(size * 1_000_000) // 20 * 20
-        path = args.dir / f"scale_{rows}.parquet"
+        path = args.dir / f"scale_{rows}"
         if not path.exists():
             write_log(path, rows)
         rows_of[size] = rows
-        res = {e: run_child(path, e[0], e[1], args.repeats) for e in engines}
+        res = {e: run_child(path, e[0], e[1], args.repeats, args.population) for e in engines}
         base = res[("local", 0)]
         for e in engines:
             r = res[e]
@@ -154,10 +154,13 @@ def main() -> None:
             diff = np.abs(np.array(r["values"]) - np.array(base["values"])).max()
             name = "local" if e[0] == "local" else f"ray x{e[1]}"
             actors = ",".join(gib(b) for b in r.get("actor_rss", [])) or "-"
+            per_row = f"{r['driver_rss'] / rows:.0f}" if e[0] == "local" else "-"
             print(f"{rows / 1e6:>5.0f}M {name:>7} {r['load']:>7.1f} {r['eval']:>11.4f} "
                   f"{r['eval'] / rows * 1e9:>7.1f} {base['eval'] / r['eval']:>7.2f}x {gib(r['driver_rss']):>10} "
-                  f"{actors:>14} {diff if e[0] != 'local' else 0.0:>11.1e}", flush=True)
+                  f"{per_row:>6} {actors:>14} {diff if e[0] != 'local' else 0.0:>11.1e}", flush=True)
     print()
+    print("local driver: the whole process's peak (load, prepare, the timed calls); the compact log is "
+          f"{base['compact'] / rows:.0f} bytes a row (float32 scores, uint8 label codes, int32 group codes)")
     print("cost per candidate ~ a + b * rows (least squares over the sizes):")
     for e in engines:
         xs = np.array([p[0] for p in per[e]], dtype=float)
