@@ -777,17 +777,45 @@ def _bucket_of(hi, pivots):
 
 @nb.njit(cache=True, nogil=True)
 def _bucket_counts(bits, a, b, pivots, cnt):
-    cnt[:] = 0
-    for i in range(a, b):
-        cnt[_bucket_of(_ordered_u32(bits[i]), pivots)] += 1
+    """Rows of [a, b) per bucket: for each pivot a count of the rows at or above it (a
+    reduction the compiler vectorises: over a slice, not range(a, b), which it does not),
+    the buckets by differences."""
+    x = bits[a:b]
+    above = np.zeros(pivots.shape[0] + 2, dtype=np.int64)
+    above[0] = x.shape[0]
+    for j in range(pivots.shape[0]):
+        pv = pivots[j]
+        c = 0
+        for i in range(x.shape[0]):
+            c += _ordered_u32(x[i]) >= pv
+        above[j + 1] = c
+    for j in range(pivots.shape[0] + 1):
+        cnt[j] = above[j] - above[j + 1]
 
 
 @nb.njit(cache=True, nogil=True)
 def _bucket_write(bits, low, a, b, pivots, slot, keys):
-    for i in range(a, b):
-        hi = _ordered_u32(bits[i])
+    """Keys of rows [a, b) to their bucket's next slot; with one pivot (two threads) both
+    slots stay in registers."""
+    x = bits[a:b]
+    lw = low[a:b]
+    if pivots.shape[0] == 1:
+        pv = pivots[0]
+        s0 = slot[0]
+        s1 = slot[1]
+        for i in range(x.shape[0]):
+            hi = _ordered_u32(x[i])
+            up = hi >= pv
+            keys[s1 if up else s0] = (np.uint64(hi) << np.uint64(32)) | np.uint64(lw[i])
+            s1 += up
+            s0 += 1 - up
+        slot[0] = s0
+        slot[1] = s1
+        return
+    for i in range(x.shape[0]):
+        hi = _ordered_u32(x[i])
         j = _bucket_of(hi, pivots)
-        keys[slot[j]] = (np.uint64(hi) << np.uint64(32)) | np.uint64(low[i])
+        keys[slot[j]] = (np.uint64(hi) << np.uint64(32)) | np.uint64(lw[i])
         slot[j] += 1
 
 
