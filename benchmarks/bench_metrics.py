@@ -48,6 +48,34 @@ from machine import cpu_model, loadavg  # noqa: E402  (benchmarks/machine.py)
 CPU: dict = {}
 
 
+# The previous way of running a batch on 2 threads, kept here only to compare with: numba
+# parallel regions (OpenMP) for the keys and the scan, numpy's sort on Python threads in
+# between.  libgomp's workers spin after each region, on the core the sort wants.
+@numba.njit(parallel=True)
+def _omp_keys(bits, low, keys):
+    for p in numba.prange(bits.shape[0]):
+        M._keys_one_np(bits[p], low, True, keys[p])
+
+
+@numba.njit(parallel=True)
+def _omp_scan(keys, k, out):
+    for p in numba.prange(keys.shape[0]):
+        M._scan_packed(keys[p], k, out[p], np.uint64(32))
+
+
+def omp_batch(plan, batch):
+    t = numba.get_num_threads()
+    bits = batch.view(np.uint32)
+    out = np.empty((batch.shape[0], plan.k))
+    keys = np.empty((t, batch.shape[1]), dtype=np.uint64)
+    for c in range(0, batch.shape[0], t):
+        kk = keys[:min(t, batch.shape[0] - c)]
+        _omp_keys(bits[c:c + t], plan._low, kk)
+        M._np_sort_rows(kk, True)
+        _omp_scan(kk, plan.k, out[c:c + t])
+    return out
+
+
 def medians(fns, repeats):
     """Median wall time of each function, run alternately after one warm-up each.  The
     median CPU time of the process (all threads) is kept in ``CPU[fn]``: for the one-thread
@@ -187,6 +215,12 @@ def main():
           f"(target >= 1.7x: {verdict(ta1 / taN >= 1.7)})   CPU time {th} threads / 1: {cpu[1] / cpu[0]:4.2f}x")
     print(f"   GAUC  {tg1 / p * 1e3:7.2f} -> {tgN / p * 1e3:6.2f} ms/candidate   speed-up {tg1 / tgN:4.2f}x "
           f"(target >= 1.7x: {verdict(tg1 / tgN >= 1.7)})   CPU time {th} threads / 1: {cpu[3] / cpu[2]:4.2f}x")
+    np.testing.assert_array_equal(omp_batch(plan, batch), plan(batch, parallel=False))
+    f_omp, f_pool = lambda: omp_batch(plan, batch), lambda: plan(batch, parallel=True)
+    t_omp, t_pool = medians([f_omp, f_pool], max(3, r // 2))
+    print(f"   AUC batch through OpenMP regions (the previous kernel): {t_omp / p * 1e3:6.2f} ms/candidate, CPU time "
+          f"{CPU[f_omp] / cpu[0]:4.2f}x one thread; on the pool {t_pool / p * 1e3:6.2f} ms/candidate, "
+          f"CPU {CPU[f_pool] / cpu[0]:4.2f}x")
     one = batch[0]
     fns = [lambda: plan(one, parallel=False), lambda: plan(one, parallel=True),
            lambda: gplan(one, parallel=False), lambda: gplan(one, parallel=True)]
