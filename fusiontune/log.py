@@ -24,7 +24,7 @@ from .dataset import group_hash_of
 from .errors import InputError, LogError, StudyError
 
 __all__ = ["TaskColumns", "PredictionLog", "load_log", "read_table", "split_log", "encode_label_codes",
-           "split_roles", "join_roles", "SplitParts", "holdout_column", "split_info", "group_hash_of"]
+           "split_roles", "cut_roles", "join_roles", "SplitParts", "holdout_column", "split_info", "group_hash_of"]
 
 
 @dataclass(frozen=True)
@@ -664,17 +664,21 @@ def split_roles(log: PredictionLog, by: str = "time", holdout: float | None = 0.
                                  f"{'positive' if not has_pos else 'negative'} for task {t!r}")
     info = split_info(log, role)
     info.update({"by": by, "holdout": holdout, "select": select, "seed": int(seed), "column": column})
-    parts = _cut(log, masks, consume)
+    parts = cut_roles(log, role, consume, masks)
     return SplitParts(parts[SEARCH], parts.get(SELECT), parts.get(HOLDOUT), role, info)
 
 
 _ROW_ARRAYS = ("scores", "label_codes", "groups", "weights", "time", "group_hash")
 
 
-def _cut(log: PredictionLog, masks: dict, consume: bool) -> dict:
-    """The rows of each role (``masks``: role -> bool mask) as new logs, column by column;
-    ``consume``: each of the log's arrays is let go as soon as it is cut (and ``time`` /
-    ``group_hash`` are not cut at all)."""
+def cut_roles(log: PredictionLog, role: np.ndarray, consume: bool = False, masks: dict | None = None) -> dict:
+    """The rows of each role present in ``role`` ((N,) int8) as new logs (role -> PredictionLog,
+    each in the log's row order), column by column.  ``consume``: each of the log's arrays is
+    let go as soon as it is cut, ``time`` / ``group_hash`` are dropped first and not cut, and
+    when every row has one role the arrays move over uncopied; the log is left empty."""
+    if masks is None:
+        masks = {r: m for r in (SEARCH, SELECT, HOLDOUT) if (m := role == r).any()}
+    whole = consume and len(masks) == 1  # one role holds every row: nothing to cut
     cols: dict = {r: {} for r in masks}
     # consumed: the split-only columns go first, so they are not held while the others are cut
     for name in (("time", "group_hash", *_ROW_ARRAYS[:4]) if consume else _ROW_ARRAYS):
@@ -684,13 +688,13 @@ def _cut(log: PredictionLog, masks: dict, consume: bool) -> dict:
             if name in ("time", "group_hash"):
                 a = None
         for r, m in masks.items():
-            cols[r][name] = None if a is None else np.compress(m, a, axis=0)
+            cols[r][name] = None if a is None else a if whole else np.compress(m, a, axis=0)
         del a
     extra = {r: {} for r in masks}
     for c in list(log.extra):
         a = log.extra.pop(c) if consume else log.extra[c]
         for r, m in masks.items():
-            extra[r][c] = np.compress(m, a, axis=0)
+            extra[r][c] = a if whole else np.compress(m, a, axis=0)
         del a
     return {r: PredictionLog(log.tasks, cols[r]["scores"], None, cols[r]["groups"], cols[r]["weights"],
                              cols[r]["time"], log.source, extra[r], cols[r]["group_hash"],

@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 from ..errors import InputError
-from ..log import LABEL_NEGATIVE, LABEL_POSITIVE, PredictionLog, holdout_column, _unit_hash
+from ..log import LABEL_NEGATIVE, LABEL_POSITIVE, PredictionLog, _unit_hash, cut_roles, holdout_column
 from ..metrics import WEIGHTINGS, AucPlan, GaucPlan, _group_stats
 
 __all__ = ["ShardWorker", "NotSetUp", "time_keys", "key_value"]
@@ -221,13 +221,14 @@ class ShardWorker:
             role = np.zeros(log.n, dtype=np.int8)
             if spec:
                 role = self._roles(log, spec)
-            self.parts = {r: log.take(role == r) for r in (SEARCH, SELECT, HOLDOUT) if (role == r).any()}
-            for part in self.parts.values():
-                part.time = None  # the time column only assigns the roles (as in one process)
+            self.summary = self._summary(log, role)
+            # the shard's arrays move into the parts column by column (time and group hash, which
+            # only assign the roles, are dropped), as in one process: never the shard twice
+            self.log = None  # the parts hold every row now
+            self.parts = cut_roles(log, role, consume=True)
+            del log
             self.views, self.attached = {}, {}
             self.split_key = key
-            self.summary = self._summary(log, role)
-            self.log = None  # the parts hold every row now
             self._tkeys = {}
         return self.summary
 
