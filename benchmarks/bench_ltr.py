@@ -91,7 +91,7 @@ def run_study(path: str, seed: int, methods: list[str], resamples: int, fusers: 
     theta = prep.space.from_dict(res["best"]["params"])
     rows = [(f"best formula ({m}, budget {res['budget']}; best in-sample of {','.join(methods)})", secs,
              res["best"]["objective"], hobj.formula.scores(hobj.prepared, theta[None, :])[0],
-             res["holdout"]["best"]["objective"], guardrails(prep, res), "")]
+             res["holdout"]["best"]["objective"], guardrails(prep, res), "", False)]
     starts = [("best formula", res["best"]["params"])] + ([("baseline", None)] if from_baseline else [])
     for start_label, start in starts:
         for name in fusers:
@@ -102,7 +102,7 @@ def run_study(path: str, seed: int, methods: list[str], resamples: int, fusers: 
             secs = time.perf_counter() - t0
             rows.append((f"{LINEUP[name].label}, from the {start_label}", secs, r["best"]["objective"],
                          fuser.predict(hobj.log), r["holdout"]["best"]["objective"], guardrails(prep, r),
-                         fuser_note(r)))
+                         fuser_note(r), bool(r["ltr"].get("kept_formula")) and start is not None))
             print(f"  {rows[-1][0]}: holdout {rows[-1][4]:.5f} ({secs:.1f}s)", flush=True)
     base = hobj.formula.scores(hobj.prepared, prep.space.baseline[None, :])[0]
     fused = np.vstack([np.asarray(base, dtype=np.float64)] + [np.asarray(x[3], dtype=np.float64) for x in rows])
@@ -117,7 +117,7 @@ def run_study(path: str, seed: int, methods: list[str], resamples: int, fusers: 
           "holdout guardrails (Δ vs baseline) | guardrails − best formula's [95% CI] | Pareto vs best formula "
           "| notes |")
     print("|---|---:|---:|---:|---|---|---|---|---|---|")
-    for i, (label, secs, jin, _, jh, feas, note) in enumerate(rows):
+    for i, (label, secs, jin, _, jh, feas, note, kept) in enumerate(rows):
         vs_f = gvs = pareto = "—"
         if i:
             vs_f = f"{jh - rows[0][4]:+.4f} {ci(boot[i + 1] - boot[1])}"
@@ -125,7 +125,7 @@ def run_study(path: str, seed: int, methods: list[str], resamples: int, fusers: 
             gvs = ", ".join(f"{prep.study.tasks[j].name} {gd[j]:+.4f} {ci(metrics[i + 1, :, j] - metrics[1, :, j])}"
                             for j in guarded) or "—"
             pareto = pareto_verdict(jh - rows[0][4], boot[i + 1] - boot[1], gd, metrics[i + 1] - metrics[1],
-                                    {j: prep.study.tasks[j].name for j in guarded})
+                                    {j: prep.study.tasks[j].name for j in guarded}, kept)
         print(f"| {label} | {secs:.1f} | {jin:.5f} | {jh:.5f} | {jh - j_base:+.4f} {ci(boot[i + 1] - boot[0])} | "
               f"{vs_f} | {feas} | {gvs} | {pareto} | {note} |")
     print("\nPareto vs best formula: 'yes' = the objective's paired 95% interval above 0 and no guarded task's "
@@ -133,11 +133,14 @@ def run_study(path: str, seed: int, methods: list[str], resamples: int, fusers: 
           "(its interval given in the column before); 'tie' = the fuser kept the formula.")
 
 
-def pareto_verdict(dj: float, dj_boot: np.ndarray, gd: dict, g_boot: np.ndarray, guarded: dict[int, str]) -> str:
+def pareto_verdict(dj: float, dj_boot: np.ndarray, gd: dict, g_boot: np.ndarray, guarded: dict[int, str],
+                   kept: bool = False) -> str:
     """'yes' / 'tie' / 'no (objective)' / 'pays (task, ...)' for a fuser against the best formula:
     it must beat the formula's objective (paired interval above 0) and be no lower on every
-    guarded task (point estimate) on the holdout; ``*`` marks a guardrail whose interval lies below 0."""
-    if abs(dj) < 1e-9 and all(abs(d) < 1e-9 for d in gd.values()):
+    guarded task (point estimate) on the holdout; ``*`` marks a guardrail whose interval lies below 0.
+    ``kept``: the fuser is the formula it started from, which is the best formula (its float32
+    scores may re-order a few ties of the float64 formula: differences of 1e-8, not a result)."""
+    if kept:
         return "tie (kept the formula)"
     lo = float(np.quantile(dj_boot, 0.025))
     pays = [j for j in guarded if gd[j] < -1e-6]
