@@ -1717,35 +1717,19 @@ def _group_chunk(bits, offsets, codes, weights, weighted, packed, group_w, k_tas
                     out[p, g, k] = auc_g[k]
 
 
-@nb.njit(cache=True, parallel=True)
-def _group_aucs_par(bits, offsets, codes, weights, weighted, packed, group_w, k_tasks, max_group, use_keys,
-                    reduce, out):
+@nb.njit(cache=True, nogil=True)
+def _group_aucs_part(bits, offsets, codes, weights, weighted, packed, group_w, k_tasks, max_group, use_keys,
+                     reduce, first, step, out):
     """Per-group AUCs, out (P, G, K) (0 where a group does not count), or with ``reduce``
-    the group-weighted partial sums per block of groups, out (P, n_blocks, K).  Work is
-    split over (candidate, block of groups) pairs."""
-    p_n = bits.shape[0]
-    g_n = offsets.shape[0] - 1
-    n_chunks = (g_n + _GROUP_CHUNK - 1) // _GROUP_CHUNK
-    for t in nb.prange(p_n * n_chunks):
-        p = t // n_chunks
-        c = t - p * n_chunks
-        keys = np.empty(max_group, dtype=np.uint64)
-        tmp = np.empty(max_group, dtype=np.uint64)
-        auc_g = np.empty(k_tasks)
-        _group_chunk(bits, offsets, codes, weights, weighted, packed, group_w, k_tasks, use_keys, reduce,
-                     p, c, keys, tmp, auc_g, out)
-
-
-@nb.njit(cache=True)
-def _group_aucs_ser(bits, offsets, codes, weights, weighted, packed, group_w, k_tasks, max_group, use_keys,
-                    reduce, out):
+    the group-weighted partial sums per block of groups, out (P, n_blocks, K), of the
+    (candidate, block of groups) pairs first, first + step, ...: one thread's share."""
     p_n = bits.shape[0]
     g_n = offsets.shape[0] - 1
     n_chunks = (g_n + _GROUP_CHUNK - 1) // _GROUP_CHUNK
     keys = np.empty(max_group, dtype=np.uint64)
     tmp = np.empty(max_group, dtype=np.uint64)
     auc_g = np.empty(k_tasks)
-    for t in range(p_n * n_chunks):
+    for t in range(first, p_n * n_chunks, step):
         p = t // n_chunks
         c = t - p * n_chunks
         _group_chunk(bits, offsets, codes, weights, weighted, packed, group_w, k_tasks, use_keys, reduce,
@@ -1893,9 +1877,10 @@ class GaucPlan:
         if reduce and exact32 and self._global and self.n > 0 and sort_choice(self.n) == "numpy":
             self._run_sorted(bits, par, out)
             return out
-        fn = _group_aucs_par if par else _group_aucs_ser
-        fn(bits, self.index.offsets, self.codes, self._w, self.weighted, self.packed, self.group_w, self.k,
-           max(self.max_group, 1), exact32, reduce, out)
+        threads = max(1, min(_threads(), p * n_chunks)) if par else 1
+        _spread(lambda t: _group_aucs_part(bits, self.index.offsets, self.codes, self._w, self.weighted, self.packed,
+                                           self.group_w, self.k, max(self.max_group, 1), exact32, reduce, t,
+                                           threads, out), threads)
         return out
 
     def _run_sorted(self, bits, par, out):

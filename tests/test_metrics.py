@@ -439,9 +439,15 @@ def test_batches_on_the_pool_equal_one_thread(monkeypatch):
     w = rng.random(n) + 0.1
     groups = np.sort(rng.integers(0, 3000, n))
     s = np.round(rng.random((5, n)), 3).astype(np.float32)
-    for plan in (AucPlan(y, sort="numpy"), AucPlan(y, sort="radix"), AucPlan(y, w), GaucPlan(y, groups)):
+    plans = (AucPlan(y, sort="numpy"), AucPlan(y, sort="radix"), AucPlan(y, w), GaucPlan(y, groups),
+             GaucPlan(y, groups, w))  # weighted GAUC: the per-group sorts
+    for plan in plans:
         for p in (1, 2, 5):
             np.testing.assert_array_equal(plan(s[:p], parallel=True), plan(s[:p], parallel=False))
+    monkeypatch.setenv("FUSIONTUNE_SORT", "radix")  # a machine where the radix sort wins: per-group GAUC
+    np.testing.assert_array_equal(plans[3](s, parallel=True), plans[3](s, parallel=False))
+    np.testing.assert_allclose(plans[3](s, parallel=True)[0], ref_gauc(s[0].astype(np.float64), y, groups),
+                               atol=1e-12)
     ref = np.array([ref_gauc(s[0].astype(np.float64), y, groups)])
     np.testing.assert_allclose(GaucPlan(y, groups)(s[:1], parallel=True), ref, atol=1e-12)
 
