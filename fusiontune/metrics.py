@@ -870,6 +870,7 @@ _CHOICE: dict[int, str] = {}
 _CHOICE_LOCK = threading.Lock()
 _MIN_MEASURED = 1 << 14  # below this the sorts cost microseconds: numpy's, no measuring
 _SPLIT_MIN_ROWS = 1 << 18  # a single candidate is split over the threads from this many rows
+_CHUNK_MIN_ROWS = 1 << 18  # the GAUC plan is built over a row chunk per thread from this many rows
 
 
 def _threads() -> int:
@@ -1397,19 +1398,28 @@ def _runs_chunk(g, c32, words, a, b, starts, lane_obs, lane_pos, info):
     counts written from index ``a`` on), and into ``info``: [runs, ids never decrease,
     OR of bad code bits, gave up].  Gives up (info[3] = 1) once the ids went down and
     runs are short (a quarter of the rows or more start one): the rows of a group are
-    scattered, and the counting sort will do."""
+    scattered, and the counting sort will do.  Two loops: the code bytes first (no
+    branch: the compiler vectorises it), then the runs; inside the run loop the code
+    bytes are not vectorised."""
+    cx = c32[a:b]
+    wx = words[a:b]
+    gx = g[a:b]
+    bad = np.uint32(0)
+    for i in range(cx.shape[0]):
+        u = cx[i]
+        bad |= _code_bad(u)
+        wx[i] = _code_byte(u)
     lo_t = _LANE_OBS
     lp_t = _LANE_POS
     o = np.uint64(0)
     p = np.uint64(0)
-    bad = np.uint32(0)
-    prev = g[a]
+    prev = gx[0]
     m = 0
     ordered = True
     gave_up = False
     starts[a] = a
-    for i in range(a, b):
-        v = g[i]
+    for i in range(gx.shape[0]):
+        v = gx[i]
         if v != prev:
             lane_obs[a + m] = o
             lane_pos[a + m] = p
@@ -1418,15 +1428,12 @@ def _runs_chunk(g, c32, words, a, b, starts, lane_obs, lane_pos, info):
             if v < prev:
                 ordered = False
             m += 1
-            starts[a + m] = i
+            starts[a + m] = a + i
             prev = v
-            if not ordered and m > 4096 and 4 * m > i - a:
+            if not ordered and m > 4096 and 4 * m > i:
                 gave_up = True
                 break
-        u = c32[i]
-        bad |= _code_bad(u)
-        w = _code_byte(u)
-        words[i] = w
+        w = wx[i]
         o += lo_t[w]
         p += lp_t[w]
     lane_obs[a + m] = o
@@ -1511,19 +1518,14 @@ def _count_slots(cnt, offsets):
 
 
 @nb.njit(cache=True, nogil=True)
-def _scatter_chunk(g, c32, a, b, vmin, slot_t, perm, words):
-    """Counting sort's scatter of rows [a, b): row and code byte to their grouped slot.
-    Returns the OR of bad code bits."""
-    bad = np.uint32(0)
+def _scatter_chunk(g, words, a, b, vmin, slot_t, perm, grouped):
+    """Counting sort's scatter of rows [a, b): row index and code byte to their slot."""
     for i in range(a, b):
         v = g[i] - vmin
         j = slot_t[v]
         slot_t[v] = j + 1
         perm[j] = i
-        u = c32[i]
-        bad |= _code_bad(u)
-        words[j] = _code_byte(u)
-    return bad
+        grouped[j] = words[i]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -1801,7 +1803,7 @@ class GaucPlan:
             c8 = np.concatenate([c8, np.zeros((n, 4 - k), dtype=np.uint8)], axis=1)
         c32 = np.ascontiguousarray(c8).view(np.uint32).reshape(n)
         g = np.ascontiguousarray(g)
-        t_n = _threads() if n >= 1 << 16 else 1
+        t_n = _threads() if n >= _CHUNK_MIN_ROWS else 1
         cuts = np.linspace(0, n, t_n + 1).astype(np.int64)
         words = np.empty((n, 1), dtype=np.uint8)
         w1 = words[:, 0]
@@ -1811,11 +1813,11 @@ class GaucPlan:
         lane_pos = np.empty(n, dtype=np.uint64)
         info = np.zeros((t_n, 4), dtype=np.int64)
         _spread(lambda t: _runs_chunk(g, c32, w1, cuts[t], cuts[t + 1], starts, lane_obs, lane_pos, info[t]), t_n)
+        if info[:, 2].any():  # every row's code was checked, given up or not
+            _raise_bad_code(c8, k)
         perm = None
         offsets = None
         if not info[:, 3].any():
-            if info[:, 2].any():
-                _raise_bad_code(c8, k)
             m_all = int(info[:, 0].sum())
             offsets = np.empty(m_all + 1, dtype=np.int64)
             obs, pos = np.empty(m_all, dtype=np.uint64), np.empty(m_all, dtype=np.uint64)
@@ -1842,14 +1844,9 @@ class GaucPlan:
             if largest > 65535:
                 return None
             perm = np.empty(n, dtype=np.int64)
-            bad = np.zeros(t_n, dtype=np.int64)
-
-            def scatter(t):
-                bad[t] = _scatter_chunk(g, c32, cuts[t], cuts[t + 1], vmin, cnt[t], perm, w1)
-
-            _spread(scatter, t_n)
-            if bad.any():
-                _raise_bad_code(c8, k)
+            in_rows, words = w1, np.empty((n, 1), dtype=np.uint8)  # code bytes in row order -> grouped
+            w1 = words[:, 0]
+            _spread(lambda t: _scatter_chunk(g, in_rows, cuts[t], cuts[t + 1], vmin, cnt[t], perm, w1), t_n)
             offsets = offsets[:m + 1].copy()
             lane_obs, lane_pos = np.empty(m, dtype=np.uint64), np.empty(m, dtype=np.uint64)
             gcuts = np.linspace(0, m, t_n + 1).astype(np.int64)

@@ -367,6 +367,7 @@ def test_gauc_plan_build_over_row_chunks(layout, threads, monkeypatch):
     from fusiontune.log import encode_label_codes
 
     monkeypatch.setattr(M, "_threads", lambda: threads)
+    monkeypatch.setattr(M, "_CHUNK_MIN_ROWS", 1000)
     rng = np.random.default_rng(5)
     n = 90_001
     if layout == "single-row groups":
