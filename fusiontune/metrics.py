@@ -884,23 +884,43 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def _spread(fn, n_items: int) -> None:
-    """``fn(i)`` for i in range(n_items): item 0 on the calling thread, the others on the
-    kernel's thread pool.  The kernels ``fn`` calls release the GIL (numba ``nogil``,
-    numpy's sort), so the items run at once; unlike a numba parallel region this leaves
-    no OpenMP worker spinning after it (libgomp's default spin-wait burns a core for
-    milliseconds, which on 2 cores is the other thread's core)."""
-    if n_items <= 1 or threading.current_thread().name.startswith("ft-sort"):
-        for i in range(n_items):  # one item, or called from a pool thread: no waiting on the pool
-            fn(i)
+def _spread(fn, n_items: int, slots: int | None = None) -> None:
+    """Run ``fn(i)`` for i in range(n_items) on the calling thread and the kernel's thread
+    pool at once (``fn(i, w)`` with ``slots``: ``w`` < ``slots`` is the running thread's
+    scratch slot, never two threads on one slot).  The kernels ``fn`` calls release the
+    GIL (numba ``nogil``, numpy's sort).  Unlike a numba parallel region this leaves no
+    OpenMP worker spinning after it (libgomp's default spin-wait burns a core for
+    milliseconds, which on 2 cores is the other thread's core).
+
+    Items are claimed one at a time by whichever thread is free, the caller included, and
+    the caller stops waiting for a pool thread that has not started by the time every
+    item is claimed: on a machine whose cores are busy with other work the call costs
+    what one thread costs instead of waiting for a core."""
+    workers = min(n_items, _threads() if slots is None else slots)
+    if workers <= 1 or threading.current_thread().name.startswith("ft-sort"):
+        for i in range(n_items):  # called from a pool thread: never wait on the pool
+            fn(i) if slots is None else fn(i, 0)
         return
+    lock = threading.Lock()
+    nxt = [0]
+
+    def run(w: int) -> None:
+        while True:
+            with lock:
+                i = nxt[0]
+                nxt[0] = i + 1
+            if i >= n_items:
+                return
+            fn(i) if slots is None else fn(i, w)
+
     pool = _pool()
-    futures = [pool.submit(fn, i) for i in range(1, n_items)]
+    futures = [pool.submit(run, w) for w in range(1, workers)]
     try:
-        fn(0)
+        run(0)
     finally:
         for f in futures:
-            f.result()
+            if not f.cancel():  # started: it holds a claimed item (or is about to see none left)
+                f.result()
 
 
 def _np_sort_rows(keys: np.ndarray, parallel: bool) -> None:
@@ -1121,19 +1141,18 @@ class AucPlan:
             weighted = self.weights is not None
             low, codes, w, k, packed = self._low, self.codes, self._w, self.k, self.packed
 
-            def work(t):  # candidates t, t + slots, ... on one thread, each end to end
-                for q in range(t, p, slots):
-                    if self.payload:  # weighted, <= 16 tasks: (key, weight) pairs radix-sorted, any machine
-                        _auc_one_w(bits[q], low, self.weights, k, keys[t], tmp[t], wbuf[0][t], wbuf[1][t],
-                                   hist[t], out[q])
-                    elif radix:
-                        _auc_one(bits[q], low, codes, w, weighted, packed, k, keys[t], tmp[t], hist[t], out[q])
-                    else:
-                        _keys_one_np(bits[q], low, packed, keys[t])
-                        keys[t].sort()
-                        _scan_one(keys[t], codes, w, weighted, packed, k, out[q])
+            def one_candidate(q, t):  # candidate q end to end on the thread owning scratch slot t
+                if self.payload:  # weighted, <= 16 tasks: (key, weight) pairs radix-sorted, any machine
+                    _auc_one_w(bits[q], low, self.weights, k, keys[t], tmp[t], wbuf[0][t], wbuf[1][t],
+                               hist[t], out[q])
+                elif radix:
+                    _auc_one(bits[q], low, codes, w, weighted, packed, k, keys[t], tmp[t], hist[t], out[q])
+                else:
+                    _keys_one_np(bits[q], low, packed, keys[t])
+                    keys[t].sort()
+                    _scan_one(keys[t], codes, w, weighted, packed, k, out[q])
 
-            _spread(work, slots)
+            _spread(one_candidate, p, slots)
         finally:
             if scratch is self._scratch:
                 self._scratch.lock.release()
@@ -1919,13 +1938,12 @@ class GaucPlan:
 
                 _spread(piece, len(items))
             else:
-                def work(t):
-                    for q in range(t, p_n, slots):
-                        _gkeys_one(bits[q], offsets, codes, 0, g_n, gshift, cshift, keys[t])
-                        keys[t].sort()
-                        _gscan_one(keys[t], offsets, group_w, k, cshift, 0, n_chunks, out[q])
+                def one_candidate(q, t):
+                    _gkeys_one(bits[q], offsets, codes, 0, g_n, gshift, cshift, keys[t])
+                    keys[t].sort()
+                    _gscan_one(keys[t], offsets, group_w, k, cshift, 0, n_chunks, out[q])
 
-                _spread(work, slots)
+                _spread(one_candidate, p_n, slots)
         finally:
             if scratch is self._scratch:
                 self._scratch.lock.release()

@@ -136,9 +136,8 @@ class Objective:
         if threads == 1 or (m == 1 and n < threads * _MIN_ROWS_PER_THREAD):
             return self.formula.scores(self.prepared, rows, out=fused, parallel=False)
         if m > 1:
-            slots = min(m, threads)
-            _spread(lambda t: [self.formula.scores(self.prepared, rows[q:q + 1], out=fused[q:q + 1], parallel=False)
-                               for q in range(t, m, slots)], slots)
+            _spread(lambda q: self.formula.scores(self.prepared, rows[q:q + 1], out=fused[q:q + 1], parallel=False),
+                    m)
         else:
             cuts = np.linspace(0, n, threads + 1).astype(np.int64)
             _spread(lambda t: self.formula.scores(self.prepared[cuts[t]:cuts[t + 1]], rows,

@@ -485,3 +485,36 @@ def test_objective_on_the_pool_equals_one_thread_in_both_modes(tmp_path, formula
     monkeypatch.setattr(M, "_SPLIT_MIN_ROWS", 1000)
     assert obj.batch_size() == 1
     np.testing.assert_array_equal(obj.metrics(theta), one)
+
+
+def test_spread_runs_every_item_once_and_never_two_threads_on_a_slot(monkeypatch):
+    import threading
+    import time as _time
+
+    monkeypatch.setattr(M, "_threads", lambda: 3)
+    seen, busy, lock = [], set(), threading.Lock()
+
+    def item(i, w):
+        with lock:
+            assert w not in busy and 0 <= w < 2
+            busy.add(w)
+            seen.append(i)
+        _time.sleep(0.001)
+        with lock:
+            busy.discard(w)
+
+    M._spread(item, 25, slots=2)
+    assert sorted(seen) == list(range(25))
+    got = []
+    M._spread(lambda i: got.append(i), 7)  # no slots: up to the kernel threads
+    assert sorted(got) == list(range(7))
+
+    def boom(i):
+        if i == 3:
+            raise ValueError("item 3")
+
+    with pytest.raises(ValueError, match="item 3"):
+        M._spread(boom, 6)
+    nested = []
+    M._spread(lambda i: M._spread(lambda j: nested.append((i, j)), 3), 2)  # from a pool thread: serial, no deadlock
+    assert sorted(nested) == [(i, j) for i in range(2) for j in range(3)]
