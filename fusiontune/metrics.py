@@ -870,7 +870,11 @@ _CHOICE: dict[int, str] = {}
 _CHOICE_LOCK = threading.Lock()
 _MIN_MEASURED = 1 << 14  # below this the sorts cost microseconds: numpy's, no measuring
 _SPLIT_MIN_ROWS = 1 << 18  # a single candidate is split over the threads from this many rows
-_CHUNK_MIN_ROWS = 1 << 18  # the GAUC plan is built over a row chunk per thread from this many rows
+_CHUNK_MIN_ROWS = 1 << 18  # the GAUC plan is built over row chunks from this many rows
+# Row chunks, pieces of groups, ... per thread: items small enough that when the machine's
+# cores are busy, the caller finishes most of them while a pool thread waits for a core.
+_ITEMS_PER_THREAD = 4
+_BUCKETS_PER_THREAD = 1  # score buckets of one candidate split over the threads
 
 
 def _threads() -> int:
@@ -1167,8 +1171,9 @@ class AucPlan:
         _ordered_sample(bits, rows, sample)
         sample.sort()
         pivots = []
-        for j in range(1, threads):  # the boundary nearest the j-th quantile between distinct values
-            r = (j * sample.shape[0]) // threads
+        n_want = _BUCKETS_PER_THREAD * threads
+        for j in range(1, n_want):  # the boundary nearest the j-th quantile between distinct values
+            r = (j * sample.shape[0]) // n_want
             lo = int(np.searchsorted(sample, sample[r], side="left"))
             hi = int(np.searchsorted(sample, sample[r], side="right"))
             cut = lo if r - lo <= hi - r else hi
@@ -1176,9 +1181,10 @@ class AucPlan:
                 pivots.append(sample[cut])
         pivots = np.unique(np.array(pivots, dtype=np.uint32))
         n_b = pivots.shape[0] + 1
-        cuts = np.linspace(0, n, threads + 1).astype(np.int64)
-        cnt = np.empty((threads, n_b), dtype=np.int64)
-        _spread(lambda t: _bucket_counts(bits, cuts[t], cuts[t + 1], pivots, cnt[t]), threads)
+        chunks = _ITEMS_PER_THREAD * threads
+        cuts = np.linspace(0, n, chunks + 1).astype(np.int64)
+        cnt = np.empty((chunks, n_b), dtype=np.int64)
+        _spread(lambda t: _bucket_counts(bits, cuts[t], cuts[t + 1], pivots, cnt[t]), chunks)
         sizes = cnt.sum(axis=0)
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         slot = bounds[:-1][None, :] + np.cumsum(cnt, axis=0) - cnt  # each chunk's first slot per bucket
@@ -1189,7 +1195,7 @@ class AucPlan:
         try:
             keys, tmp, _, _ = scratch.get(1, n, radix=method == "radix")
             keys, tmp = keys[0], tmp[0]
-            _spread(lambda t: _bucket_write(bits, self._low, cuts[t], cuts[t + 1], pivots, slot[t], keys), threads)
+            _spread(lambda t: _bucket_write(bits, self._low, cuts[t], cuts[t + 1], pivots, slot[t], keys), chunks)
             raw = np.zeros((n_b, self.k, 4), dtype=np.int64)
 
             def sort_scan(b):
@@ -1822,7 +1828,7 @@ class GaucPlan:
             c8 = np.concatenate([c8, np.zeros((n, 4 - k), dtype=np.uint8)], axis=1)
         c32 = np.ascontiguousarray(c8).view(np.uint32).reshape(n)
         g = np.ascontiguousarray(g)
-        t_n = _threads() if n >= _CHUNK_MIN_ROWS else 1
+        t_n = _ITEMS_PER_THREAD * _threads() if n >= _CHUNK_MIN_ROWS and _threads() > 1 else 1
         cuts = np.linspace(0, n, t_n + 1).astype(np.int64)
         words = np.empty((n, 1), dtype=np.uint8)
         w1 = words[:, 0]
@@ -1913,7 +1919,7 @@ class GaucPlan:
         slots = min(p_n, threads)
         n_chunks = out.shape[1]
         g_n = offsets.shape[0] - 1
-        pieces = max(1, threads // p_n)
+        pieces = max(1, _ITEMS_PER_THREAD * threads // p_n) if p_n < threads else 1
         if pieces > 1:  # block boundaries nearest to equal row counts
             first_rows = offsets[np.arange(n_chunks) * _GROUP_CHUNK]
             ccut = np.unique(np.searchsorted(first_rows, np.linspace(0, n, pieces + 1), side="left"))

@@ -26,7 +26,7 @@ import numpy as np
 from .errors import InputError
 from .fusion import Formula
 from .log import PredictionLog
-from .metrics import AucPlan, GaucPlan, _spread, _threads
+from .metrics import _ITEMS_PER_THREAD, AucPlan, GaucPlan, _spread, _threads
 from .study import Task
 
 __all__ = ["Objective", "Evaluation"]
@@ -139,9 +139,10 @@ class Objective:
             _spread(lambda q: self.formula.scores(self.prepared, rows[q:q + 1], out=fused[q:q + 1], parallel=False),
                     m)
         else:
-            cuts = np.linspace(0, n, threads + 1).astype(np.int64)
+            chunks = _ITEMS_PER_THREAD * threads
+            cuts = np.linspace(0, n, chunks + 1).astype(np.int64)
             _spread(lambda t: self.formula.scores(self.prepared[cuts[t]:cuts[t + 1]], rows,
-                                                  out=fused[:, cuts[t]:cuts[t + 1]], parallel=False), threads)
+                                                  out=fused[:, cuts[t]:cuts[t + 1]], parallel=False), chunks)
         return fused
 
     def release(self) -> None:
