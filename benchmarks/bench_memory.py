@@ -65,7 +65,7 @@ def prepare(*a, **k):
     t0 = time.perf_counter()
     prep = real_prepare(*a, **k)
     out.update(t_prepare=time.perf_counter() - t0, peak_prepare=status("VmHWM"), held=status("VmRSS"),
-               rows=prep.n_rows, compact=sum(p.nbytes for p in (prep.search_log, prep.select_log, prep.holdout_log)
+               rows=getattr(prep, "n_rows", None) or prep.log.n, compact=sum(p.nbytes for p in (prep.search_log, prep.select_log, prep.holdout_log)
                                              if p is not None))
     reset_peak()
     return prep
