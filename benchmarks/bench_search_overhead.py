@@ -80,6 +80,23 @@ def plain_optuna_loop(prep, trials: int) -> tuple[float, float]:
         return (time.perf_counter() - t0) / trials, (time.process_time() - c0) / trials
 
 
+def one_vs_all_threads(obj, theta, population: int) -> tuple[float, float]:
+    """Seconds of ``obj.metrics`` on one thread and on every kernel thread, batch by batch
+    alternately (``Objective.parallel = False / True``)."""
+    one = many = 0.0
+    for s in range(0, len(theta), population):
+        for par in (False, True):
+            obj.parallel = par
+            k0 = time.perf_counter()
+            obj.metrics(theta[s:s + population])
+            if par:
+                many += time.perf_counter() - k0
+            else:
+                one += time.perf_counter() - k0
+    obj.parallel = None
+    return one, many
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget", type=int, default=1000)
@@ -111,19 +128,9 @@ def main() -> int:
             prep.objective.metrics(theta[s:s + args.population])
         kernel = time.perf_counter() - k0
 
-        # the same batches on one thread vs on every numba thread, alternately
+        # the same batches on one thread vs on every kernel thread, alternately
         obj = prep.objective
-        one = many = 0.0
-        for s in range(0, len(theta), args.population):
-            for par in (False, True):
-                obj.parallel = par
-                k0 = time.perf_counter()
-                obj.metrics(theta[s:s + args.population])
-                if par:
-                    many += time.perf_counter() - k0
-                else:
-                    one += time.perf_counter() - k0
-        obj.parallel = None
+        one, many = one_vs_all_threads(obj, theta, args.population)
 
         # the large-log mode (logs over ~2.8M rows: one candidate per kernel call, the
         # threads inside it) forced on this log, first 256 candidates, alternately
@@ -131,18 +138,8 @@ def main() -> int:
 
         saved = objective_module._MAX_SCRATCH_BYTES
         objective_module._MAX_SCRATCH_BYTES = 0
-        one_l = many_l = 0.0
         head = theta[:256]
-        for s in range(0, len(head), args.population):
-            for par in (False, True):
-                obj.parallel = par
-                k0 = time.perf_counter()
-                obj.metrics(head[s:s + args.population])
-                if par:
-                    many_l += time.perf_counter() - k0
-                else:
-                    one_l += time.perf_counter() - k0
-        obj.parallel = None
+        one_l, many_l = one_vs_all_threads(obj, head, args.population)
         objective_module._MAX_SCRATCH_BYTES = saved
 
         import sqlite3
