@@ -1862,16 +1862,20 @@ class GaucPlan:
             vmin, vmax = int(g.min()), int(g.max())
             if vmax - vmin >= max(2 * n, 1 << 16):
                 return None
-            cnt = np.empty((t_n, vmax - vmin + 1), dtype=np.int64)
-            _spread(lambda t: _hist_chunk(g, cuts[t], cuts[t + 1], vmin, cnt[t]), t_n)
-            offsets = np.empty(vmax - vmin + 2, dtype=np.int64)
+            n_ids = vmax - vmin + 1
+            # a count row per chunk: at most as many bytes as the permutation itself
+            t_cs = max(1, min(t_n, n // n_ids))
+            ccuts = np.linspace(0, n, t_cs + 1).astype(np.int64)
+            cnt = np.empty((t_cs, n_ids), dtype=np.int64)
+            _spread(lambda t: _hist_chunk(g, ccuts[t], ccuts[t + 1], vmin, cnt[t]), t_cs)
+            offsets = np.empty(n_ids + 1, dtype=np.int64)
             m, largest = _count_slots(cnt, offsets)
             if largest > 65535:
                 return None
             perm = np.empty(n, dtype=np.int64)
             in_rows, words = w1, np.empty((n, 1), dtype=np.uint8)  # code bytes in row order -> grouped
             w1 = words[:, 0]
-            _spread(lambda t: _scatter_chunk(g, in_rows, cuts[t], cuts[t + 1], vmin, cnt[t], perm, w1), t_n)
+            _spread(lambda t: _scatter_chunk(g, in_rows, ccuts[t], ccuts[t + 1], vmin, cnt[t], perm, w1), t_cs)
             offsets = offsets[:m + 1].copy()
             lane_obs, lane_pos = np.empty(m, dtype=np.uint64), np.empty(m, dtype=np.uint64)
             gcuts = np.linspace(0, m, t_n + 1).astype(np.int64)

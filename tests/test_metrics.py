@@ -359,7 +359,7 @@ def test_gauc_sorted_keys_path_equals_the_per_group_path(monkeypatch, k):
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("layout", ["sorted", "single-row groups", "contiguous unsorted", "shuffled", "one id",
-                                    "negative ids", "int32 ids"])
+                                    "negative ids", "int32 ids", "sparse shuffled ids"])
 def test_gauc_plan_build_over_row_chunks(layout, threads, monkeypatch):
     """The log's plan is built over one row chunk per thread: runs cut by a chunk border
     are joined, and a scattered layout goes through the chunked counting sort.  Every
@@ -384,6 +384,8 @@ def test_gauc_plan_build_over_row_chunks(layout, threads, monkeypatch):
         ids[: n // 2] = 3  # two groups of 45k rows, one run across the chunk border
     elif layout == "negative ids":
         ids = rng.permutation(ids) - 10**6
+    elif layout == "sparse shuffled ids":  # more ids than rows: the counting sort keeps one count row
+        ids = rng.permutation(ids) * 37
     elif layout == "int32 ids":
         ids = ids.astype(np.int32)
     labels = (rng.random((n, 3)) < 0.3).astype(np.float64)
