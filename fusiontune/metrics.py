@@ -868,6 +868,7 @@ def _radix_rows(keys, tmp):
 _POOL: ThreadPoolExecutor | None = None
 _CHOICE: dict[int, str] = {}
 _CHOICE_LOCK = threading.Lock()
+_POOL_LOCK = threading.Lock()
 _MIN_MEASURED = 1 << 14  # below this the sorts cost microseconds: numpy's, no measuring
 _SPLIT_MIN_ROWS = 1 << 18  # a single candidate is split over the threads from this many rows
 _CHUNK_MIN_ROWS = 1 << 18  # the GAUC plan is built over row chunks from this many rows
@@ -884,7 +885,9 @@ def _threads() -> int:
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="ft-sort")
+        with _POOL_LOCK:  # two first callers at once must not make two pools
+            if _POOL is None:
+                _POOL = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="ft-sort")
     return _POOL
 
 
