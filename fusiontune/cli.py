@@ -31,6 +31,7 @@ COMMANDS = {
     "eval": "fusiontune.commands.eval",
     "ltr": "fusiontune.commands.ltr",
     "score": "fusiontune.commands.score",
+    "bucket": "fusiontune.commands.bucket",
 }
 
 

@@ -16,6 +16,10 @@ and shards whole groups.
   ``sample`` keeps the rows whose hash lies in the lowest ``sample`` share of the 64-bit range
   (high bits), a ``shard=(i, n)`` the rows whose hash is ``i`` modulo ``n`` (low bits), so a
   group is never split by either and the two are independent.
+- :func:`bucketing_of` / :class:`Bucketing`: a directory written by ``fusiontune bucket``
+  (:mod:`fusiontune.bucket`, ``ft_bucket=<b>/`` directories and a ``_fusiontune_buckets.json``
+  sidecar) read with its group column: shard ``(i, n)`` is the buckets ``b % n == i`` and opens
+  only their files; every row's hash is checked against its directory's bucket.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import ast
 import glob as globmod
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Iterator
 
@@ -34,7 +39,8 @@ import pyarrow.compute as pc
 from .errors import InputError, StudyError
 
 __all__ = ["LogSource", "open_source", "parse_filter", "filter_columns", "group_hash_of", "keep_mask",
-           "is_dataset_path", "source_files", "BATCH_ROWS"]
+           "is_dataset_path", "source_files", "BATCH_ROWS", "Bucketing", "bucketing_of", "BUCKET_META",
+           "BUCKET_COLUMN", "HASH_NAME"]
 
 #: rows per record batch (a batch is converted to the compact arrays, then dropped)
 BATCH_ROWS = 1 << 18
@@ -103,6 +109,10 @@ class LogSource:
     schema: pa.Schema
     parts: list[tuple[str, object]]
     dataset: "pyarrow.dataset.Dataset | None" = None  # noqa: F821 (imported when a dataset is opened)
+    #: a bucketed dataset's part name -> its bucket (see :class:`Bucketing`), else None
+    bucket_of: dict | None = None
+    #: the parts :meth:`batches` has opened, in order (what a shard of a bucketed dataset read)
+    opened: list = dc_field(default_factory=list)
 
     def batches(self, columns: list[str], filter: pc.Expression | None = None,
                 batch_rows: int = BATCH_ROWS) -> Iterator[tuple[str, int, pa.RecordBatch]]:
@@ -119,6 +129,7 @@ class LogSource:
                 parts = [(n, p) for n, p in parts if getattr(p, "path", None) in keep]
         for part_name, part in parts:
             row0 = 0
+            self.opened.append(part_name)
             try:
                 if isinstance(part, pa.Table):
                     t = part if filter is None else part.filter(filter)
@@ -454,3 +465,102 @@ def keep_mask(h: np.ndarray, sample: float | None = None, shard: tuple[int, int]
         m = (h % np.uint64(count)) == np.uint64(index)
         keep = m if keep is None else keep & m
     return keep
+
+
+# --------------------------------------------------------------------------- bucketed datasets
+#: the sidecar file a bucketed dataset carries (written by :func:`fusiontune.bucket.write_buckets`)
+BUCKET_META = "_fusiontune_buckets.json"
+#: the Hive partition key of a bucketed dataset's directories (``ft_bucket=<b>/``)
+BUCKET_COLUMN = "ft_bucket"
+#: the name of the hash a bucket is taken from (:func:`group_hash_of`, modulo the bucket count)
+HASH_NAME = "fusiontune.group_hash_of/pandas-hash_array/v1"
+
+
+@dataclass
+class Bucketing:
+    """A bucketed dataset (see :mod:`fusiontune.bucket`): ``root`` holds ``<column>=<b>/``
+    directories, ``b = group_hash_of(group) % buckets``; ``dirs`` the bucket -> directory of the
+    buckets that hold rows."""
+
+    root: Path
+    column: str
+    buckets: int
+    group: str
+    dirs: dict
+
+    def shard_buckets(self, shard: tuple[int, int] | None) -> list[int]:
+        """The buckets of shard ``(index, count)``: ``b % count == index`` (all for None)."""
+        if shard is None:
+            return list(range(self.buckets))
+        index, count = shard
+        return [b for b in range(self.buckets) if b % count == index]
+
+    def open(self, columns: list[str], shard: tuple[int, int] | None) -> LogSource:
+        """A :class:`LogSource` over ONLY the files of the shard's buckets (the other buckets'
+        directories are not listed, their files never opened), with ``bucket_of`` set."""
+        keep = [b for b in self.shard_buckets(shard) if b in self.dirs]
+        files, bucket_of = [], {}
+        for b in keep:
+            for f in source_files(self.dirs[b]):
+                files.append(str(f))
+                bucket_of[str(f)] = b
+        if not files:
+            which = f"shard {shard}'s buckets ({', '.join(map(str, self.shard_buckets(shard))) or 'none'})" \
+                if shard is not None else "its buckets"
+            hint = " (use at least as many buckets as shards)" if shard is not None and shard[1] > self.buckets else ""
+            raise InputError(f"{self.root}: no rows left after shard {shard}: {which} of {self.buckets} hold no "
+                             f"file{hint}", param="shard")
+        src = _parquet_dataset(str(self.root), files, columns, base=str(self.root))
+        src.bucket_of = bucket_of
+        return src
+
+    def check(self, part: str, row0: int, h: np.ndarray, bucket: int) -> None:
+        """Every row's hash modulo ``buckets`` must be its directory's ``bucket``; a row that is
+        not is one :class:`InputError` line naming the file and the row."""
+        bad = (h % np.uint64(self.buckets)) != np.uint64(bucket)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(f"{part}: row {row0 + i + 1} belongs to bucket {int(h[i] % np.uint64(self.buckets))}, "
+                             f"not {bucket} ({self.column}={bucket}/): this file does not fit the bucketing of "
+                             f"{self.root / BUCKET_META} (group {self.group!r}, {self.buckets} buckets)")
+
+
+def bucketing_of(source, group: str | None) -> Bucketing | None:
+    """The :class:`Bucketing` of ``source`` when it is a directory with a bucket sidecar whose
+    group column is ``group``; None otherwise (then the directory reads as a plain dataset, its
+    bucket column an ordinary partition column).  A sidecar that cannot be read or does not fit
+    the directory is one :class:`InputError` line naming it."""
+    import json
+
+    if not group or not isinstance(source, (str, Path)) or is_glob(str(source)):
+        return None
+    root = Path(source)
+    meta_path = root / BUCKET_META
+    if not root.is_dir() or not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{meta_path}: cannot read: {_first_line(exc)}") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    for key, kind in (("bucket_column", str), ("buckets", int), ("group", str), ("hash", str)):
+        v = meta.get(key)
+        if not isinstance(v, kind) or isinstance(v, bool):
+            raise InputError(f"{meta_path}: key {key!r} must be a {kind.__name__}, got {v!r}")
+    if meta["buckets"] < 1:
+        raise InputError(f"{meta_path}: key 'buckets' must be >= 1, got {meta['buckets']!r}")
+    if meta["group"] != group:
+        return None
+    if meta["hash"] != HASH_NAME:
+        raise InputError(f"{meta_path}: key 'hash' is {meta['hash']!r}; this version reads {HASH_NAME!r}")
+    col, n = meta["bucket_column"], meta["buckets"]
+    dirs = {}
+    for d in sorted(root.iterdir()):
+        if d.name.startswith((".", "_")):
+            continue
+        key, eq, value = d.name.partition("=")
+        if not d.is_dir() or key != col or not eq or not value.isdigit() or int(value) >= n:
+            raise InputError(f"{d}: not a bucket of {meta_path} (expected {col}=0 .. {col}={n - 1})")
+        dirs[int(value)] = d
+    return Bucketing(root, col, n, group, dirs)

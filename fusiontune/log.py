@@ -341,7 +341,10 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
         shards, so per-group metrics (GAUC) of a shard are exact.  Group codes are
         ``0..G_shard-1`` in order of first appearance within the shard; ``group_hash`` holds
         the raw id's hash, equal across shards.  Every shard scans the whole log (it must hash
-        each row's group to know whether it is its own).  The "has a positive and a negative
+        each row's group to know whether it is its own), except on a bucketed directory
+        (``fusiontune bucket``, :mod:`fusiontune.bucket`) read with its recorded ``group``: there
+        shard ``(index, count)`` is the buckets ``b`` with ``b % count == index`` and opens only
+        their files (each row's hash is checked against its directory's bucket).  The "has a positive and a negative
         row" check of each label is skipped for a shard (a small shard may lack one; the
         caller combining shards checks the totals).  Rows of a shard keep the log's order.
     keep_hash
@@ -352,7 +355,7 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
     :class:`~fusiontune.errors.StudyError`) with one line naming the file (the Parquet file
     of a dataset the bad value is in), the column, the row within that file and the value.
     """
-    from .dataset import filter_columns, keep_mask, open_source, parse_filter
+    from .dataset import bucketing_of, filter_columns, keep_mask, open_source, parse_filter
 
     source = path
     name = in_memory_name(source) or str(source)
@@ -374,11 +377,12 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
     elif filter is not None:
         raise StudyError(f"{name}: [log] filter must be a string or a pyarrow Expression, got "
                          f"{type(filter).__name__}", param="filter")
-    src = open_source(source, cols, also=names)
+    buckets = bucketing_of(source, group)  # a `fusiontune bucket` directory: a shard reads its buckets only
+    src = buckets.open(cols, shard) if buckets is not None else open_source(source, cols, also=names)
     if expr is not None:
         filter_columns(expr, names or [], src.schema, name, filter if isinstance(filter, str) else None,
                        where="[log] filter")
-    hashed = sample is not None and sample < 1.0 or (shard is not None and shard[1] > 1)
+    hashed = sample is not None and sample < 1.0 or (shard is not None and shard[1] > 1 and buckets is None)
 
     k = len(tasks)
     score_col, code_col = _Growing(np.float32, (k,)), _Growing(np.uint8, (k,))
@@ -399,11 +403,13 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
                 i = _first_bad(arr.is_null().to_numpy(zero_copy_only=False))
                 raise InputError(f"{part}: column {group!r} (group) is empty at row {row0 + i + 1}")
             h = group_hash_of(arr)
+            if buckets is not None:
+                buckets.check(part, row0, h, src.bucket_of[part])
         elif hashed:
             h = group_hash_of(np.arange(read_rows, read_rows + n_read, dtype=np.int64))
         read_rows += n_read
         kept = None
-        mask = keep_mask(h, sample, shard) if hashed else None
+        mask = keep_mask(h, sample, shard if buckets is None else None) if hashed else None
         if mask is not None:
             kept = np.flatnonzero(mask)
             if kept.size == 0:
