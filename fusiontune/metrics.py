@@ -1126,7 +1126,7 @@ class AucPlan:
         s, one, exact32 = _as_score_matrix(scores, self.n)
         p = s.shape[0]
         out = np.empty((p, self.k))
-        par = (p > 1 or self.n >= _SPLIT_MIN_ROWS) if parallel is None else bool(parallel)
+        par = _want_parallel(parallel, p)  # one candidate: one thread unless asked (a search on a large log asks)
         if not exact32:
             order = np.argsort(s, axis=1, kind="stable")
             _scan_order(order, s.view(np.uint64), self.codes, self._w, self.weights is not None, self.k, out)

@@ -160,7 +160,10 @@ class Objective:
         fused = np.atleast_2d(fused)
         out = np.empty((fused.shape[0], len(self.tasks)))
         if self._auc_plan is not None:
-            out[:, self.auc_idx] = self._auc_plan(fused, parallel=self.parallel)
+            par = self.parallel
+            if par is None and fused.shape[0] == 1 and self.batch_size() == 1:
+                par = True  # the large-log mode: the one candidate's rows split over the threads
+            out[:, self.auc_idx] = self._auc_plan(fused, parallel=par)
         if self._plan is not None:
             out[:, self.gauc_idx] = self._plan(fused, grouped=True, parallel=self.parallel)
         self.kernel_seconds += time.perf_counter() - t0
