@@ -18,7 +18,12 @@ Then a least-squares line through (rows, seconds per candidate) per engine state
 row.  Default sizes 1M and 4M rows; ``--sizes 1,10,20`` for the issue's sizes, ``--sizes 100
 --population 4 --repeats 1`` if memory allows (100M x 4 tasks: a 2.4 GB compact log).
 
-Run:  PYTHONPATH=. python benchmarks/bench_scale.py [--sizes 1,4] [--actors 1,2]
+``--bucket B`` also rewrites each log once with ``fusiontune bucket`` (B buckets by request_id,
+cached) and runs the Ray engines on it: a second table gives the actors' read time (all actors
+ready: each reads its shard, splits it, exchanges minority rows) on the plain dataset, where every
+actor scans the whole log, against the bucketed one, where each opens only its buckets' files.
+
+Run:  PYTHONPATH=. python benchmarks/bench_scale.py [--sizes 1,4] [--actors 1,2] [--bucket 16]
 """
 
 from __future__ import annotations
@@ -112,6 +117,31 @@ def run_child(path: Path, engine: str, actors: int, repeats: int, pop: int) -> d
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def bucket_log(path: Path, out: Path, buckets: int) -> None:
+    """``fusiontune bucket --log path --group request_id --buckets B --out out``, timed."""
+    from fusiontune.bucket import write_buckets
+
+    t0 = time.perf_counter()
+    meta = write_buckets(path, "request_id", buckets, out)
+    print(f"  bucketed {path.name} into {meta['buckets']} buckets in {time.perf_counter() - t0:.1f}s",
+          file=sys.stderr, flush=True)
+
+
+def print_bucketed(rows: list, buckets: int) -> None:
+    """The Ray engines' read time on the plain dataset (each actor scans the whole log) against
+    the bucketed one (each opens only its buckets), side by side per size and actor count."""
+    print()
+    print(f"Ray actors' read time (all actors ready), plain dataset vs bucketed into {buckets} buckets:")
+    head = (f"{'rows':>6} {'actors':>6} {'read s plain':>12} {'read s bucketed':>15} {'plain/bucketed':>14} "
+            f"{'eval s/cand plain':>17} {'bucketed':>9} {'|bucketed-local|':>16}")
+    print(head)
+    print("-" * len(head))
+    for n, a, plain, buck, local_values in rows:
+        diff = np.abs(np.array(buck["values"]) - np.array(local_values)).max()
+        print(f"{n / 1e6:>5.0f}M {a:>6} {plain['read']:>12.2f} {buck['read']:>15.2f} "
+              f"{plain['read'] / buck['read']:>13.2f}x {plain['eval']:>17.4f} {buck['eval']:>9.4f} {diff:>16.1e}")
+
+
 def gib(b: float) -> str:
     return f"{b / 2**30:.2f}"
 
@@ -123,6 +153,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="populations timed per engine (best is kept)")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/fusiontune-scale"), help="where the logs are cached")
     ap.add_argument("--population", type=int, default=POP, help="candidates per timed call (default 16)")
+    ap.add_argument("--bucket", type=int, default=0, metavar="B",
+                    help="also bucket each log into B buckets and compare the Ray actors' read time (default off)")
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -136,6 +168,7 @@ def main() -> None:
     args.dir.mkdir(parents=True, exist_ok=True)
     engines = [("local", 0)] + [("ray", a) for a in actor_counts]
     rows_of, per = {}, {e: [] for e in engines}
+    bucketed = []  # (rows, actors, plain result, bucketed result, local values)
     header = (f"{'rows':>6} {'engine':>7} {'load s':>7} {'eval s/cand':>11} {'ns/row':>7} {'vs local':>8} "
               f"{'driver GiB':>10} {'B/row':>6} {'actors GiB':>14} {'|ray-local|':>11}")
     print(header)
@@ -158,6 +191,15 @@ def main() -> None:
             print(f"{rows / 1e6:>5.0f}M {name:>7} {r['load']:>7.1f} {r['eval']:>11.4f} "
                   f"{r['eval'] / rows * 1e9:>7.1f} {base['eval'] / r['eval']:>7.2f}x {gib(r['driver_rss']):>10} "
                   f"{per_row:>6} {actors:>14} {diff if e[0] != 'local' else 0.0:>11.1e}", flush=True)
+        if args.bucket:
+            bpath = args.dir / f"scale_{rows}_b{args.bucket}"
+            if not bpath.exists():
+                bucket_log(path, bpath, args.bucket)
+            for a in actor_counts:
+                bucketed.append((rows, a, res[("ray", a)], run_child(bpath, "ray", a, args.repeats, args.population),
+                                 base["values"]))
+    if bucketed:
+        print_bucketed(bucketed, args.bucket)
     print()
     print("local driver: the whole process's peak (load, prepare, the timed calls); the compact log is "
           f"{base['compact'] / rows:.0f} bytes a row (float32 scores, uint8 label codes, int32 group codes)")
