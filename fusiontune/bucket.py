@@ -5,7 +5,7 @@ hash is ``i`` modulo ``n``: with ``n`` actors the log is read ``n`` times.  :fun
 (``fusiontune bucket``) reads the log once and writes it as a Hive-partitioned Parquet dataset
 (the layout Spark calls bucketing)::
 
-    DIR/ft_bucket=0/part-00000.parquet
+    DIR/ft_bucket=0/part-00000.parquet      (one file per bucket, row groups of up to 2^20 rows)
     DIR/ft_bucket=1/part-00000.parquet
     ...
     DIR/_fusiontune_buckets.json      {"bucket_column", "buckets", "group", "hash", "rows"}
@@ -32,8 +32,10 @@ from .errors import InputError
 
 __all__ = ["write_buckets", "BUCKET_COLUMN", "BUCKET_META"]
 
-#: rows a bucket gathers before they are written as one Parquet file of that bucket
-FLUSH_ROWS = 1 << 17
+#: rows a bucket gathers before they are written as one row group of its Parquet file
+FLUSH_ROWS = 1 << 20
+#: at most this many buckets (each holds one open Parquet file while writing)
+MAX_BUCKETS = 4096
 #: rows all buckets may hold in memory together before every bucket is written out
 PENDING_ROWS = 1 << 21
 
@@ -45,9 +47,10 @@ def write_buckets(source, group: str, buckets: int, out: str | Path, *, show_pro
     ``group`` column, as a new Parquet dataset in the directory ``out``.  Returns the sidecar's
     content (also written to ``out/_fusiontune_buckets.json``).
 
-    The source is streamed batch by batch; a bucket's rows are written as a Parquet file each
-    time it holds ``flush_rows`` rows (and whenever all buckets together hold
-    :data:`PENDING_ROWS`), so memory stays bounded whatever the log's size.  Everything is written
+    The source is streamed batch by batch into one Parquet file per bucket
+    (``ft_bucket=<b>/part-00000.parquet``): a bucket's rows are written as a row group each time
+    it holds ``flush_rows`` rows (and whenever all buckets together hold :data:`PENDING_ROWS`),
+    so memory stays bounded whatever the log's size, and a reader gets full-size batches.  Everything is written
     into a temporary directory next to ``out`` that is renamed to ``out`` at the end: an error
     leaves nothing behind.  ``out`` must not exist or be an empty directory; a missing ``group``
     column, ``buckets < 1``, a source column named like the bucket column or an empty group id
@@ -57,8 +60,9 @@ def write_buckets(source, group: str, buckets: int, out: str | Path, *, show_pro
     from .progress import progress
 
     out = Path(out)
-    if isinstance(buckets, bool) or not isinstance(buckets, (int, np.integer)) or buckets < 1:
-        raise InputError(f"{out}: buckets must be an integer >= 1, got {buckets!r}", param="buckets")
+    if isinstance(buckets, bool) or not isinstance(buckets, (int, np.integer)) or not 1 <= buckets <= MAX_BUCKETS:
+        raise InputError(f"{out}: buckets must be an integer in [1, {MAX_BUCKETS}], got {buckets!r}",
+                         param="buckets")
     buckets = int(buckets)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out}: already exists and is not an empty directory (choose a new directory)",
@@ -75,7 +79,7 @@ def write_buckets(source, group: str, buckets: int, out: str | Path, *, show_pro
     tmp.mkdir(parents=True)
     pending: dict[int, list[pa.Table]] = {}
     pending_rows: dict[int, int] = {}
-    files: dict[int, int] = {}
+    writers: dict = {}  # bucket -> its one open Parquet file (a row group per flush)
     held = 0
     rows = 0
 
@@ -84,11 +88,11 @@ def write_buckets(source, group: str, buckets: int, out: str | Path, *, show_pro
         parts = pending.pop(b)
         held -= pending_rows.pop(b)
         table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        d = tmp / f"{BUCKET_COLUMN}={b}"
-        d.mkdir(exist_ok=True)
-        k = files.get(b, 0)
-        pq.write_table(table, d / f"part-{k:05d}.parquet")
-        files[b] = k + 1
+        if b not in writers:
+            d = tmp / f"{BUCKET_COLUMN}={b}"
+            d.mkdir()
+            writers[b] = pq.ParquetWriter(d / "part-00000.parquet", table.schema)
+        writers[b].write_table(table, row_group_size=max(table.num_rows, 1))
 
     try:
         with progress(total, "bucket", unit="rows", enabled=show_progress) as bar:
@@ -116,16 +120,24 @@ def write_buckets(source, group: str, buckets: int, out: str | Path, *, show_pro
                 bar.update(advance=batch.num_rows)
             for b in sorted(pending):
                 flush(b)
+        for w in writers.values():
+            w.close()
+        writers.clear()
         if rows == 0:
             raise InputError(f"{name}: empty log (no rows)")
         meta = {"format": "fusiontune-buckets", "version": 1, "bucket_column": BUCKET_COLUMN,
                 "buckets": buckets, "group": group, "hash": HASH_NAME, "rows": rows,
-                "buckets_with_rows": len(files), "source": name}
+                "buckets_with_rows": len(list(tmp.glob(f"{BUCKET_COLUMN}=*"))), "source": name}
         (tmp / BUCKET_META).write_text(json.dumps(meta, indent=1) + "\n")
         if out.exists():
             out.rmdir()  # empty (checked above)
         tmp.rename(out)
     except BaseException:
+        for w in writers.values():
+            try:
+                w.close()
+            except (OSError, pa.ArrowException):
+                pass
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return meta
