@@ -216,3 +216,12 @@ def test_cli_writes_the_dataset_and_bad_input_is_one_line(logs, tmp_path, capsys
     err = capsys.readouterr().err
     assert "bad.parquet: column 'request_id' (group) is empty at row 8" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b3", "bad.parquet"]
+
+
+def test_bucket_column_is_read_only_when_the_study_names_it(logs):
+    _, out, _, _ = logs
+    assert "ft_bucket" not in _load(out, shard=(1, 2)).extra
+    log = load_log(out, TASKS, group="request_id", extra=["ft_bucket"], shard=(1, 2))
+    assert set(np.unique(log.extra["ft_bucket"]).tolist()) == {1, 3}
+    only3 = load_log(out, TASKS, group="request_id", extra=["ft_bucket"], filter="ft_bucket == 3", shard=(1, 2))
+    assert 0 < only3.n < log.n and set(only3.extra["ft_bucket"].tolist()) == {3}
