@@ -41,7 +41,7 @@ class CMA(Searcher):
     name = "cma"
     asks_baseline = True
     defaults = {"sigma0": 0.05, "tolx": 1e-3, "restarts": 4, "restart_mode": "ipop", "popsize_factor": 2.0,
-                "restart_shrink": 0.5}
+                "restart_shrink": 0.5, "start": "x0", "sigma_scale": "far"}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -50,9 +50,11 @@ class CMA(Searcher):
         self.mode = self._choice("restart_mode", ("ipop", "bipop", "local"))
         self.factor = self._opt("popsize_factor", 1.0)
         self.shrink = self._opt("restart_shrink", 0.0, 1.0)
+        self.start = self._choice("start", ("x0", "centre"))
+        self.sigma_scale = self._choice("sigma_scale", ("width", "far"))
         self.base_population = self.population
         self._asked: list[np.ndarray] = []
-        self._start(self.x0, self.sigma0, self.population)
+        self._start(np.full(self.dim, 0.5) if self.start == "centre" else self.x0, self.sigma0, self.population)
         # inject genotypes whose bounded phenotype is the point itself (pycma maps near-bound values)
         self.es.inject([self.es.boundary_handler.inverse(p) for p in self.first_points()], force=True)
 
@@ -64,6 +66,11 @@ class CMA(Searcher):
         opts = {"bounds": [0.0, 1.0], "popsize": self.population, "seed": np.nan,
                 "randn": lambda lam, n: rng.standard_normal((lam, n)), "tolx": self.tolx,
                 "verbose": -9, "verb_log": 0, "verb_disp": 0, "verb_filenameprefix": "/dev/null/"}
+        if self.sigma_scale == "far":
+            # a step per parameter scaled to the distance to its farther bound (from x0 the
+            # far side is where a parameter has room to go), normalised to mean 1
+            far = np.maximum(x0, 1.0 - x0)
+            opts["CMA_stds"] = (far / far.mean()).tolist()
         # pycma cannot start exactly on a bound of the box
         self.es = cma.CMAEvolutionStrategy(np.clip(x0, 1e-9, 1 - 1e-9).tolist(), sigma, opts)
 
