@@ -40,7 +40,7 @@ import numpy as np
 from ..errors import StudyError
 from .base import Capabilities, Searcher
 
-SURROGATE_DEFAULTS = {"pairs": 50_000, "temperature": 0.05, "final_temperature": 0.05, "starts": 2,
+SURROGATE_DEFAULTS = {"pairs": 200_000, "temperature": 0.05, "final_temperature": 0.05, "starts": 2,
                       "start_spread": 0.15, "maxiter": 150, "margin": 0.3, "margin_steps": 3, "penalty": 1e4,
                       "threads": 1}
 
@@ -235,8 +235,8 @@ class Grad(Searcher):
     name = "grad"
     capabilities = Capabilities(batch=True, constraints=False, replay=True, rank_based=True, needs_objective=True)
     asks_baseline = True
-    defaults = {**SURROGATE_DEFAULTS, "refine_sigma": 0.02, "restarts": 4, "calibrate": 6,
-                "calibrate_margins": [0.0, 0.1, 0.25]}
+    defaults = {**SURROGATE_DEFAULTS, "starts": 4, "refine_sigma": 0.005, "restarts": 4, "calibrate": 6,
+                "calibrate_margins": [0.0]}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -255,9 +255,9 @@ class Grad(Searcher):
         self.surrogate_values: np.ndarray | None = None
         self._origin: dict[bytes, int] = {}  # unit point -> the surrogate that proposed it
         self._pending: np.ndarray | None = None
-        self._calibrated = 0
-        self._calib_top = -np.inf
-        self._exact: list[tuple[np.ndarray, np.ndarray, bool, float]] = []  # (x, per task, feasible, objective)
+        self._rounds = 0
+        self._chains: list[dict] | None = None  # calibration chains (surrogate, margin, last exact point)
+        self._asked_chains: list[int] = []  # the chain of each point of the pending calibration generation
 
     def propose(self) -> np.ndarray:
         if self.generation == 0:
@@ -278,26 +278,47 @@ class Grad(Searcher):
 
     def learn_evaluation(self, x: np.ndarray, ev) -> None:
         if self.refiner is None:
-            for xi, m, f, j in zip(x, ev.per_task, ev.feasible, ev.objective):
-                self._exact.append((xi.copy(), np.asarray(m, dtype=np.float64), bool(f), float(j)))
+            per_task = np.asarray(ev.per_task, dtype=np.float64)
+            if self._chains is None:
+                self._start_chains(x, per_task, np.asarray(ev.feasible, dtype=bool),
+                                   np.asarray(ev.penalised, dtype=np.float64))
+            else:
+                for c, xi, m in zip(self._asked_chains, x, per_task):
+                    self._chains[c]["x"], self._chains[c]["per_task"] = xi.copy(), m
         self.update(x, np.asarray(ev.penalised, dtype=np.float64))
 
-    def _calibration_points(self) -> np.ndarray | None:
-        """The next calibration generation: from the best feasible exact point so far, each
-        surrogate's guardrails calibrated there (see :meth:`SurrogatePhase.calibrated`)."""
-        if not self.phase.guarded or not self._exact:
-            return None
-        feas = [e for e in self._exact if e[2]]
-        if not feas:
-            return None
-        anchor = max(feas, key=lambda e: e[3])
-        base = self.objective.baseline_per_task
-        pts = []
+    def _start_chains(self, x, per_task, feasible, penalised) -> None:
+        """One calibration chain per (surrogate, margin), anchored at that surrogate's best
+        exactly scored end point (feasible first, then by penalised value)."""
+        self._chains = []
+        if not self.phase.guarded:
+            return
         for i in sorted(set(self._origin.values())):
-            for p in self.phase.calibrated(i, anchor[0], anchor[1], base, self.margins):
-                if not any(np.allclose(p, q, rtol=0, atol=1e-9) for q in pts):
-                    self._origin.setdefault(p.tobytes(), i)
-                    pts.append(p)
+            rows = [r for r in range(len(x)) if self._origin.get(x[r].tobytes()) == i]
+            if not rows:
+                continue
+            r = max(rows, key=lambda r: (feasible[r], penalised[r]))
+            for m in self.margins:
+                self._chains.append({"i": i, "m": m, "x": x[r].copy(), "per_task": per_task[r], "done": False})
+
+    def _calibration_points(self) -> np.ndarray | None:
+        """The next calibration generation: per chain, the surrogate's guardrails shifted by the
+        bias measured exactly at the chain's last point (see :meth:`SurrogatePhase.calibrated`)
+        and L-BFGS-B from there: a fixed-point iteration that lands where the *exact* drop
+        meets ``max_drop * (1 - m)``.  A chain whose point no longer moves is done."""
+        base = self.objective.baseline_per_task
+        pts, self._asked_chains = [], []
+        for c, ch in enumerate(self._chains or []):
+            if ch["done"]:
+                continue
+            (p,) = self.phase.calibrated(ch["i"], ch["x"], ch["per_task"], base, [ch["m"]])
+            if np.allclose(p, ch["x"], rtol=0, atol=1e-7) or any(
+                    np.allclose(p, q, rtol=0, atol=1e-9) for q in pts):
+                ch["done"] = True
+                continue
+            self._origin.setdefault(p.tobytes(), ch["i"])
+            pts.append(p)
+            self._asked_chains.append(c)
         return np.array(pts) if pts else None
 
     def update(self, x: np.ndarray, values: np.ndarray) -> None:
@@ -306,19 +327,16 @@ class Grad(Searcher):
             if self.refiner.stop_reason:
                 self.stop_reason = self.refiner.stop_reason
             return
-        feas = [e[3] for e in self._exact if e[2]]
-        top = max(feas) if feas else -np.inf
-        # calibrate again while the last calibration round still improved the best feasible point
-        if self._calibrated < self.calibrate and (self._calibrated == 0 or top > self._calib_top + 1e-7):
-            self._calibrated += 1
-            self._calib_top = top
+        if self._chains is not None and self._rounds < self.calibrate:
+            self._rounds += 1
             pts = self._calibration_points()
             if pts is not None:
                 self._pending = pts
                 return
-        self._calibrated = self.calibrate
+        self._rounds = self.calibrate
         from .cmaes import CMA
 
         self.refiner = CMA(self.dim, self.best_x, seed=self.seed, population=self.population,
-                           options={"sigma0": self.refine_sigma, "restarts": int(self._opt("restarts", 0))},
+                           options={"sigma0": self.refine_sigma, "sigma_scale": "width",
+                                    "restarts": int(self._opt("restarts", 0))},
                            budget=self.budget, baseline=self.best_x)
