@@ -214,3 +214,84 @@ def test_grad_runs_calibration_generations_after_the_first(feed6_small):
     assert best.iloc[1] >= best.iloc[0]
     with pytest.raises(InputError, match=r"\[search.grad\] calibrate_margins"):
         search(feed6_small, "grad", 20, seed=0, population=8, options={**opts, "calibrate_margins": [1.5]})
+
+
+GRAD_SMALL = {"pairs": 5000, "maxiter": 60, "starts": 2, "margin_steps": 1}
+
+
+@pytest.mark.parametrize("method", ["cma", "cem", "neighborhood"])
+def test_warm_start_grad_starts_at_the_best_feasible_exactly_scored_end_point(feed6_small, method):
+    """cma+grad used to start at the end point with the best *smoothed* value, which broke the
+    click guardrail on the exact kernel: the method must start where the kernel says it is safe."""
+    from fusiontune.search.grad import surrogate_starts
+    from fusiontune.search.run import build_searcher
+
+    p = feed6_small
+    o, sp = p.objective, p.space
+    searcher, _, _ = build_searcher(method, o, sp, seed=2, population=8, options={}, budget=60,
+                                    warm_start="grad", grad_options=GRAD_SMALL)
+    pts, _ = surrogate_starts(o, sp, sp.baseline_unit, 2, GRAD_SMALL)
+    x = searcher.ask()
+    np.testing.assert_allclose(x[0], sp.baseline_unit, atol=1e-12)  # the baseline first, then every end point
+    assert len(x) == 1 + len(pts)
+    np.testing.assert_allclose(np.sort(x[1:], axis=0), np.sort(pts, axis=0), atol=1e-12)
+    ev = o.evaluate(sp.full(x))
+    searcher.tell_evaluation(x, ev)
+    start = searcher.start_point
+    i = int(np.flatnonzero(np.all(np.abs(x - start) <= 1e-12, axis=1))[0])
+    assert ev.feasible[i]
+    assert ev.objective[i] == ev.objective[ev.feasible].max()
+    # on this log the smoothed-best end point (the old start) is infeasible; another one is not
+    assert not ev.feasible[1] and not np.allclose(start, sp.baseline_unit)
+    # the method then runs from that start (its own first generation re-scores baseline and start)
+    x2 = searcher.ask()
+    np.testing.assert_allclose(x2[1], start, atol=1e-12)
+    assert searcher.name == method and searcher.capabilities == searcher_class(method).capabilities
+
+
+def test_warm_started_search_is_deterministic_and_keeps_the_rules(feed6_small):
+    p = feed6_small
+    runs = [search(p, "cma", 60, seed=3, population=8, warm_start="grad") for _ in range(2)]
+    for (result, trials) in runs:
+        theta = trials[p.space.free].to_numpy()
+        assert (theta >= p.space.low - 1e-12).all() and (theta <= p.space.high + 1e-12).all()
+        assert result["best"]["feasible"] is True and len(trials) == 60
+    np.testing.assert_array_equal(runs[0][1][p.space.free].to_numpy(), runs[1][1][p.space.free].to_numpy())
+
+
+def test_grad_calibration_chains_converge_on_the_exact_guardrail(feed6_small):
+    """The fixed-point calibration moves each chain until its exact drop meets max_drop: the
+    best feasible point after calibration uses (nearly) all of the binding guardrail, and no
+    worse than the first generation; the refinement keeps bounds and the guardrails of the best."""
+    p = feed6_small
+    o, sp = p.objective, p.space
+    opts = {**GRAD_SMALL, "calibrate": 5}
+    result, trials = search(p, "grad", 120, seed=0, population=8, options=opts)
+    g = np.isfinite(o.max_drop)
+    feas = trials[trials.feasible.astype(bool)]
+    first = feas[feas.generation == 1].objective.max()
+    calib = feas[(feas.generation > 1) & (feas.generation <= 6)]
+    assert calib.objective.max() >= first
+    best_cal = calib.loc[calib.objective.idxmax()]
+    from fusiontune.pipeline import metric_columns
+
+    drops = o.baseline_per_task - best_cal[metric_columns(p.study)].to_numpy(dtype=float)
+    assert np.min((o.max_drop - drops)[g]) < 0.1 * o.max_drop[g].max()  # the binding one is (nearly) used up
+    theta = trials[sp.free].to_numpy()
+    assert (theta >= sp.low - 1e-12).all() and (theta <= sp.high + 1e-12).all()
+    assert result["best"]["feasible"] is True
+    again, trials2 = search(p, "grad", 120, seed=0, population=8, options=opts)
+    np.testing.assert_array_equal(trials[sp.free].to_numpy(), trials2[sp.free].to_numpy())
+
+
+def test_cma_sigma_per_parameter_scales_with_the_room_to_the_farther_bound():
+    x0 = np.array([0.05, 0.5, 0.95])
+    far = make_searcher("cma", dim=3, x0=x0, seed=0, population=400, options={"sigma0": 0.02, "sigma_scale": "far"})
+    x = far.ask()[2:]  # after the injected baseline
+    sd = x.std(axis=0)
+    assert sd[0] > 1.6 * sd[1] and sd[2] > 1.6 * sd[1]  # far sides 0.95 vs 0.5
+    flat = make_searcher("cma", dim=3, x0=x0, seed=0, population=400,
+                         options={"sigma0": 0.02, "sigma_scale": "width"}).ask()[2:].std(axis=0)
+    assert flat.max() < 1.2 * flat.min()
+    with pytest.raises(InputError, match=r"\[search.cma\] sigma_scale"):
+        make_searcher("cma", dim=3, x0=x0, options={"sigma_scale": "wide"})

@@ -54,6 +54,8 @@ class OptunaSearcher(Searcher):
         self._told = 0
         # the online baseline is the first trial: samplers start from what runs today
         self._enqueue_baseline = True
+        #: more start points of a warm start (enqueued after the baseline and x0)
+        self.warm_points = np.empty((0, self.dim))
 
     def make_sampler(self):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -77,6 +79,8 @@ class OptunaSearcher(Searcher):
             self.study.enqueue_trial({k: float(v) for k, v in zip(self.names, self.baseline)})
             if not np.allclose(self.x0, self.baseline):  # a warm start: its point comes second
                 self.study.enqueue_trial({k: float(v) for k, v in zip(self.names, self.x0)})
+            for p in self.warm_points:  # the other surrogate end points of a warm start
+                self.study.enqueue_trial({k: float(v) for k, v in zip(self.names, p)})
             self._enqueue_baseline = False
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -88,11 +88,19 @@ def build_searcher(method: str, objective: Objective, space: ParamSpace, *, seed
                    baseline=space.baseline_unit, objective=objective, space=space)
     if warm == "grad" and method != "grad":
         from .grad import SURROGATE_DEFAULTS, surrogate_starts
+        from .warm import WarmStarted
 
         gopts = {k: v for k, v in (grad_options or {}).items() if k in SURROGATE_DEFAULTS}
         pts, _ = surrogate_starts(objective, space, x0, seed, gopts)
-        searcher = cls(dim=space.dim, x0=pts[0], seed=seed, population=population, options=options,
-                       budget=budget, baseline=space.baseline_unit, objective=objective, space=space)
+        kw = dict(dim=space.dim, seed=seed, population=population, options=options, budget=budget,
+                  baseline=space.baseline_unit, objective=objective, space=space)
+        if cls.capabilities.replay:
+            # start at the best of the end points the exact kernel finds feasible (warm.py)
+            searcher = WarmStarted(cls, pts, x0=x0, **kw)
+        else:
+            # an Optuna sampler: every end point is an enqueued trial its model conditions on
+            searcher = cls(x0=pts[0], **kw)
+            searcher.warm_points = pts[1:]
     if searcher.capabilities.constraints:  # guardrails as constraints, when there are any
         searcher.constrained = bool(np.isfinite(objective.max_drop).any())
     return searcher, population, {**options, **({"warm_start": warm} if warm != "none" else {})}
