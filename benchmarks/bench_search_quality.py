@@ -180,7 +180,22 @@ def main() -> int:
     ap.add_argument("--screened-methods", default=",".join(SCREENED))
     ap.add_argument("--simulate-rows", type=int, default=0, help="with --screening: also a simulated feed6 log "
                     "of this many rows (e.g. 400000), written to a temporary directory")
+    ap.add_argument("--share-surrogate", action="store_true", help="compute the warm starts' surrogate phase "
+                    "once per seed and share it between cma+grad, cem+grad, neighborhood+grad and both budgets "
+                    "(their CPU s/run then holds it only in the first run of a seed)")
     args = ap.parse_args()
+    if args.share_surrogate:
+        import fusiontune.search.grad as grad_mod
+
+        inner, memo = grad_mod.surrogate_starts, {}
+
+        def shared(objective, space, x0, seed=0, options=None, where="[search.grad]"):
+            key = (id(objective), int(seed), json.dumps(options or {}, sort_keys=True))
+            if key not in memo:
+                memo[key] = inner(objective, space, x0, seed, options, where)
+            return memo[key]
+
+        grad_mod.surrogate_starts = shared
     if args.quick:
         args.seeds, args.budgets, args.methods, args.ref_runs = 2, "300", ",".join(QUICK), 1
     os.environ.setdefault("OMP_NUM_THREADS", "1")
