@@ -250,13 +250,22 @@ def test_warm_start_grad_starts_at_the_best_feasible_exactly_scored_end_point(fe
 
 
 def test_warm_started_search_is_deterministic_and_keeps_the_rules(feed6_small):
+    from fusiontune.search.run import build_searcher, run_search
+
     p = feed6_small
-    runs = [search(p, "cma", 60, seed=3, population=8, warm_start="grad") for _ in range(2)]
-    for (result, trials) in runs:
-        theta = trials[p.space.free].to_numpy()
-        assert (theta >= p.space.low - 1e-12).all() and (theta <= p.space.high + 1e-12).all()
-        assert result["best"]["feasible"] is True and len(trials) == 60
-    np.testing.assert_array_equal(runs[0][1][p.space.free].to_numpy(), runs[1][1][p.space.free].to_numpy())
+    o, sp = p.objective, p.space
+    runs = []
+    for _ in range(2):
+        searcher, _, _ = build_searcher("cma", o, sp, seed=3, population=8, options={}, budget=60,
+                                        warm_start="grad", grad_options=GRAD_SMALL)
+        runs.append(run_search(searcher, o, sp, 60, show_progress=False))
+    for run in runs:
+        x = run.cat("unit").reshape(-1, sp.dim)
+        assert len(x) == 60 and (x >= 0).all() and (x <= 1).all()
+        feas = run.cat("feasible").astype(bool)
+        j = run.cat("objective")
+        assert feas[0] and j[feas].max() >= j[0]  # the best feasible is never below the baseline
+    np.testing.assert_array_equal(runs[0].cat("unit"), runs[1].cat("unit"))
 
 
 def test_grad_calibration_chains_converge_on_the_exact_guardrail(feed6_small):
