@@ -42,3 +42,20 @@ population = 16
     path = tmp / "known.toml"
     path.write_text(text)
     return path
+
+
+def sharded_study(log, budget: int, **over) -> dict:
+    """The 4-task multiplicative study (weights, a sign -1 task, GAUC and AUC, a guardrail, a
+    group split with a select part) that the sharded-log tests (Ray engine, bucketed logs) run."""
+    d = {"name": "sharded", "log": str(log), "group": "request_id", "time": "ts", "weight": "w",
+         "tasks": [{"name": "click", "score": "p_click", "label": "click", "metric": "gauc", "max_drop": 0.01},
+                   {"name": "like", "score": "p_like", "label": "like", "weight": 0.6, "sign": -1},
+                   {"name": "finish", "score": "p_finish", "label": "finish", "metric": "gauc"},
+                   {"name": "convert", "score": "p_convert", "label": "convert", "weight": 0.8}],
+         "fusion": {"formula": "multiplicative", "reference": "click",
+                    "baseline": {"a_click": 1.0, "a_like": 0.2, "a_finish": 0.2, "a_convert": 0.1},
+                    "bounds": {"a": [0.0, 3.0]}},
+         "split": {"by": "group", "holdout": 0.3, "select": 0.15, "seed": 1},
+         "search": {"method": "cem", "budget": budget, "population": 8, "seed": 0}}
+    d.update(over)
+    return d

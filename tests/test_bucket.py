@@ -20,24 +20,14 @@ from fusiontune.log import TaskColumns, load_log
 from fusiontune.pipeline import prepare, search
 from fusiontune.simulate import simulate_log
 from fusiontune.study import parse_study
+from search_helpers import sharded_study
 
 TASKS = [TaskColumns("click", "p_click", "click"), TaskColumns("like", "p_like", "like"),
          TaskColumns("finish", "p_finish", "finish"), TaskColumns("convert", "p_convert", "convert")]
 
 
 def study_dict(log, **over) -> dict:
-    d = {"name": "buckets", "log": str(log), "group": "request_id", "time": "ts", "weight": "w",
-         "tasks": [{"name": "click", "score": "p_click", "label": "click", "metric": "gauc", "max_drop": 0.01},
-                   {"name": "like", "score": "p_like", "label": "like", "weight": 0.6, "sign": -1},
-                   {"name": "finish", "score": "p_finish", "label": "finish", "metric": "gauc"},
-                   {"name": "convert", "score": "p_convert", "label": "convert", "weight": 0.8}],
-         "fusion": {"formula": "multiplicative", "reference": "click",
-                    "baseline": {"a_click": 1.0, "a_like": 0.2, "a_finish": 0.2, "a_convert": 0.1},
-                    "bounds": {"a": [0.0, 3.0]}},
-         "split": {"by": "group", "holdout": 0.3, "select": 0.15, "seed": 1},
-         "search": {"method": "cem", "budget": 32, "population": 8, "seed": 0}}
-    d.update(over)
-    return d
+    return sharded_study(log, 32, **{"name": "buckets", **over})
 
 
 @pytest.fixture(scope="module")
