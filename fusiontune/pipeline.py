@@ -56,11 +56,17 @@ class Prepared:
         return self._log
 
     @property
+    def parts(self) -> list[PredictionLog]:
+        """The logs the rows live in (the split's parts; without a split, the one log): a check
+        over every row reads these instead of :attr:`log`, which would join the whole log."""
+        return [p for p in (self.search_log, self.select_log, self.holdout_log) if p is not None]
+
+    @property
     def n_rows(self) -> int:
         """Rows of the whole log (without joining it)."""
         if self._log is not None:
             return self._log.n
-        return sum(p.n for p in (self.search_log, self.select_log, self.holdout_log) if p is not None)
+        return sum(p.n for p in self.parts)
 
     def _role_objective(self, role: str, log) -> Objective:
         if self.engine is not None:

@@ -118,7 +118,7 @@ def fused_metrics(objective: Objective, fused: np.ndarray) -> np.ndarray:
 
 def ensure_features(prep, features: list[str]):
     """``prep`` whose log carries the context columns (reloads the log when it does not)."""
-    if all(c in prep.log.extra for c in features):
+    if all(c in part.extra for part in prep.parts for c in features):
         return prep
     from ..pipeline import load_study_log, prepare
 
@@ -168,12 +168,13 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
             raise InputError(f"{study.path or '<study>'}: the DNN fuser starts from the study's formula and "
                              f"supports {', '.join(RESIDUAL_FORMULAS)}; the {prep.formula.name} formula needs "
                              f"per-group percentiles (use the GBDT fuser)")
-        bad = (prep.log.scores < 0) | (prep.log.scores > 1)
-        if bad.any():
-            i, j = (int(v[0]) for v in np.nonzero(bad))
-            raise InputError(f"{prep.log.source}: column {spec.scores[j]!r} (score of task {spec.tasks[j]!r}) must "
-                             f"be a probability in [0, 1] for the DNN fuser: a row has {prep.log.scores[i, j]!r} "
-                             f"(set score_scale = \"logit\" for logits)")
+        for part in prep.parts:  # every row, without joining the split's parts back into one log
+            bad = (part.scores < 0) | (part.scores > 1)
+            if bad.any():
+                i, j = (int(v[0]) for v in np.nonzero(bad))
+                raise InputError(f"{part.source}: column {spec.scores[j]!r} (score of task {spec.tasks[j]!r}) "
+                                 f"must be a probability in [0, 1] for the DNN fuser: a row has {part.scores[i, j]!r} "
+                                 f"(set score_scale = \"logit\" for logits)")
     w = np.array([t.weight for t in study.tasks], dtype=np.float64)
 
     search = prep.objective.log  # grouped row order: the order fused_metrics expects
