@@ -80,6 +80,12 @@ class PredictionLog:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     group_hash: np.ndarray | None = None  # uint64 hash of the raw group id (stable holdout split)
     label_codes: np.ndarray | None = None
+    #: per group CODE (G,), not per row: uint64 hash of the raw group id (:func:`group_hash_of`)
+    #: and int64 read key of the group's first row (:func:`unit_hashes`, :func:`order_keys`)
+    code_hash: np.ndarray | None = None
+    code_first: np.ndarray | None = None
+    #: without a group column: (N,) int64 read key of each row (its position among the rows read)
+    row_pos: np.ndarray | None = None
 
     def __post_init__(self, labels):
         self.scores = np.ascontiguousarray(self.scores, dtype=np.float32)
@@ -120,7 +126,8 @@ class PredictionLog:
         opt = lambda a: None if a is None else a[rows]  # noqa: E731
         return replace(self, scores=self.scores[rows], labels=None, label_codes=self.label_codes[rows],
                        groups=opt(self.groups), weights=opt(self.weights), time=opt(self.time),
-                       extra={k: v[rows] for k, v in self.extra.items()}, group_hash=opt(self.group_hash))
+                       extra={k: v[rows] for k, v in self.extra.items()}, group_hash=opt(self.group_hash),
+                       row_pos=opt(self.row_pos))
 
     def without_split_columns(self) -> "PredictionLog":
         """The same rows without the columns only a split reads (``time`` and the uint64
@@ -394,8 +401,20 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
     seen_pos = np.zeros(k, dtype=bool)
     seen_neg = np.zeros(k, dtype=bool)
     read_rows = 0  # rows read (after the filter): the row id hashed when there is no group column
+    # read keys (order_keys): the position among the rows read; on a bucketed directory
+    # (bucket << 40) + the position within the bucket, the same whichever buckets a shard opens
+    bucket_rows: dict[int, int] = {}
+    code_hash_chunks: list[np.ndarray] = []
+    code_first_chunks: list[np.ndarray] = []
+    pos_col = _Growing(np.int64)
     for part, row0, batch in src.batches(cols, expr):
         n_read = batch.num_rows
+        if buckets is not None:
+            b = src.bucket_of[part]
+            key0 = (b << 40) + bucket_rows.get(b, 0)
+            bucket_rows[b] = bucket_rows.get(b, 0) + n_read
+        else:
+            key0 = read_rows
         h = None
         if group:
             arr = batch.column(group)
@@ -463,6 +482,10 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
             inv, uniq = pd.factorize(raw.to_numpy(zero_copy_only=False), sort=False)
             inv_col.add(inv)  # local codes of this batch; made global at the end
             uniq_chunks.append(np.asarray(uniq))
+            _, first = np.unique(inv, return_index=True)  # first row of each of the batch's groups
+            code_hash_chunks.append(h[first])
+            code_first_chunks.append(key0 + (kept[first] if kept is not None else first).astype(np.int64))
+            del first
             batch_starts.append(start)
             if keep_hash:
                 hash_col.add(h)
@@ -484,6 +507,8 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
                 i = _first_bad(np.isnan(tc))
                 raise InputError(f"{part}: column {time!r} (time) is empty at row {rows.row(i)}")
             time_col.add(tc)
+        if not group:
+            pos_col.add(key0 + (kept.astype(np.int64) if kept is not None else np.arange(n, dtype=np.int64)))
         for c in extra or []:
             extra_chunks[c].append(batch.column(c).to_numpy(zero_copy_only=False))
         del batch
@@ -503,7 +528,7 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
                 raise InputError(f"{name}: column {t.label!r} (label of task {t.name!r}) has no negative (0) row")
 
     scores, codes = score_col.done(), code_col.done()
-    groups = group_hash = None
+    groups = group_hash = code_hash = code_first = None
     if group:
         # one global factorize of the per-batch uniques: codes in order of first appearance,
         # written over each batch's local codes in place
@@ -513,19 +538,26 @@ def load_log(path, tasks: list[TaskColumns], *, group: str | None = None,
         glob_codes = pd.factorize(all_uniq, sort=False)[0].astype(np.int32)
         del all_uniq
         groups = inv_col.done()
+        n_codes = int(glob_codes.max()) + 1
+        code_hash = np.zeros(n_codes, dtype=np.uint64)
+        code_first = np.full(n_codes, np.iinfo(np.int64).max, dtype=np.int64)
         off = 0
         for b, size in enumerate(sizes):
             lo, hi = batch_starts[b], (batch_starts[b + 1] if b + 1 < len(sizes) else n_rows)
             groups[lo:hi] = glob_codes[off:off + size][groups[lo:hi]]
+            gc = glob_codes[off:off + size]
+            code_hash[gc] = code_hash_chunks[b]
+            code_first[gc] = np.minimum(code_first[gc], code_first_chunks[b])
             off += size
-        del glob_codes
+        del glob_codes, code_hash_chunks, code_first_chunks
         group_hash = hash_col.done() if keep_hash else None
     weights = weight_col.done() if weight else None
     tcol = time_col.done() if time else None
     ex = {c: (np.concatenate(v) if len(v) > 1 else v[0]) for c, v in extra_chunks.items()}
     pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed pages otherwise
     return PredictionLog([t.name for t in tasks], scores, None, groups, weights, tcol, name, ex,
-                         group_hash, label_codes=codes)
+                         group_hash, label_codes=codes, code_hash=code_hash if group else None,
+                         code_first=code_first if group else None, row_pos=None if group else pos_col.done())
 
 
 # --------------------------------------------------------------------------- splitting
@@ -563,6 +595,48 @@ def _unit_hash(log: PredictionLog, seed: int, chunk: int = 1 << 20) -> np.ndarra
     return out
 
 
+def unit_hashes(log: PredictionLog, rows: np.ndarray | None = None) -> np.ndarray:
+    """(N,) uint64 hash of each row's *unit*, the same in every process and shard: the raw group
+    id's hash (:func:`group_hash_of`) with a group column, else the hash of the row's position
+    among the rows read (after the [log] filter; what ``sample`` and ``shard`` hash too).  A log
+    built in memory without these falls back to its group codes, or its row numbers.
+    ``rows``: only these rows."""
+    g = log.groups if rows is None or log.groups is None else log.groups[rows]
+    if g is not None:
+        if log.code_hash is not None:
+            return log.code_hash[g]
+        return group_hash_of(g.astype(np.int64))
+    pos = log.row_pos if log.row_pos is not None else np.arange(log.n, dtype=np.int64)
+    return group_hash_of(pos if rows is None else pos[rows])
+
+
+def seeded_units(hashes: np.ndarray, seed: int, salt: int) -> np.ndarray:
+    """A seeded number in [0, 1) per unit hash (53 bits): whole groups draw the same number.
+    ``salt`` keeps the draws of different uses (random split, screening, surrogate sample)
+    independent for one seed."""
+    key = np.uint64((int(seed) * 0x9E3779B97F4A7C15 + int(salt) * 0xBF58476D1CE4E5B9 + 1) % 2**64)
+    h = pd.util.hash_array(np.asarray(hashes, dtype=np.uint64) ^ key)
+    return (h >> np.uint64(11)).astype(np.float64) / 2.0**53
+
+
+#: salts of :func:`seeded_units` per use
+SALT_RANDOM_SPLIT, SALT_SCREENING, SALT_SURROGATE = 1, 2, 3
+
+
+def order_keys(log: PredictionLog) -> np.ndarray:
+    """(N,) int64 key per row that sorts rows of several shards into the order one process holds
+    them in after :meth:`PredictionLog.grouped`: the read key of the row's group's first row
+    (groups in order of first appearance), or the row's own read key without a group column.
+    Rows of one group keep their order under a stable sort (a group never straddles shards)."""
+    if log.groups is not None:
+        if log.code_first is None:
+            raise ValueError("order_keys needs the read keys of load_log (code_first)")
+        return log.code_first[log.groups]
+    if log.row_pos is None:
+        raise ValueError("order_keys needs the read keys of load_log (row_pos)")
+    return log.row_pos
+
+
 def holdout_column(log: PredictionLog, column: str) -> np.ndarray:
     """The explicit 0/1 holdout column ``column`` (loaded as an extra column) as a bool mask.
 
@@ -584,6 +658,14 @@ def holdout_column(log: PredictionLog, column: str) -> np.ndarray:
     return num.to_numpy(dtype=np.float64) == 1
 
 
+def random_units(log: PredictionLog, seed: int) -> np.ndarray:
+    """``[split] by = "random"``'s draw per row: :func:`seeded_units` of the row's unit, so whole
+    groups go to one part (without a group column each row is its own unit, drawn by its
+    position among the rows read).  A function of the unit and the seed only, so the Ray
+    engine's shards draw the same numbers while cutting their rows."""
+    return seeded_units(unit_hashes(log), seed, SALT_RANDOM_SPLIT)
+
+
 def split_roles(log: PredictionLog, by: str = "time", holdout: float | None = 0.3, select: float = 0.0,
                 seed: int = 0, column: str | None = None, consume: bool = False) -> SplitParts:
     """Cut the log into search / select / holdout rows (disjoint; every row has one role).
@@ -594,7 +676,8 @@ def split_roles(log: PredictionLog, by: str = "time", holdout: float | None = 0.
     * ``"time"``: the latest rows (rows at the cut time go to the holdout);
     * ``"group"``: whole groups, by a seeded hash of the group id (a request never straddles
       two parts);
-    * ``"random"``: rows, seeded (only sensible without groups).
+    * ``"random"``: a seeded draw per unit (:func:`random_units`): whole groups with a group
+      column, single rows (by their position among the rows read) without one.
 
     The select part (the rows A/B arms are picked on), a share ``select`` of the whole log,
     is taken from the remaining rows the same way: by time the rows just before the holdout,
@@ -633,7 +716,7 @@ def split_roles(log: PredictionLog, by: str = "time", holdout: float | None = 0.
     elif by == "time":
         hold = log.time >= np.quantile(log.time, 1.0 - holdout)
     else:
-        u = _unit_hash(log, seed) if by == "group" else np.random.default_rng(seed).random(n)
+        u = _unit_hash(log, seed) if by == "group" else random_units(log, seed)
         hold = u < holdout
     role[hold] = HOLDOUT
     if select > 0:
@@ -649,7 +732,7 @@ def split_roles(log: PredictionLog, by: str = "time", holdout: float | None = 0.
         elif column is None:  # the band of the same hash / draw just above the holdout's
             sel = rest & (u < holdout + select)
         else:
-            v = _unit_hash(log, seed) if by == "group" else np.random.default_rng(seed).random(n)
+            v = _unit_hash(log, seed) if by == "group" else random_units(log, seed)
             sel = rest & (v < frac)
         role[sel] = SELECT
     u = hold = rest = sel = v = None  # noqa: F841 (8-9 bytes a row: let them go before the cut)
@@ -674,7 +757,7 @@ def split_roles(log: PredictionLog, by: str = "time", holdout: float | None = 0.
     return SplitParts(parts[SEARCH], parts.get(SELECT), parts.get(HOLDOUT), role, info)
 
 
-_ROW_ARRAYS = ("scores", "label_codes", "groups", "weights", "time", "group_hash")
+_ROW_ARRAYS = ("scores", "label_codes", "groups", "weights", "time", "group_hash", "row_pos")
 
 
 def cut_roles(log: PredictionLog, role: np.ndarray, consume: bool = False, masks: dict | None = None) -> dict:
@@ -687,7 +770,7 @@ def cut_roles(log: PredictionLog, role: np.ndarray, consume: bool = False, masks
     whole = consume and len(masks) == 1  # one role holds every row: nothing to cut
     cols: dict = {r: {} for r in masks}
     # consumed: the split-only columns go first, so they are not held while the others are cut
-    for name in (("time", "group_hash", *_ROW_ARRAYS[:4]) if consume else _ROW_ARRAYS):
+    for name in (("time", "group_hash", *_ROW_ARRAYS[:4], "row_pos") if consume else _ROW_ARRAYS):
         a = getattr(log, name)
         if consume:
             setattr(log, name, None)
@@ -704,7 +787,8 @@ def cut_roles(log: PredictionLog, role: np.ndarray, consume: bool = False, masks
         del a
     return {r: PredictionLog(log.tasks, cols[r]["scores"], None, cols[r]["groups"], cols[r]["weights"],
                              cols[r]["time"], log.source, extra[r], cols[r]["group_hash"],
-                             label_codes=cols[r]["label_codes"]) for r in masks}
+                             label_codes=cols[r]["label_codes"], code_hash=log.code_hash,
+                             code_first=log.code_first, row_pos=cols[r]["row_pos"]) for r in masks}
 
 
 def join_roles(parts: dict, role: np.ndarray) -> PredictionLog:
@@ -735,7 +819,8 @@ def join_roles(parts: dict, role: np.ndarray) -> PredictionLog:
                 whole[masks[r]] = p.extra[c]
             extra[c] = whole
     return PredictionLog(first.tasks, out["scores"], None, out["groups"], out["weights"], out["time"], first.source,
-                         extra, out["group_hash"], label_codes=out["label_codes"])
+                         extra, out["group_hash"], label_codes=out["label_codes"], code_hash=first.code_hash,
+                         code_first=first.code_first, row_pos=out["row_pos"])
 
 
 def split_info(log: PredictionLog, role: np.ndarray) -> dict:

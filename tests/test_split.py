@@ -54,13 +54,29 @@ def test_three_way_split_gives_every_row_one_role(log, by):
     if by == "time":  # search < select < holdout in time
         assert parts.search.time.max() < parts.select.time.min()
         assert parts.select.time.max() < parts.holdout.time.min()
-    if by in ("time", "group"):  # a request never straddles two roles
-        s, a, h = _groups_by_role(log, role)
-        assert not (s & a) and not (s & h) and not (a & h)
-        assert parts.info["groups_in_two_parts"] == 0
-        assert parts.info["groups"] == {"search": len(s), "select": len(a), "holdout": len(h)}
-    else:
-        assert parts.info["groups_in_two_parts"] > 0  # rows split requests apart: counted, not hidden
+    # a request never straddles two roles (by = "random" draws whole requests, by a seeded hash of the id)
+    s, a, h = _groups_by_role(log, role)
+    assert not (s & a) and not (s & h) and not (a & h)
+    assert parts.info["groups_in_two_parts"] == 0
+    assert parts.info["groups"] == {"search": len(s), "select": len(a), "holdout": len(h)}
+    if by == "random":  # its own draw, not the group split's with the same seed
+        assert (role != split_roles(log, "group", holdout=0.2, select=0.15, seed=3).role).any()
+
+
+def test_random_split_without_groups_draws_rows_by_their_position(tmp_path):
+    """Without a group column each row is its own unit, drawn by its position among the rows read:
+    the same rows whatever else the log holds, and requests (not a column here) do split apart."""
+    df = simulate_log(requests=300, candidates=8, seed=2)
+    path = tmp_path / "log.parquet"
+    write_table(df, path)
+    log = load_log(path, TASKS, time="ts")
+    parts = split_roles(log, "random", holdout=0.25, seed=5)
+    assert abs(parts.holdout.n / log.n - 0.25) <= 0.03
+    again = split_roles(load_log(path, TASKS), "random", holdout=0.25, seed=5)  # no time column read
+    np.testing.assert_array_equal(again.role, parts.role)
+    assert (split_roles(log, "random", holdout=0.25, seed=6).role != parts.role).any()
+    both = set(df["request_id"][parts.role == HOLDOUT]) & set(df["request_id"][parts.role == SEARCH])
+    assert both  # rows, not requests: with no group column nothing keeps a request together
 
 
 def test_split_shares_are_checked(log):
