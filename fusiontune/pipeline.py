@@ -332,14 +332,6 @@ def search(prep: Prepared, method: str, budget: int, seed: int, population: int,
 
     t0 = time.perf_counter()
     sdef = prep.study.search
-    if prep.engine is not None:  # the rows live on the actors: only exact batched evaluations
-        ws = sdef.get("warm_start") if warm_start is None else warm_start
-        fr = sdef.get("screening") if screening is None else screening
-        if method == "grad" or ws == "grad" or fr:
-            what = "screening" if fr and method != "grad" and ws != "grad" else "the grad surrogate"
-            raise InputError(f"{prep.study.path or '<study>'}: {what} samples rows in this process; the Ray "
-                             f"engine scores whole populations on its actors (use [engine] name = \"local\")",
-                             param="engine")
     searcher, population, options = build_searcher(
         method, prep.objective, prep.space, seed=seed, population=population, options=options, budget=budget,
         warm_start=sdef.get("warm_start") if warm_start is None else warm_start,

@@ -61,10 +61,14 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["PairSet", "smooth_metrics", "smooth_objective", "FormulaSurrogate", "DEFAULT_TEMPERATURE"]
+__all__ = ["PairSet", "smooth_metrics", "smooth_objective", "FormulaSurrogate", "DEFAULT_TEMPERATURE",
+           "SurrogateSample", "surrogate_sample", "DEFAULT_SAMPLE_ROWS"]
 
 #: sigmoid width as a fraction of the scores' standard deviation
 DEFAULT_TEMPERATURE = 0.05
+
+#: rows a :class:`FormulaSurrogate` is built from at most (``[search.grad] sample_rows``)
+DEFAULT_SAMPLE_ROWS = 300_000
 
 _WEIGHTINGS = ("rows", "positives", "uniform")
 
@@ -286,6 +290,79 @@ def smooth_objective(scores, pairs: PairSet, business_weights, temperature: floa
     return (value, m) if per_task else value
 
 
+# ------------------------------------------------------------------- the rows it is built from
+@dataclass
+class SurrogateSample:
+    """The search rows a :class:`FormulaSurrogate` is built from, in the order one process holds
+    them (the objective's log, grouped by request): the formula inputs (``prepared``, what
+    :meth:`fusiontune.fusion.Formula.prepare` gives), label codes, dense group codes and row
+    weights.  ``n_rows``: rows of the whole search part; ``fraction``: the unit share kept."""
+
+    prepared: np.ndarray
+    label_codes: np.ndarray
+    groups: np.ndarray | None
+    weights: np.ndarray | None
+    n_rows: int
+    fraction: float
+
+    @property
+    def n(self) -> int:
+        return int(self.label_codes.shape[0])
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(R, K) float 0 / 1 / NaN, decoded as :attr:`fusiontune.log.PredictionLog.labels` is."""
+        from .log import _DECODE
+
+        return _DECODE[self.label_codes]
+
+
+def sample_fraction(n_rows: int, sample_rows: int) -> float:
+    """The share of units the sample keeps: 1 (every row) for a search part of at most
+    ``sample_rows`` rows, else ``sample_rows / n_rows`` (about ``sample_rows`` rows are kept)."""
+    if isinstance(sample_rows, bool) or not isinstance(sample_rows, (int, np.integer)) or sample_rows < 1:
+        raise ValueError(f"sample_rows must be a whole number >= 1, got {sample_rows!r}")
+    return 1.0 if n_rows <= sample_rows else float(sample_rows) / float(n_rows)
+
+
+def sample_mask(log, fraction: float) -> np.ndarray | None:
+    """Rows of ``log`` in the sample (None: every row): the units (whole groups; rows without a
+    group column) whose seeded hash of the raw id (:func:`fusiontune.log.seeded_units`, seed 0)
+    lies below ``fraction``.  A function of the unit only, so a shard keeps exactly its part of
+    the sample one process keeps."""
+    if fraction >= 1.0:
+        return None
+    from .log import SALT_SURROGATE, seeded_units, unit_hashes
+
+    return seeded_units(unit_hashes(log), 0, SALT_SURROGATE) < fraction
+
+
+def surrogate_sample(objective, sample_rows: int = DEFAULT_SAMPLE_ROWS) -> SurrogateSample:
+    """The rows the surrogate of ``objective`` is built from (kept on the objective for reuse).
+
+    A search part of at most ``sample_rows`` rows is taken whole, in the objective's row order,
+    so the surrogate is exactly the one built from the whole log.  A larger one keeps the
+    groups of :func:`sample_mask` (about ``sample_rows`` rows).  The Ray engine's objective
+    (``sharded``) gathers the same rows from its actors and puts them in the same order
+    (:meth:`fusiontune.engine.ray_engine.RayEngine.surrogate_sample`), so both engines build the
+    very same surrogate."""
+    cached = getattr(objective, "_surrogate_sample", None)
+    if cached is not None and cached[0] == sample_rows:
+        return cached[1]
+    frac = sample_fraction(objective.n_rows, sample_rows)
+    if getattr(objective, "sharded", False):
+        out = objective.engine.surrogate_sample(objective.role, frac)
+    else:
+        log = objective.log
+        prepared = objective.formula.prepare(log)
+        mask = sample_mask(log, frac)
+        if mask is not None:
+            log, prepared = log.take(mask), prepared[mask]
+        out = SurrogateSample(prepared, log.label_codes, log.groups, log.weights, objective.n_rows, frac)
+    objective._surrogate_sample = (sample_rows, out)
+    return out
+
+
 # ------------------------------------------------------------------- formula params
 class FormulaSurrogate:
     """The smoothed objective of a :class:`fusiontune.objective.Objective` as a torch function
@@ -296,19 +373,25 @@ class FormulaSurrogate:
     objective (guardrails against the *smoothed* baseline, slope ``objective.penalty``)
     and the smoothed metrics.  Only the rows some pair touches are scored.
     ``baseline_row`` (defaults to none: no guardrails) is the online parameter row.
+    The pairs come from :func:`surrogate_sample` (at most about ``sample_rows`` search rows,
+    whole groups), on either engine.
     """
 
     def __init__(self, objective, n_pairs: int = 200_000, seed: int = 0,
                  temperature: float = DEFAULT_TEMPERATURE, baseline_row: np.ndarray | None = None,
-                 margin: float = 0.0, dtype=None):
+                 margin: float = 0.0, dtype=None, sample_rows: int = DEFAULT_SAMPLE_ROWS):
         import torch
 
         self.objective = objective
         self.formula = objective.formula
         self.temperature = float(temperature)
-        self.pairs = PairSet.from_objective(objective, n_pairs=n_pairs, seed=seed)
+        sample = surrogate_sample(objective, sample_rows)
+        self.sample_fraction = sample.fraction
+        self.pairs = PairSet.from_labels(sample.labels, [t.metric for t in objective.tasks], groups=sample.groups,
+                                         weights=sample.weights, gauc_weighting=objective.gauc_weighting,
+                                         signs=[t.sign for t in objective.tasks], n_pairs=n_pairs, seed=seed)
         self.dtype = dtype or torch.float64
-        prepared = self.formula.prepare(objective.log)[self.pairs.rows]
+        prepared = sample.prepared[self.pairs.rows]
         self.x = torch.as_tensor(np.ascontiguousarray(prepared), dtype=self.dtype)
         self.k = len(self.formula.tasks)
         self.w = np.asarray(objective.w, dtype=np.float64)

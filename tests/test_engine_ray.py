@@ -165,14 +165,119 @@ def test_cli_engine_ray_writes_the_local_run(ray_local, log_file, tmp_path):
     assert runs["ray"]["best"]["params"] == runs["local"]["best"]["params"]
 
 
-def test_what_the_ray_engine_refuses(ray_local, log_file):
-    study = parse_study(study_dict(log_file, split={"by": "random", "holdout": 0.3}))
-    with pytest.raises(StudyError, match="random"):
-        prepare(study, engine="ray")
-    study = parse_study(study_dict(log_file))
-    prep = prepare(study, engine={"name": "ray", "actors": 1})
+GRAD = {"starts": 1, "maxiter": 15, "calibrate": 1, "margin_steps": 1, "pairs": 4_000}  # small: CI time
+
+
+def _close(a, b, tol=1e-9):
+    """The same trials up to the order of floating-point sums: objectives and metrics to ``tol``;
+    parameters to 1e-6 (grad's calibration re-solves L-BFGS-B from exact metrics that differ by
+    ~1e-16 between engines, which moves an end point by ~1e-9)."""
+    params = [c for c in a.columns if c.startswith(("a_", "b_"))]
+    metrics = [c for c in a.select_dtypes("number").columns if c not in params]
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
+    assert np.abs(a[metrics].to_numpy(float) - b[metrics].to_numpy(float)).max() <= tol
+    assert np.abs(a[params].to_numpy(float) - b[params].to_numpy(float)).max() <= 1e-6
+    assert (a["feasible"].to_numpy() == b["feasible"].to_numpy()).all()
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method, search_over, grad_over", [
+    ("grad", {}, {"sample_rows": 1500}),  # a sample smaller than the search part: whole groups by hash
+    ("cma", {"warm_start": "grad"}, {})])  # the whole search part: exactly the local surrogate
+def test_grad_surrogate_same_trials_as_local(ray_local, log_file, tmp_path, method, search_over, grad_over):
+    d = study_dict(log_file, split={"by": "time", "holdout": 0.3})
+    d["search"].update(search_over)
+    gopts = {**GRAD, **grad_over}
+    d["search"]["grad"] = gopts  # the surrogate options of warm_start = "grad"
+    opts = gopts if method == "grad" else None  # the method's own table, as the search command passes it
+    study = parse_study(d)
+    loc = prepare(study)
+    res_l, tr_l = search(loc, method, 32, 0, 8, show_progress=False, options=opts)
+    prep = prepare(study, engine={"name": "ray", "actors": 2})
     try:
-        with pytest.raises(InputError, match="grad surrogate"):
-            search(prep, "grad", 8, 0, 8, show_progress=False)
+        res_r, tr_r = search(prep, method, 32, 0, 8, show_progress=False, options=opts)
+        _close(tr_l, tr_r)
+        assert abs(res_l["best"]["objective"] - res_r["best"]["objective"]) <= 1e-9
+        assert abs(res_l["holdout"]["best"]["objective"] - res_r["holdout"]["best"]["objective"]) <= 1e-9
+        # only the sample reached the driver, and it is the very sample one process draws
+        from fusiontune.surrogate import surrogate_sample
+
+        cap = gopts.get("sample_rows", 300_000)
+        a, b = surrogate_sample(loc.objective, cap), surrogate_sample(prep.objective, cap)
+        assert (a.fraction < 1.0) == ("sample_rows" in grad_over) and a.n == b.n < loc.objective.n_rows + 1
+        np.testing.assert_array_equal(a.prepared, b.prepared)
+        np.testing.assert_array_equal(a.label_codes, b.label_codes)
+        np.testing.assert_array_equal(a.weights, b.weights)
+        np.testing.assert_array_equal(np.unique(a.groups, return_inverse=True)[1], b.groups)
+        if method == "grad":  # interrupted after two generations and resumed from the storage, on Ray
+            url = f"sqlite:///{tmp_path / 'study.db'}"
+
+            def stop(gen, x, theta, ev):
+                if gen >= 2:
+                    raise Stop
+            with pytest.raises(Stop):
+                search(prep, method, 32, 0, 8, show_progress=False, options=opts, storage=url, on_batch=stop)
+            res_s, tr_s = search(prep, method, 32, 0, 8, show_progress=False, options=opts, storage=url, resume=True)
+            assert res_s["storage"]["reused_evaluations"] == (tr_l["generation"] <= 2).sum()
+            _close(tr_l, tr_s)
     finally:
         prep.close()
+
+
+def test_screening_and_random_split_same_as_local(ray_local, log_file):
+    """cem with screening on nested group subsamples, after a random split: each actor cuts the
+    levels from its own groups, and the trials, shares and costs are the local engine's."""
+    d = study_dict(log_file, split={"by": "random", "holdout": 0.3, "select": 0.1, "seed": 4})
+    d["search"].update({"screening": [0.25, 0.5], "screening_keep": 0.5})
+    study = parse_study(d)
+    loc = prepare(study)
+    res_l, tr_l = search(loc, "cem", 40, 0, 8, show_progress=False)
+    prep = prepare(study, engine={"name": "ray", "actors": 3})
+    try:
+        res_r, tr_r = search(prep, "cem", 40, 0, 8, show_progress=False)
+        _same(tr_l, tr_r)
+        assert res_r["screening"] == res_l["screening"] and res_l["screening"]["screened"] > 0
+        assert res_r["split"] == res_l["split"] and res_l["split"]["groups_in_two_parts"] == 0
+        assert abs(res_l["holdout"]["best"]["objective"] - res_r["holdout"]["best"]["objective"]) <= 1e-9
+    finally:
+        prep.close()
+
+
+def test_without_groups_random_split_screening_and_grad(ray_local, tmp_path):
+    """A log without a group column: each row is its own unit (its position among the rows read),
+    for the random split, the screening levels and the surrogate's sample alike."""
+    df = simulate_log(requests=300, candidates=8, seed=9)
+    path = tmp_path / "log"
+    pq.write_to_dataset(pa.Table.from_pandas(df.assign(part=df["request_id"] % 2), preserve_index=False), path,
+                        partition_cols=["part"])
+    d = study_dict(path, group=None, weight=None, split={"by": "random", "holdout": 0.3, "seed": 2})
+    for t in d["tasks"]:
+        t["metric"] = "auc"
+    d["tasks"][0]["max_drop"] = 0.01
+    d["search"].update({"screening": [0.3]})
+    study = parse_study(d)
+    loc = prepare(study)
+    res_l, tr_l = search(loc, "cem", 24, 1, 8, show_progress=False)
+    prep = prepare(study, engine={"name": "ray", "actors": 2})
+    try:
+        res_r, tr_r = search(prep, "cem", 24, 1, 8, show_progress=False)
+        _same(tr_l, tr_r)
+        assert res_r["split"] == res_l["split"] and res_r["screening"] == res_l["screening"]
+        from fusiontune.surrogate import surrogate_sample
+
+        a, b = surrogate_sample(loc.objective, 600), surrogate_sample(prep.objective, 600)  # rows by position
+        assert a.fraction < 1.0 and a.groups is None and b.groups is None and a.n == b.n
+        np.testing.assert_array_equal(a.prepared, b.prepared)
+        np.testing.assert_array_equal(a.label_codes, b.label_codes)
+    finally:
+        prep.close()
+
+
+def test_what_the_ray_engine_refuses(ray_local, log_file):
+    study = parse_study(study_dict(log_file, fusion={**study_dict(log_file)["fusion"],
+                                                                   "formula": "rank", "rank_scope": "global"}))
+    with pytest.raises(StudyError, match="rank_scope"):
+        prepare(study, engine="ray")

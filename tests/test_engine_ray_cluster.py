@@ -57,3 +57,31 @@ def test_two_nodes_same_trials_and_a_killed_actor(cluster, tmp_path):
     finally:
         prep.close()
     assert not ray.is_initialized()  # the engine joined by address and let go of it
+
+
+def test_two_nodes_grad_and_screening_after_a_random_split(cluster, tmp_path):
+    """grad (its surrogate from a sample of whole groups gathered from both nodes) and cem with
+    screening levels cut on each node, after a random split: the local engine's trials."""
+    from test_engine_ray import GRAD, _close
+
+    df = simulate_log(requests=300, candidates=10, seed=12)
+    df["w"] = np.random.default_rng(3).uniform(0.5, 2.0, len(df)).round(3)
+    write_table(df, tmp_path / "log.parquet")
+    d = study_dict(tmp_path / "log.parquet", split={"by": "random", "holdout": 0.3, "seed": 7})
+    d["search"]["screening"] = [0.4]
+    study = parse_study(d)
+    opts = {**GRAD, "sample_rows": 1200}
+    loc = prepare(study)
+    runs_l = [search(loc, "grad", 24, 0, 8, show_progress=False, options=opts, screening=[]),
+              search(loc, "cem", 24, 0, 8, show_progress=False)]
+    prep = prepare(study, engine={"name": "ray", "address": cluster.address, "actors": 2})
+    try:
+        assert len({w["node"] for w in prep.engine.workers()}) == 2
+        runs_r = [search(prep, "grad", 24, 0, 8, show_progress=False, options=opts, screening=[]),
+                  search(prep, "cem", 24, 0, 8, show_progress=False)]
+    finally:
+        prep.close()
+    for (res_l, tr_l), (res_r, tr_r) in zip(runs_l, runs_r):
+        _close(tr_l, tr_r)
+        assert res_r["split"] == res_l["split"]
+    assert runs_r[1][0]["screening"] == runs_l[1][0]["screening"]

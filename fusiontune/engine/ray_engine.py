@@ -159,6 +159,7 @@ class RayEngine:
         self.recoveries = 0
         self.split_spec = None
         self.setups: dict[int, dict] = {}  # role -> totals and minority choice
+        self.levels: dict[int, tuple] = {}  # screening role -> (base role, seed, fraction)
         self.token = 0
         t0 = time.perf_counter()
         self.info = self._all("ready")
@@ -220,6 +221,8 @@ class RayEngine:
                     a = self.actors[i] = self._new_actor(i)
         if self.split_spec is not None:
             self._all("split", self.split_spec[0], self.formula, self.study.gauc_weighting)
+        if self.levels:
+            self._all("set_levels", self.levels)
         for role in list(self.setups):
             self._setup(role)
 
@@ -236,9 +239,6 @@ class RayEngine:
         if split:
             by, holdout, select, seed, column = (split["by"], split.get("holdout"), float(split.get("select") or 0.0),
                                                  split.get("seed", 0), split.get("column"))
-            if by == "random":
-                raise StudyError(f"{src}: [split] by = \"random\" draws one number per row of the whole log; the "
-                                 f"Ray engine splits by group or time (by = \"group\" or \"time\")", param="by")
             spec = {"by": by, "holdout": holdout, "select": select, "seed": seed}
             if column:
                 spec["column"] = column
@@ -336,7 +336,8 @@ class RayEngine:
                        for i, a in enumerate(self.actors)])
         else:
             self._get([a.attach.remote(role, [], token) for a in self.actors])
-        setup = {"wpos": wpos, "wneg": wneg, "gauc_total": gtot, "token": token, "auc_idx": auc_idx}
+        setup = {"wpos": wpos, "wneg": wneg, "gauc_total": gtot, "token": token, "auc_idx": auc_idx,
+                 "rows": int(sum(t["rows"] for t in totals))}
         self.setups[role] = setup
         return setup
 
@@ -350,6 +351,46 @@ class RayEngine:
                     raise InputError(f"{self.source}: task {self.study.tasks[i].name!r} uses GAUC but no group has "
                                      f"both a positive and a negative label (use metric = \"auc\")")
         return ShardedObjective(self, role, self.study.tasks, self.formula, self.study.gauc_weighting, n_rows)
+
+    def level_objective(self, base: int, seed: int, fraction: float) -> ShardedObjective:
+        """The objective of a screening level (:class:`fusiontune.search.run.Screening`): on every
+        actor the units of role ``base`` whose seeded hash lies below ``fraction``, the same rows
+        one process takes; its rows are summed over the actors."""
+        spec = (int(base), int(seed), float(fraction))
+        role = next((r for r, v in self.levels.items() if v == spec), None)
+        if role is None:
+            role = 16 + len(self.levels)  # above the split's roles
+            self.levels[role] = spec
+        levels = dict(self.levels)
+        setup = self._retrying(lambda: (self._all("set_levels", levels), self._setup(role))[1])
+        return ShardedObjective(self, role, self.study.tasks, self.formula, self.study.gauc_weighting, setup["rows"])
+
+    def surrogate_sample(self, role: int, fraction: float):
+        """The surrogate's rows of ``role`` (:func:`fusiontune.surrogate.surrogate_sample`): each
+        actor's part of the sample, put in the order one process holds the rows in (stable sort
+        by :func:`fusiontune.log.order_keys`: groups by their first row in the log, a group's
+        rows in log order), with dense group codes in that order.  Only these rows come to the
+        driver (at most about ``sample_rows``)."""
+        from ..surrogate import SurrogateSample
+
+        def once():
+            if role not in self.setups:
+                self._setup(role)
+            return self._all("surrogate_rows", role, fraction)
+        parts = self._retrying(once)
+        keys = np.concatenate([p["keys"] for p in parts])
+        order = np.argsort(keys, kind="stable")
+        prepared = np.concatenate([p["prepared"] for p in parts], axis=0)[order]
+        codes = np.concatenate([p["codes"] for p in parts], axis=0)[order]
+        weights = None
+        if parts[0]["weights"] is not None:
+            weights = np.concatenate([p["weights"] for p in parts])[order]
+        groups = None
+        if self.study.group:  # keys are the groups' first rows: equal keys, one group
+            groups = np.unique(keys[order], return_inverse=True)[1].astype(np.int32)
+        n_rows = self.setups[role]["rows"]
+        return SurrogateSample(np.ascontiguousarray(prepared), np.ascontiguousarray(codes), groups, weights,
+                               n_rows, fraction)
 
     def metrics(self, role: int, theta: np.ndarray) -> np.ndarray:
         """Raw per-task AUC / GAUC (P, K) of ``theta`` on ``role``: all actors' partial sums."""

@@ -26,7 +26,8 @@ import os
 import numpy as np
 
 from ..errors import InputError
-from ..log import LABEL_NEGATIVE, LABEL_POSITIVE, PredictionLog, _unit_hash, cut_roles, holdout_column
+from ..log import (LABEL_NEGATIVE, LABEL_POSITIVE, SALT_SCREENING, PredictionLog, _unit_hash, cut_roles,
+                   holdout_column, order_keys, random_units, seeded_units, unit_hashes)
 from ..metrics import WEIGHTINGS, AucPlan, GaucPlan, _group_stats
 
 __all__ = ["ShardWorker", "NotSetUp", "time_keys", "key_value"]
@@ -161,6 +162,7 @@ class ShardWorker:
         self.parts: dict[int, PredictionLog] = {}
         self.views: dict[int, _RoleView] = {}
         self.attached: dict[int, object] = {}
+        self.levels: dict[int, tuple] = {}  # screening role -> (base role, seed, fraction)
         self._tkeys: dict = {}
         try:
             self.log = _load_shard(study, index, count, need_probabilities)
@@ -240,8 +242,8 @@ class ShardWorker:
             hold = holdout_column(log, spec["column"])
         elif by == "time":
             hold = log.time >= spec["hold_cut"]
-        else:  # group
-            u = _unit_hash(log, spec["seed"])
+        else:  # group, or random: a seeded draw per unit (the same function as in one process)
+            u = _unit_hash(log, spec["seed"]) if by == "group" else random_units(log, spec["seed"])
             hold = u < spec["holdout"]
         role[hold] = HOLDOUT
         if select > 0:
@@ -251,7 +253,8 @@ class ShardWorker:
             elif not spec.get("column"):
                 sel = rest & (u < spec["holdout"] + select)
             else:
-                sel = rest & (_unit_hash(log, spec["seed"]) < spec["frac"])
+                v = _unit_hash(log, spec["seed"]) if by == "group" else random_units(log, spec["seed"])
+                sel = rest & (v < spec["frac"])
             role[sel] = SELECT
         return role
 
@@ -278,21 +281,55 @@ class ShardWorker:
     # ------------------------------------------------------------------ scoring
     def _view(self, role: int) -> _RoleView:
         if role not in self.views:
-            part = self.parts.get(role)
+            if role in self.levels:  # a screening level: the units of the base role below its share
+                base, seed, fraction = self.levels[role]
+                bpart = self._view(base).part
+                part = bpart.take(np.flatnonzero(seeded_units(unit_hashes(bpart), seed, SALT_SCREENING) < fraction))
+            else:
+                part = self.parts.get(role)
             if part is None:  # this shard has no row of the role: an empty view
                 part = next(iter(self.parts.values())).take(np.zeros(0, dtype=np.int64))
             self.views[role] = _RoleView(part, self.study.tasks, self.formula, self.weighting)
         return self.views[role]
 
+    def set_levels(self, levels: dict) -> bool:
+        """Screening levels (role -> (base role, seed, fraction)); :meth:`_view` cuts them on use."""
+        self._check()
+        for role, spec in levels.items():
+            if self.levels.get(role) != tuple(spec):
+                self.levels[role] = tuple(spec)
+                self.views.pop(role, None)
+                self.attached.pop(role, None)
+        return True
+
     def totals(self, role: int) -> dict:
-        """Per task: weight of positives and of negatives (AUC), total GAUC weight."""
+        """Per task: weight of positives and of negatives (AUC), total GAUC weight; rows."""
         self._check()
         v = self._view(role)
         codes = v.part.label_codes
         w = np.ones(v.n) if v.part.weights is None else v.part.weights
         return {"wpos": ((codes == LABEL_POSITIVE) * w[:, None]).sum(axis=0).tolist(),
                 "wneg": ((codes == LABEL_NEGATIVE) * w[:, None]).sum(axis=0).tolist(),
-                "gauc_total": v.gauc_total.tolist()}
+                "gauc_total": v.gauc_total.tolist(), "rows": int(v.n)}
+
+    def surrogate_rows(self, role: int, fraction: float) -> dict:
+        """This shard's part of the surrogate sample of ``role``
+        (:func:`fusiontune.surrogate.sample_mask`): formula inputs, label codes, weights and the
+        order key of each row (:func:`fusiontune.log.order_keys`), in this shard's grouped order.
+        Only what the surrogate needs; the driver sorts all shards' rows by the keys."""
+        from ..surrogate import sample_mask
+
+        self._check()
+        v = self._view(role)
+        part = v.part
+        prepared = v.prepared[:v.n]  # own rows (foreign minority rows follow them after attach)
+        keys = order_keys(part)
+        mask = sample_mask(part, fraction)
+        if mask is not None:
+            rows = np.flatnonzero(mask)
+            return {"prepared": prepared[rows], "codes": part.label_codes[rows], "keys": keys[rows],
+                    "weights": None if part.weights is None else part.weights[rows]}
+        return {"prepared": prepared, "codes": part.label_codes, "keys": keys, "weights": part.weights}
 
     def minority(self, role: int, minority_pos: list[bool]) -> dict:
         """This worker's minority rows of ``role`` (published once, read by the others)."""

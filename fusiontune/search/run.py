@@ -111,7 +111,11 @@ class Screening:
 
     ``fractions``: increasing row shares in (0, 1), e.g. ``[0.25, 0.5]``; each level keeps
     the best ``keep`` share of the candidates still in (at least one).  The subsamples are
-    nested (the first ``f`` of one seeded permutation of the groups) and each has its own
+    nested: level ``f`` holds the units (whole groups; rows without a group column) whose
+    seeded hash of the raw id (:func:`fusiontune.log.seeded_units`) lies below ``f``.  That
+    key is a function of the unit and the seed only, so the Ray engine's actors build the same
+    levels from their own groups (:meth:`fusiontune.engine.ray_engine.RayEngine.level_objective`)
+    and the driver adds up their partial sums as for a full evaluation.  Each level has its own
     baseline, so a guardrail compares like with like.
     """
 
@@ -124,26 +128,26 @@ class Screening:
         if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep < 1:
             raise StudyError(f"[search] screening_keep must be in (0, 1), got {keep!r}")
         self.objective, self.fractions, self.keep, self.seed = objective, fr, float(keep), int(seed)
-        log = objective.log
-        rng = np.random.default_rng([seed, 7])
-        if log.groups is not None:
-            ids = np.unique(log.groups)
-            order = rng.permutation(len(ids))
-            rank = np.empty(len(ids), dtype=np.int64)
-            rank[order] = np.arange(len(ids))
-            self._key = rank[np.searchsorted(ids, log.groups)] / len(ids)
-        else:
-            self._key = rng.permutation(log.n) / log.n
+        self._key = None
+        if not getattr(objective, "sharded", False):
+            from ..log import SALT_SCREENING, seeded_units, unit_hashes
+
+            self._key = seeded_units(unit_hashes(objective.log), self.seed, SALT_SCREENING)
         self._levels: list[Objective | None] = [None] * len(fr)
         self.shares = [float(f) for f in fr]
 
     def level(self, i: int) -> Objective:
         if self._levels[i] is None:
             o = self.objective
-            rows = np.flatnonzero(self._key < self.fractions[i])
-            sub = Objective(o.tasks, o.log.take(rows), o.formula, o.gauc_weighting)
+            if self._key is None:  # the Ray engine: each actor cuts the level from its own groups
+                sub = o.engine.level_objective(o.role, self.seed, self.fractions[i])
+                n_rows = sub.n_rows
+            else:
+                rows = np.flatnonzero(self._key < self.fractions[i])
+                sub = Objective(o.tasks, o.log.take(rows), o.formula, o.gauc_weighting)
+                n_rows = len(rows)
             sub.set_baseline(self._baseline_row)
-            self.shares[i] = len(rows) / max(o.n_rows, 1)
+            self.shares[i] = n_rows / max(o.n_rows, 1)
             self._levels[i] = sub
         return self._levels[i]
 
