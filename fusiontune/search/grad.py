@@ -32,7 +32,9 @@ Every number reported comes from the exact kernel; the surrogate only proposes. 
 (``[search.grad]``): ``pairs`` (sampled pairs per task; all pairs when a task has fewer),
 ``temperature`` (sigmoid width as a share of the fused scores' standard deviation),
 ``final_temperature`` (when different, a second L-BFGS-B pass at it from each end point),
-``starts`` (each with its own sample of pairs), ``start_spread``, ``maxiter`` (L-BFGS-B
+``starts`` (each with its own sample of pairs), ``sample_rows`` (the search rows the pairs are
+drawn from, at most: a larger search part is sampled by whole groups, the same rows on every
+engine; see :func:`fusiontune.surrogate.surrogate_sample`), ``start_spread``, ``maxiter`` (L-BFGS-B
 iterations per pass), ``margin``, ``margin_steps``,
 ``penalty``, ``calibrate``, ``calibrate_margins``, ``refine_sigma``, ``restarts`` (of the
 refining CMA-ES), ``threads`` (torch threads during the surrogate phase, restored afterwards).
@@ -51,7 +53,7 @@ from .base import Capabilities, Searcher
 
 SURROGATE_DEFAULTS = {"pairs": 200_000, "temperature": 0.05, "final_temperature": 0.05, "starts": 2,
                       "start_spread": 0.15, "maxiter": 150, "margin": 0.3, "margin_steps": 3, "penalty": 1e4,
-                      "threads": 1}
+                      "threads": 1, "sample_rows": 300_000}
 
 
 def _check(opts: dict, where: str) -> dict:
@@ -59,13 +61,13 @@ def _check(opts: dict, where: str) -> dict:
     for key, lo, hi in (("pairs", 1, None), ("temperature", 1e-6, None), ("final_temperature", 1e-6, None),
                         ("starts", 1, None), ("margin_steps", 0, None),
                         ("start_spread", 0.0, 1.0), ("maxiter", 1, None), ("margin", 0.0, 1.0),
-                        ("penalty", 0.0, None), ("threads", 1, None)):
+                        ("penalty", 0.0, None), ("threads", 1, None), ("sample_rows", 1, None)):
         v = opts[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < lo or (hi is not None and v > hi):
             rng = f" in [{lo}, {hi}]" if hi is not None else f" >= {lo}"
             raise StudyError(f"{where} {key} must be a number{rng}, got {v!r}")
         out[key] = v
-    for key in ("pairs", "starts", "maxiter", "threads", "margin_steps"):
+    for key in ("pairs", "starts", "maxiter", "threads", "margin_steps", "sample_rows"):
         out[key] = int(out[key])
     return out
 
@@ -116,7 +118,7 @@ class SurrogatePhase:
 
             self._fs[i] = FormulaSurrogate(self.objective, n_pairs=self.opts["pairs"], seed=self.seed * 1009 + i,
                                            temperature=self.opts["temperature"], baseline_row=self.space.baseline,
-                                           margin=self.opts["margin"])
+                                           margin=self.opts["margin"], sample_rows=self.opts["sample_rows"])
         return self._fs[i]
 
     def _theta(self, fs, u):
