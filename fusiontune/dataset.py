@@ -487,6 +487,8 @@ class Bucketing:
     buckets: int
     group: str
     dirs: dict
+    #: a glob into the directory: bucket -> the matched files of that bucket (None: every file)
+    files: dict | None = None
 
     def shard_buckets(self, shard: tuple[int, int] | None) -> list[int]:
         """The buckets of shard ``(index, count)``: ``b % count == index`` (all for None)."""
@@ -501,7 +503,7 @@ class Bucketing:
         keep = [b for b in self.shard_buckets(shard) if b in self.dirs]
         files, bucket_of = [], {}
         for b in keep:
-            for f in source_files(self.dirs[b]):
+            for f in (self.files[b] if self.files is not None else source_files(self.dirs[b])):
                 files.append(str(f))
                 bucket_of[str(f)] = b
         if not files:
@@ -527,14 +529,22 @@ class Bucketing:
 
 def bucketing_of(source, group: str | None) -> Bucketing | None:
     """The :class:`Bucketing` of ``source`` when it is a directory with a bucket sidecar whose
-    group column is ``group``; None otherwise (then the directory reads as a plain dataset, its
+    group column is ``group``, or a glob whose matches all lie in that directory's buckets (then
+    only the matched files are read: a glob can pick buckets or files); None otherwise (then the directory reads as a plain dataset, its
     bucket column an ordinary partition column).  A sidecar that cannot be read or does not fit
     the directory is one :class:`InputError` line naming it."""
     import json
 
-    if not group or not isinstance(source, (str, Path)) or is_glob(str(source)):
+    if not group or not isinstance(source, (str, Path)):
         return None
-    root = Path(source)
+    pattern = str(source) if is_glob(str(source)) else None
+    if pattern is not None:  # a glob into a bucketed directory (or into one of its buckets)
+        base = Path(_glob_base(pattern))
+        root = next((d for d in (base, base.parent) if (d / BUCKET_META).is_file()), None)
+        if root is None:
+            return None
+    else:
+        root = Path(source)
     meta_path = root / BUCKET_META
     if not root.is_dir() or not meta_path.is_file():
         return None
@@ -563,4 +573,20 @@ def bucketing_of(source, group: str | None) -> Bucketing | None:
         if not d.is_dir() or key != col or not eq or not value.isdigit() or int(value) >= n:
             raise InputError(f"{d}: not a bucket of {meta_path} (expected {col}=0 .. {col}={n - 1})")
         dirs[int(value)] = d
-    return Bucketing(root, col, n, group, dirs)
+    files = None
+    if pattern is not None:
+        # the matched files by bucket; a file outside every bucket directory: read as a plain glob
+        files = {}
+        for f in source_files(pattern):
+            try:
+                rel = f.relative_to(root).parts
+            except ValueError:
+                return None
+            key, eq, value = rel[0].partition("=") if len(rel) > 1 else ("", "", "")
+            if key != col or not eq or not value.isdigit() or int(value) not in dirs:
+                return None
+            files.setdefault(int(value), []).append(f)
+        if not files:
+            return None  # nothing matches: open_source says so
+        dirs = {b: d for b, d in dirs.items() if b in files}
+    return Bucketing(root, col, n, group, dirs, files)
