@@ -229,15 +229,21 @@ def test_grad_surrogate_same_trials_as_local(ray_local, log_file, tmp_path, meth
 
 def test_screening_and_random_split_same_as_local(ray_local, log_file):
     """cem with screening on nested group subsamples, after a random split: each actor cuts the
-    levels from its own groups, and the trials, shares and costs are the local engine's."""
+    levels from its own groups, and the trials, shares and costs are the local engine's, also
+    when an actor is killed mid-search (restarted, it gets its split and levels again)."""
     d = study_dict(log_file, split={"by": "random", "holdout": 0.3, "select": 0.1, "seed": 4})
     d["search"].update({"screening": [0.25, 0.5], "screening_keep": 0.5})
     study = parse_study(d)
     loc = prepare(study)
     res_l, tr_l = search(loc, "cem", 40, 0, 8, show_progress=False)
     prep = prepare(study, engine={"name": "ray", "actors": 3})
+
+    def kill(gen, x, theta, ev):
+        if gen == 2:
+            ray.kill(prep.engine.actors[1], no_restart=False)
     try:
-        res_r, tr_r = search(prep, "cem", 40, 0, 8, show_progress=False)
+        res_r, tr_r = search(prep, "cem", 40, 0, 8, show_progress=False, on_batch=kill)
+        assert prep.engine.recoveries >= 1
         _same(tr_l, tr_r)
         assert res_r["screening"] == res_l["screening"] and res_l["screening"]["screened"] > 0
         assert res_r["split"] == res_l["split"] and res_l["split"]["groups_in_two_parts"] == 0
