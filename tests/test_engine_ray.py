@@ -151,18 +151,28 @@ def test_unreadable_shard_fails_with_one_line(ray_local, log_file, tmp_path, cap
 
 
 def test_cli_engine_ray_writes_the_local_run(ray_local, log_file, tmp_path):
+    """search on Ray after a random split with a select part, then `select` on that run: the same
+    result and the same A/B arms as the local engine's run (select reads the log in one process and
+    cuts the same random split)."""
     path = tmp_path / "s.toml"
-    path.write_text(_toml(study_dict(log_file, name="cli", split={"by": "time", "holdout": 0.3},
+    path.write_text(_toml(study_dict(log_file, name="cli", split={"by": "random", "holdout": 0.3, "select": 0.15,
+                                                                  "seed": 3},
                                      engine={"name": "ray", "actors": 2})))
-    runs = {}
+    runs, arms = {}, {}
     for engine in ("local", "ray"):
         out = tmp_path / engine
         assert main(["search", "--study", str(path), "--engine", engine, "--budget", "16", "--population", "8",
                      "--quiet", "--out", str(out)]) == 0
         runs[engine] = json.loads((out / "result.json").read_text())
+        assert main(["select", "--run", str(out), "--resamples", "50", "--quiet"]) == 0
+        arms[engine] = json.loads((out / "candidates.json").read_text())["arms"]
     assert runs["ray"]["engine"]["actors"] == 2 and "engine" not in runs["local"]
     assert abs(runs["ray"]["best"]["objective"] - runs["local"]["best"]["objective"]) <= 1e-9
     assert runs["ray"]["best"]["params"] == runs["local"]["best"]["params"]
+    assert runs["ray"]["split"] == runs["local"]["split"]
+    assert [a["params"] for a in arms["ray"]] == [a["params"] for a in arms["local"]] and arms["local"]
+    for a, b in zip(arms["local"], arms["ray"]):
+        assert abs(a["objective"] - b["objective"]) <= 1e-9
 
 
 GRAD = {"starts": 1, "maxiter": 15, "calibrate": 1, "margin_steps": 1, "pairs": 4_000}  # small: CI time
