@@ -316,7 +316,7 @@ def _normalisation(prep: Prepared) -> str:
 def search(prep: Prepared, method: str, budget: int, seed: int, population: int, patience: int = 0,
            min_delta: float = 1e-6, options: dict | None = None, show_progress: bool | None = None,
            storage: str | None = None, resume: bool = False, run_name: str | None = None,
-           on_batch=None, warm_start: str | None = None, screening: list | None = None):
+           on_batch=None, warm_start: str | None = None, screening: list | None = None, on_ready=None):
     """Run one search; returns (result dict, trials DataFrame).
 
     ``storage`` (an Optuna storage URL, e.g. ``sqlite:///runs/x/study.db``) records every
@@ -326,6 +326,9 @@ def search(prep: Prepared, method: str, budget: int, seed: int, population: int,
     ``on_batch(gen, x, theta, evaluation)`` sees every generation (replayed ones too).
     ``warm_start`` and ``screening`` default to the study's ``[search]`` keys (see
     :mod:`fusiontune.search.run`).
+    ``on_ready()`` is called once every setting (method options, warm start, screening,
+    resume) has been checked and before the storage is opened or anything is evaluated: the
+    CLI claims the run directory there, so a bad ``[search.<method>]`` key leaves it untouched.
     """
     from .objective import Evaluation
     from .search.storage import StoredEvaluator, TrialStore, run_config
@@ -344,6 +347,8 @@ def search(prep: Prepared, method: str, budget: int, seed: int, population: int,
         raise InputError("resume: stored trials keep only whole-log metrics, not the per-segment ones that "
                          "[segments.<value>] max_drop guardrails need; start a new run", param="resume")
     name = run_name or f"{prep.study.name}-{method}-{seed}"
+    if on_ready is not None:
+        on_ready()
     store = None
     if storage:
         cfg_opts = {**options, **({"screening": screen.fractions, "screening_keep": screen.keep} if screen else {})}

@@ -243,3 +243,19 @@ def test_sigterm_stores_finished_work_and_exits_143(tmp_path, small_study):
     result = json.loads((out / "result.json").read_text())
     assert result["storage"]["reused_evaluations"] == stored
     assert len(pd.read_csv(out / "trials.csv")) == result["evaluations"] > stored
+
+
+def test_a_bad_method_option_leaves_the_run_directory_alone(run, tmp_path, small_study):
+    """[search.<method>] options are checked before the run directory is claimed: the old run
+    stays whole, and a fresh location gets nothing (not even run.json)."""
+    out = tmp_path / "run"
+    assert run("search", "--study", small_study, "--budget", 32, "--quiet", "--out", out).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    bad = tmp_path / "bad.toml"
+    bad.write_text(small_study.read_text() + "\n[search.cem]\nelite_frac = 7.0\n")
+    proc = run("search", "--study", bad, "--budget", 32, "--quiet", "--out", out)
+    one_error(proc, "elite_frac")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    fresh = tmp_path / "fresh"
+    one_error(run("search", "--study", bad, "--budget", 32, "--quiet", "--out", fresh), "elite_frac")
+    assert not fresh.exists() or not any(fresh.iterdir())

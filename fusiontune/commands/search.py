@@ -110,7 +110,7 @@ def _search_and_write(args, study, s, out, url, name, plan, prep) -> int:
     from ..results import print_summary
     from ..search.storage import StudyExistsError
 
-    claim = plan.claim()
+    claims = []  # the run directory is claimed only once search() has checked every setting
     try:
         from ..api import search_settings
 
@@ -118,13 +118,14 @@ def _search_and_write(args, study, s, out, url, name, plan, prep) -> int:
         result, trials = search(prep, s["method"], s["budget"], s["seed"], s["population"], s["patience"],
                                 s["min_delta"], options,
                                 show_progress=False if args.quiet else None, storage=url, resume=args.resume,
-                                run_name=name)
+                                run_name=name, on_ready=lambda: claims.append(plan.claim()))
     except StudyExistsError:
         raise _exists(url, name) from None
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: whole generations are stored already
         print(f"fusiontune: stopped by {signal_name(exc)}; finished generations are stored in {url}; "
               f"continue with the same command plus --resume", file=sys.stderr)
         return exit_status(exc)
+    claim = claims[0]
     claim.write_result(result, trials, study=study)
     if args.quiet:
         print(f"wrote {Path(out) / 'result.json'} and trials.csv (run {claim.run_id}; trials in {url})")
