@@ -304,3 +304,68 @@ def test_cma_sigma_per_parameter_scales_with_the_room_to_the_farther_bound():
     assert flat.max() < 1.2 * flat.min()
     with pytest.raises(InputError, match=r"\[search.cma\] sigma_scale"):
         make_searcher("cma", dim=3, x0=x0, options={"sigma_scale": "wide"})
+
+
+def test_grad_sharpening_chain_improves_on_the_calibrated_best_and_stays_feasible(feed6_small):
+    """After calibration, grad runs ``sharpen`` rounds at ``sharp_temperature`` from the best
+    feasible exact point, each generation holding the fan of the last chain point and the next
+    chain point: on this guardrailed case (click binds) it finds a better feasible point than
+    calibration at temperature 0.05 did.  Without sharpening the refiner follows calibration."""
+    opts = {"pairs": 5000, "maxiter": 60, "starts": 2, "margin_steps": 1, "calibrate": 6}
+    fan = [0.0, 0.01, 0.05]
+    runs = {}
+    for sharpen in (0, 3):
+        runs[sharpen] = search(feed6_small, "grad", 40, seed=1, population=8,
+                               options={**opts, "sharpen": sharpen, "fan": fan}, show_progress=False)
+    (r0, t0), (result, trials) = runs[0], runs[3]
+    sizes = trials.groupby("generation").size().tolist()
+    assert sizes[:7] == t0.groupby("generation").size().tolist()[:7] == [5, 2, 2, 2, 2, 2, 2]
+    assert t0.groupby("generation").size().iloc[7] == 8  # the refiner's population at once
+    assert all(1 <= n <= len(fan) + 1 for n in sizes[7:10]) and 1 <= sizes[10] <= len(fan)
+    gens = trials.generation.unique()
+    feasible = trials.feasible.astype(bool)
+    before = trials.loc[feasible & (trials.generation < gens[7]), "objective"].max()
+    sharp = trials.loc[feasible & trials.generation.isin(gens[7:11]), "objective"]
+    assert sharp.max() > before + 1e-3
+    assert result["lift"]["in_sample"] > r0["lift"]["in_sample"] + 1e-3
+
+
+def test_guardrail_fan_moves_a_point_onto_its_binding_guardrails(feed6_small):
+    """The fan's least-norm steps, to first order in the surrogate, set every binding drop to
+    max_drop * (1 - s): from a point that breaks the click guardrail they move back towards
+    it (the largest share lands inside), from one with a sliver of convert slack they use it."""
+    from fusiontune.search.grad import SurrogatePhase
+
+    o, sp = feed6_small.objective, feed6_small.space
+    g = np.flatnonzero(np.isfinite(o.max_drop))
+    seen = set()
+    for seed in (1, 2):
+        ph = SurrogatePhase(o, sp, seed, {"pairs": 5000, "maxiter": 80, "starts": 1, "margin": 0.0,
+                                          "margin_steps": 0})
+        u0, _ = ph.maximise(0, sp.baseline_unit)
+        ev0 = o.evaluate(sp.full(u0[None]))
+        drop0 = o.baseline_per_task[g] - ev0.per_task[0, g]
+        shares = [0.0, 0.02, 0.1, 0.3]
+        fan = ph.guardrail_fan(0, u0, ev0.per_task[0], o.baseline_per_task, shares, [0.05, 0.005])
+        assert fan.shape == (len(shares), sp.dim) and np.all((fan >= 0) & (fan <= 1))
+        ev = o.evaluate(sp.full(fan))
+        drop = o.baseline_per_task[g] - ev.per_task[:, g]
+        act = drop0 > 0.8 * o.max_drop[g]
+        if not ev0.feasible[0]:  # back towards the guardrail, the widest share inside it
+            seen.add("infeasible")
+            assert np.all(drop[:, act] < drop0[act]) and ev.feasible[-1]
+        else:  # the slack is used: the drop at share 0 is nearer max_drop than before
+            seen.add("slack")
+            assert np.all(np.abs(drop[0, act] - o.max_drop[g][act]) < 0.5 * (o.max_drop[g][act] - drop0[act]))
+    assert seen == {"infeasible", "slack"}
+    # no binding guardrail, no fan
+    ev_b = o.evaluate(sp.full(sp.baseline_unit[None]))
+    assert ph.guardrail_fan(0, sp.baseline_unit, ev_b.per_task[0], o.baseline_per_task, [0.0]).shape == (0, sp.dim)
+
+
+def test_grad_sharpening_options_are_checked(feed6_small):
+    for key, bad in (("sharp_temperature", 0.0), ("sharpen", -1), ("sharpen", "many"), ("fan", [1.5]),
+                     ("fan", 0.1)):
+        with pytest.raises(InputError, match=rf"\[search.grad\] {key}"):
+            search(feed6_small, "grad", 20, seed=0, population=8, options={**GRAD_SMALL, key: bad},
+                   show_progress=False)
