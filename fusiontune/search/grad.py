@@ -236,10 +236,12 @@ class SurrogatePhase:
         L-BFGS-B passes (default the phase's); the bias is measured at its last temperature.
         Returns one L-BFGS-B end point per margin, started from the anchor."""
         fs = self.surrogate(i)
-        m_s = self.smoothed(i, anchor, temps)
-        drop_e = np.asarray(exact_baseline, dtype=np.float64) - np.asarray(exact_per_task, dtype=np.float64)
-        drop_s = fs.baseline - m_s
-        bias = np.where(np.isfinite(self.md), drop_e - drop_s, 0.0)
+        bias = np.zeros(len(self.md))
+        if self.guarded:  # without guardrails there is no drop to calibrate (and no baseline to measure it)
+            m_s = self.smoothed(i, anchor, temps)
+            drop_e = np.asarray(exact_baseline, dtype=np.float64) - np.asarray(exact_per_task, dtype=np.float64)
+            drop_s = fs.baseline - m_s
+            bias = np.where(np.isfinite(self.md), drop_e - drop_s, 0.0)
         out = []
         for m in margins:
             u, _ = self.maximise(i, anchor, self.md * (1.0 - m) - bias, temps)
@@ -262,6 +264,8 @@ class SurrogatePhase:
 
         from ..surrogate import smooth_metrics
 
+        if not self.guarded:
+            return np.empty((0, self.space.dim))
         drop = np.asarray(exact_baseline, dtype=np.float64) - np.asarray(exact_per_task, dtype=np.float64)
         act = np.flatnonzero(np.isfinite(self.md) & (drop > FAN_ACTIVE * self.md))
         if not act.size:
