@@ -19,6 +19,14 @@ from the best formula, the fusers keep no guarded task below it on their validat
     python benchmarks/bench_ltr.py            # quick: feed6, grad search, 200 resamples (a few minutes)
     python benchmarks/bench_ltr.py --full     # demo + feed6, grad,cma,cem, 1000 resamples, and the
                                               # fusers started from the baseline too
+    python benchmarks/bench_ltr.py --requests 20000,50000 --from-baseline
+                                              # feed6's study on bigger logs of the same simulator
+
+``--requests N,...`` asks whether the fusers only lack rows: for each N it simulates a feed6 log
+of N requests x 20 candidates (``simulate_feed6``, the generator of data/feed6_log.parquet, seed
+``--data-seed``) under ``--data-dir`` (default /tmp; made once, reused), writes a copy of
+studies/feed6.toml whose ``log`` points at it (same tasks, formula, guardrails, time split and
+0.3 holdout) and runs the line-up on that study.  Nothing is downloaded or committed.
 
 The machine may be shared: seconds are only indicative; compare within one run.
 """
@@ -26,7 +34,9 @@ The machine may be shared: seconds are only indicative; compare within one run.
 from __future__ import annotations
 
 import argparse
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -42,15 +52,55 @@ def ci(samples: np.ndarray) -> str:
     return f"[{lo:+.4f}, {hi:+.4f}]"
 
 
-def best_formula(prep, methods: list[str], seed: int, budget: int | None):
-    """The search run with the best in-sample objective: (result, seconds, method)."""
+def bigger_feed6(requests: int, data_dir: str, data_seed: int = 0, base: str = "studies/feed6.toml") -> str:
+    """A study file like ``base`` whose log is a feed6 log of ``requests`` requests x 20 candidates
+    simulated under ``data_dir`` (made once: reused when the file exists).  Returns its path."""
+    from fusiontune.simulate import simulate_feed6, write_table
+
+    out = Path(data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / f"feed6_{requests}r_seed{data_seed}.parquet"
+    if not log.exists():
+        t0 = time.perf_counter()
+        print(f"  simulating {log} ({requests} requests x 20 candidates)", flush=True)
+        write_table(simulate_feed6(requests, 20, data_seed), log)  # atomic: temp file, then rename
+        print(f"  ... {time.perf_counter() - t0:.1f}s", flush=True)
+    text = Path(base).read_text(encoding="utf-8")
+    text, n = re.subn(r'(?m)^log\s*=.*$', f'log = "{log.resolve()}"', text, count=1)
+    text, _ = re.subn(r'(?m)^name\s*=.*$', f'name = "feed6-{requests}r"', text, count=1)
+    if n != 1:
+        raise SystemExit(f"bench_ltr: {base}: no top-level 'log = ...' line to point at the bigger log")
+    study = out / f"feed6_{requests}r_seed{data_seed}.toml"
+    tmp = study.with_suffix(".toml.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(study)
+    return str(study)
+
+
+def best_formula(prep, methods: list[str], seed: int, budget: int | None, cache: Path | None = None):
+    """The search run with the best in-sample objective: (result, seconds, method).  With ``cache``
+    (a directory) a search's result is kept as JSON beside the log and read back by a later run on
+    the same study file, method, budget and seed (the fuser sweeps need not redo a 10-minute search)."""
+    import json
+
     s = prep.study.search
     best = None
     for m in methods:
+        b = budget or s["budget"]
+        hit = None if cache is None else cache / f"{Path(str(prep.study.path)).stem}.{m}-b{b}-s{seed}.json"
         t0 = time.perf_counter()
-        res, _ = search(prep, m, budget or s["budget"], seed, s["population"], s["patience"], s["min_delta"],
-                        prep.study.method_options.get(m, {}), show_progress=False)
-        secs = time.perf_counter() - t0
+        if hit is not None and hit.exists():
+            res = json.loads(hit.read_text())
+            secs = float(res["_bench_search_seconds"])
+            print(f"  search {m}: read back from {hit} (it took {secs:.0f}s)", flush=True)
+        else:
+            res, _ = search(prep, m, b, seed, s["population"], s["patience"], s["min_delta"],
+                            prep.study.method_options.get(m, {}), show_progress=False)
+            secs = time.perf_counter() - t0
+            if hit is not None:
+                tmp = hit.with_suffix(".tmp")
+                tmp.write_text(json.dumps({**res, "_bench_search_seconds": secs}, default=float))
+                tmp.replace(hit)
         print(f"  search {m}: in-sample {res['best']['objective']:.5f}, holdout "
               f"{res['holdout']['best']['objective']:.5f} ({secs:.1f}s)", flush=True)
         if best is None or res["best"]["objective"] > best[0]["best"]["objective"]:
@@ -81,13 +131,13 @@ def fuser_note(r: dict) -> str:
 
 
 def run_study(path: str, seed: int, methods: list[str], resamples: int, fusers: list[str], from_baseline: bool,
-              budget: int | None, bar: str = "start") -> None:
+              budget: int | None, bar: str = "start", cache: Path | None = None) -> None:
     study = load_study(path)
     prep = prepare(study)
     hobj = prep.holdout_objective
     print(f"\n## {study.name}: {len(study.tasks)} tasks, {study.formula} formula, {prep.search_log.n} search rows, "
           f"{hobj.n_rows} holdout rows", flush=True)
-    res, secs, m = best_formula(prep, methods, seed, budget)
+    res, secs, m = best_formula(prep, methods, seed, budget, cache)
     theta = prep.space.from_dict(res["best"]["params"])
     rows = [(f"best formula ({m}, budget {res['budget']}; best in-sample of {','.join(methods)})", secs,
              res["best"]["objective"], hobj.formula.scores(hobj.prepared, theta[None, :])[0],
@@ -161,12 +211,24 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=None, help="search budget (default: the study's)")
     ap.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default 200; --full 1000)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--requests", default=None,
+                    help="comma-separated request counts: run feed6's study on feed6 logs of that many requests "
+                         "x 20 candidates, simulated under --data-dir (replaces --studies)")
+    ap.add_argument("--data-dir", default="/tmp/fusiontune-bench-ltr", help="where --requests logs are written")
+    ap.add_argument("--data-seed", type=int, default=0, help="simulator seed of the --requests logs")
+    ap.add_argument("--from-baseline", action="store_true",
+                    help="fit the fusers from the baseline too (always on with --full)")
     ap.add_argument("--bar", choices=["start", "limit"], default="start",
                     help="[ltr] guardrail_bar of the fusers started from the best formula (default: start)")
     args = ap.parse_args()
     studies = args.studies or ("studies/demo.toml,studies/feed6.toml" if args.full else "studies/feed6.toml")
     methods = args.methods or ("grad,cma,cem" if args.full else "grad")
     resamples = args.resamples or (1000 if args.full else 200)
+    if args.requests:
+        counts = [int(x) for x in args.requests.split(",") if x.strip()]
+        if not counts or min(counts) < 100:
+            raise SystemExit(f"bench_ltr: --requests must be request counts >= 100, got {args.requests!r}")
+        studies = ",".join(bigger_feed6(n, args.data_dir, args.data_seed) for n in counts)
     fusers = [f.strip() for f in args.fusers.split(",") if f.strip()]
     unknown = [f for f in fusers if f not in LINEUP]
     if unknown:
@@ -175,8 +237,9 @@ def main() -> None:
           f"{'full' if args.full else 'quick'} run, guardrail_bar {args.bar}")
     t0 = time.perf_counter()
     for path in studies.split(","):
-        run_study(path.strip(), args.seed, [m.strip() for m in methods.split(",")], resamples, fusers, args.full,
-                  args.budget, args.bar)
+        run_study(path.strip(), args.seed, [m.strip() for m in methods.split(",")], resamples, fusers,
+                  args.full or args.from_baseline, args.budget, args.bar,
+                  Path(args.data_dir) if args.requests else None)
     print(f"\ntotal {time.perf_counter() - t0:.0f}s")
 
 
