@@ -52,7 +52,10 @@ def ci(samples: np.ndarray) -> str:
     return f"[{lo:+.4f}, {hi:+.4f}]"
 
 
-def bigger_feed6(requests: int, data_dir: str, data_seed: int = 0, base: str = "studies/feed6.toml") -> str:
+FEED6_STUDY = Path(__file__).resolve().parents[1] / "studies" / "feed6.toml"
+
+
+def bigger_feed6(requests: int, data_dir: str, data_seed: int = 0, base: Path = FEED6_STUDY) -> str:
     """A study file like ``base`` whose log is a feed6 log of ``requests`` requests x 20 candidates
     simulated under ``data_dir`` (made once: reused when the file exists).  Returns its path."""
     from fusiontune.simulate import simulate_feed6, write_table

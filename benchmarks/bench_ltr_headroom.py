@@ -21,6 +21,11 @@ The hidden truth is replayed from the simulator's seeded random stream; the scri
 replay against ``data/feed6_log.parquet`` (scores and labels) before using it.
 
     python benchmarks/bench_ltr_headroom.py [--cma-evals 1500] [--resamples 500]   # ~3 min quiet, 7 loaded
+    python benchmarks/bench_ltr_headroom.py --requests 50000 --no-context            # a bigger feed6 log
+
+``--requests N`` replays a feed6 log of N requests (the log ``bench_ltr.py --requests N`` runs on;
+the replay is checked against a fresh ``simulate_feed6`` call instead of the bundled file) and
+takes the best formula from ``bench_ltr.py``'s search cache in ``--data-dir`` when it is there.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def hidden_truth(requests: int = 4000, candidates: int = 20, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+def hidden_truth(requests: int = 4000, candidates: int = 20, seed: int = 0,
+                 check: bool = True) -> tuple[pd.DataFrame, np.ndarray]:
     """feed6's log and its hidden true probabilities (N, 6), replayed from the seeded stream."""
     from fusiontune import simulate as sim
 
@@ -51,7 +57,7 @@ def hidden_truth(requests: int = 4000, candidates: int = 20, seed: int = 0) -> t
     q = sim._sigmoid(sim._F6_BIAS + np.repeat(user, candidates, axis=0) + item)
     y = (rng.random((n, k)) < q).astype(np.float32)
     y[y[:, 0] == 0, 5] = np.nan
-    logged = pd.read_parquet(ROOT / "data" / "feed6_log.parquet")
+    logged = pd.read_parquet(ROOT / "data" / "feed6_log.parquet") if check else df
     for j, t in enumerate(sim.FEED6_TASKS):
         if not (np.array_equal(logged[f"p_{t}"].to_numpy(), df[f"p_{t}"].to_numpy())
                 and np.array_equal(logged[t].to_numpy(), y[:, j], equal_nan=True)):
@@ -86,7 +92,12 @@ def main() -> None:
     ap.add_argument("--cma-evals", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resamples", type=int, default=500)
+    ap.add_argument("--requests", type=int, default=4000, help="feed6 log size (4000: data/feed6_log.parquet)")
+    ap.add_argument("--data-dir", default="/tmp/fusiontune-bench-ltr", help="bench_ltr.py's search cache")
+    ap.add_argument("--no-context", action="store_true", help="skip the request-context row")
     args = ap.parse_args()
+    import json
+
     import lightgbm as lgb
 
     from fusiontune.ltr.fit import fused_metrics
@@ -95,7 +106,7 @@ def main() -> None:
     from fusiontune.study import load_study
 
     t0 = time.perf_counter()
-    df, q = hidden_truth()
+    df, q = hidden_truth(args.requests, check=args.requests == 4000)
     for j, t in enumerate(T):
         df[f"q_{t}"] = q[:, j]
         df[f"gm_{t}"] = pd.Series(logit(df[f"p_{t}"])).groupby(df["request_id"]).transform("mean")
@@ -120,7 +131,12 @@ def main() -> None:
     judge("baseline formula", obj.formula.scores(obj.prepared, prep.space.baseline[None])[0],
           hobj.formula.scores(hobj.prepared, prep.space.baseline[None])[0])
     s = study.search
-    res, _ = search(prep, "grad", s["budget"], args.seed, s["population"], 0, 1e-6, {}, show_progress=False)
+    cached = Path(args.data_dir) / f"feed6_{args.requests}r_seed0.grad-b{s['budget']}-s{args.seed}.json"
+    if args.requests != 4000 and cached.exists():  # the same log, split and study: bench_ltr's best formula
+        res = json.loads(cached.read_text())
+        print(f"  best formula read back from {cached}", flush=True)
+    else:
+        res, _ = search(prep, "grad", s["budget"], args.seed, s["population"], 0, 1e-6, {}, show_progress=False)
     theta = prep.space.from_dict(res["best"]["params"])
     judge(f"best power formula on the logged scores (grad, budget {s['budget']})",
           obj.formula.scores(obj.prepared, theta[None])[0], hobj.formula.scores(hobj.prepared, theta[None])[0])
@@ -131,7 +147,7 @@ def main() -> None:
     truth_s, truth_h = cols(obj.log, "q").astype(np.float64), cols(hobj.log, "q").astype(np.float64)
     groups = obj.log.groups if obj.log.groups is not None else np.arange(obj.log.n)
     fold = np.asarray(groups) % 2
-    for ctx in (False, True):
+    for ctx in (False,) if args.no_context else (False, True):
         xs, xh = logit(obj.log.scores), logit(hobj.log.scores)
         if ctx:
             xs, xh = np.hstack([xs, cols(obj.log, "gm")]), np.hstack([xh, cols(hobj.log, "gm")])
