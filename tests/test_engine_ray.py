@@ -175,20 +175,18 @@ def test_cli_engine_ray_writes_the_local_run(ray_local, log_file, tmp_path):
         assert abs(a["objective"] - b["objective"]) <= 1e-9
 
 
-# small: CI time.  sharpen = 0 (searchq): grad's sharpening chain (temperature 0.005) amplifies the
-# ~1e-9 differences of the calibrated points between engines into different trials (~1e-4)
-GRAD = {"starts": 1, "maxiter": 15, "calibrate": 1, "margin_steps": 1, "pairs": 4_000, "sharpen": 0}
+# small: CI time, with grad's default sharpening and guardrail fan (which amplify any difference
+# in the exact metrics grad conditions on: grad rounds them, search/grad.py QUANTUM)
+GRAD = {"starts": 1, "maxiter": 15, "calibrate": 1, "margin_steps": 1, "pairs": 4_000}
 
 
 def _close(a, b, tol=1e-9):
-    """The same trials up to the order of floating-point sums: objectives and metrics to ``tol``;
-    parameters to 1e-6 (grad's calibration re-solves L-BFGS-B from exact metrics that differ by
-    ~1e-16 between engines, which moves an end point by ~1e-9)."""
-    params = [c for c in a.columns if c.startswith(("a_", "b_"))]
-    metrics = [c for c in a.select_dtypes("number").columns if c not in params]
+    """The same trials: parameters, objectives and metrics to ``tol`` (the engines' sums differ
+    in their last bits; grad conditions on metrics rounded far above that, so it proposes the
+    very same points), feasibility equal."""
     assert list(a.columns) == list(b.columns) and len(a) == len(b)
-    assert np.abs(a[metrics].to_numpy(float) - b[metrics].to_numpy(float)).max() <= tol
-    assert np.abs(a[params].to_numpy(float) - b[params].to_numpy(float)).max() <= 1e-6
+    num = a.select_dtypes("number").columns
+    assert np.abs(a[num].to_numpy(float) - b[num].to_numpy(float)).max() <= tol
     assert (a["feasible"].to_numpy() == b["feasible"].to_numpy()).all()
 
 
@@ -207,10 +205,10 @@ def test_grad_surrogate_same_trials_as_local(ray_local, log_file, tmp_path, meth
     opts = gopts if method == "grad" else None  # the method's own table, as the search command passes it
     study = parse_study(d)
     loc = prepare(study)
-    res_l, tr_l = search(loc, method, 32, 0, 8, show_progress=False, options=opts)
+    res_l, tr_l = search(loc, method, 48, 0, 8, show_progress=False, options=opts)
     prep = prepare(study, engine={"name": "ray", "actors": 2})
     try:
-        res_r, tr_r = search(prep, method, 32, 0, 8, show_progress=False, options=opts)
+        res_r, tr_r = search(prep, method, 48, 0, 8, show_progress=False, options=opts)
         _close(tr_l, tr_r)
         assert abs(res_l["best"]["objective"] - res_r["best"]["objective"]) <= 1e-9
         assert abs(res_l["holdout"]["best"]["objective"] - res_r["holdout"]["best"]["objective"]) <= 1e-9
@@ -231,8 +229,8 @@ def test_grad_surrogate_same_trials_as_local(ray_local, log_file, tmp_path, meth
                 if gen >= 2:
                     raise Stop
             with pytest.raises(Stop):
-                search(prep, method, 32, 0, 8, show_progress=False, options=opts, storage=url, on_batch=stop)
-            res_s, tr_s = search(prep, method, 32, 0, 8, show_progress=False, options=opts, storage=url, resume=True)
+                search(prep, method, 48, 0, 8, show_progress=False, options=opts, storage=url, on_batch=stop)
+            res_s, tr_s = search(prep, method, 48, 0, 8, show_progress=False, options=opts, storage=url, resume=True)
             assert res_s["storage"]["reused_evaluations"] == (tr_l["generation"] <= 2).sum()
             _close(tr_l, tr_s)
     finally:

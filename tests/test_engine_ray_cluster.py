@@ -72,12 +72,12 @@ def test_two_nodes_grad_and_screening_after_a_random_split(cluster, tmp_path):
     study = parse_study(d)
     opts = {**GRAD, "sample_rows": 1200}
     loc = prepare(study)
-    runs_l = [search(loc, "grad", 24, 0, 8, show_progress=False, options=opts, screening=[]),
+    runs_l = [search(loc, "grad", 40, 0, 8, show_progress=False, options=opts, screening=[]),
               search(loc, "cem", 24, 0, 8, show_progress=False)]
     prep = prepare(study, engine={"name": "ray", "address": cluster.address, "actors": 2})
     try:
         assert len({w["node"] for w in prep.engine.workers()}) == 2
-        runs_r = [search(prep, "grad", 24, 0, 8, show_progress=False, options=opts, screening=[]),
+        runs_r = [search(prep, "grad", 40, 0, 8, show_progress=False, options=opts, screening=[]),
                   search(prep, "cem", 24, 0, 8, show_progress=False)]
     finally:
         prep.close()

@@ -296,6 +296,23 @@ def surrogate_starts(objective, space, x0: np.ndarray, seed: int = 0, options: d
     return pts, vals
 
 
+def _quantised(values) -> np.ndarray:
+    """Exact metrics as grad conditions on them: rounded to ``QUANTUM``.
+
+    The exact kernels of two engines sum in different orders (the Ray engine adds its
+    actors' partial sums), so their metrics of one candidate may differ in the last bits.
+    The calibration and sharpening chains re-solve L-BFGS-B from those metrics, and that
+    amplifies a 1e-16 difference to 1e-10 in one round and to 1e-4 a few rounds later.
+    Rounded, both engines hand grad the same numbers (unless a value sits within ~1e-16 of a
+    rounding boundary), so they propose the same trials."""
+    return np.round(np.asarray(values, dtype=np.float64), QUANTUM)
+
+
+#: decimals of the exact metrics grad conditions on (far above the engines' ~1e-16 differences,
+#: far below any difference a search can act on)
+QUANTUM = 12
+
+
 class Grad(Searcher):
     name = "grad"
     capabilities = Capabilities(batch=True, constraints=False, replay=True, rank_based=True, needs_objective=True)
@@ -355,21 +372,20 @@ class Grad(Searcher):
 
     def learn_evaluation(self, x: np.ndarray, ev) -> None:
         if self.refiner is None:
-            per_task = np.asarray(ev.per_task, dtype=np.float64)
+            per_task = _quantised(ev.per_task)
             feasible = np.asarray(ev.feasible, dtype=bool)
             self._scored += [(xi.copy(), m, bool(f), float(j))
-                             for xi, m, f, j in zip(x, per_task, feasible, np.asarray(ev.objective, dtype=np.float64))]
+                             for xi, m, f, j in zip(x, per_task, feasible, _quantised(ev.objective))]
             if self._sharp is not None:
                 r, self._asked_sharp = self._asked_sharp, None
                 if r is not None and r < len(x):
                     self._sharp.update(x=x[r].copy(), per_task=per_task[r], fanned=False)
             elif self._chains is None:
-                self._start_chains(x, per_task, np.asarray(ev.feasible, dtype=bool),
-                                   np.asarray(ev.penalised, dtype=np.float64))
+                self._start_chains(x, per_task, np.asarray(ev.feasible, dtype=bool), _quantised(ev.penalised))
             else:
                 for c, xi, m in zip(self._asked_chains, x, per_task):
                     self._chains[c]["x"], self._chains[c]["per_task"] = xi.copy(), m
-        self.update(x, np.asarray(ev.penalised, dtype=np.float64))
+        self.update(x, _quantised(ev.penalised))
 
     def _start_chains(self, x, per_task, feasible, penalised) -> None:
         """One calibration chain per (surrogate, margin), anchored at that surrogate's best
@@ -390,7 +406,7 @@ class Grad(Searcher):
         bias measured exactly at the chain's last point (see :meth:`SurrogatePhase.calibrated`)
         and L-BFGS-B from there: a fixed-point iteration that lands where the *exact* drop
         meets ``max_drop * (1 - m)``.  A chain whose point no longer moves is done."""
-        base = self.objective.baseline_per_task
+        base = _quantised(self.objective.baseline_per_task)
         pts, self._asked_chains = [], []
         for c, ch in enumerate(self._chains or []):
             if ch["done"]:
@@ -431,7 +447,7 @@ class Grad(Searcher):
             xb, pt, _, _ = max(self._scored, key=lambda r: (r[2], r[3]))
             self._sharp = {"i": self._origin.get(xb.tobytes(), 0), "x": xb.copy(), "per_task": pt, "fanned": False}
         ch = self._sharp
-        base = self.objective.baseline_per_task
+        base = _quantised(self.objective.baseline_per_task)
         temps = [self.phase.temps[0], self.sharp_temperature]
         pts = []
         if not ch["fanned"] and self.fan:
