@@ -36,7 +36,7 @@ simulated log, see ``--simulate-rows``).
 **Run time knob**: ``--quick`` (2 seeds, budget 300, grad / cma / cem / optuna-tpe, one
 reference run) takes ~2-3 minutes of CPU.  The full default (5 seeds, budgets 300 and 1000,
 every method, 3 reference runs) is ~40-50 minutes of CPU on one core of a 2-core AMD EPYC,
-estimated from the per-run CPU seconds the table prints (grad ~45 s a run, the sampling
+estimated from the per-run CPU seconds the table prints (grad ~100 s a run, the sampling
 methods ~3.5 s at 300 and ~11 s at 1000; grad's surrogate phase and Optuna TPE at 1000
 trials dominate).  Wall time is longer on a shared machine.  ``--first-seed`` /
 ``--methods`` with one ``--cache`` file per process split a run over processes, and
@@ -288,17 +288,22 @@ def main() -> int:
             shares[m] = g
             print(f"| {m_label} | {b} | {g.mean():.1f} | {g.min():.1f} | {h.mean():+.5f} | {sec.mean():.1f} | "
                   f"{np.nanmean(ker):.1f} |")
-        if "optuna-tpe" in shares:
-            tpe = shares["optuna-tpe"].mean()
-            losers = [m for m in shares if m not in PLAIN and m != "random" and shares[m].mean() <= tpe]
-            best_m = max((m for m in shares if m not in PLAIN), key=lambda m: shares[m].min())
+        tuned = [m for m in shares if m not in PLAIN]
+        if tuned:  # the 99% target is graded whether or not the Optuna comparison ran
+            best_m = max(tuned, key=lambda m: shares[m].min())
             worst = shares[best_m].min()
-            line = (f"budget {b}: best method {best_m} (worst seed {worst:.1f}%); "
-                    f"tuned methods not beating plain Optuna TPE ({tpe:.1f}%): {', '.join(losers) or 'none'}")
-            print(f"\n{line}")
+            line = f"budget {b}: best method {best_m} (worst seed {worst:.1f}%)"
             if b == 300:
                 ok &= worst >= 99.0
-            ok &= not losers
+            if "optuna-tpe" in shares:
+                tpe = shares["optuna-tpe"].mean()
+                losers = [m for m in tuned if m != "random" and shares[m].mean() <= tpe]
+                line += (f"; tuned methods not beating plain Optuna TPE ({tpe:.1f}%): "
+                         f"{', '.join(losers) or 'none'}")
+                ok &= not losers
+            else:
+                line += "; plain Optuna TPE not run at this budget (that target is not graded)"
+            print(f"\n{line}")
     print(f"\n{'targets met' if ok else 'targets NOT all met'}; {time.perf_counter() - t0:.0f} s wall, "
           f"{time.process_time() - c0:.0f} s CPU of runs this invocation (cached runs cost nothing)")
     return 0
