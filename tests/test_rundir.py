@@ -259,3 +259,9 @@ def test_a_bad_method_option_leaves_the_run_directory_alone(run, tmp_path, small
     fresh = tmp_path / "fresh"
     one_error(run("search", "--study", bad, "--budget", 32, "--quiet", "--out", fresh), "elite_frac")
     assert not fresh.exists() or not any(fresh.iterdir())
+    # a shared run (--workers): no directory claimed, no worker started, the storage untouched
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    one_error(run("search", "--study", bad, "--budget", 32, "--quiet", "--out", fresh, "--workers", 2,
+                  "--storage", url), "elite_frac")
+    assert not fresh.exists() or not any(fresh.iterdir())
+    assert not (tmp_path / "shared.db").exists()

@@ -176,19 +176,21 @@ def _run_shared(args, study, s, out, url, name, plan) -> int:
 
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     prep = prepare(study)
-    claim = plan.claim()
-    procs = []
+    claims, procs = [], []
     ctx = mp.get_context("spawn")
-    for _ in range(n - 1):
-        p = ctx.Process(target=worker_process,
-                        args=(study, s["method"], s["budget"], s["seed"], s["population"], s["patience"],
-                              s["min_delta"], options, url, name, heartbeat, threads))
-        p.start()
-        procs.append(p)
+
+    def ready():  # the settings are checked: claim the run directory, then start the other workers
+        claims.append(plan.claim())
+        for _ in range(n - 1):
+            p = ctx.Process(target=worker_process,
+                            args=(study, s["method"], s["budget"], s["seed"], s["population"], s["patience"],
+                                  s["min_delta"], options, url, name, heartbeat, threads))
+            p.start()
+            procs.append(p)
     try:
         result, trials = search_shared(prep, s["method"], s["budget"], s["seed"], s["population"], s["patience"],
                                        s["min_delta"], options, show_progress=False if args.quiet else None,
-                                       storage=url, run_name=name, heartbeat_timeout=heartbeat)
+                                       storage=url, run_name=name, heartbeat_timeout=heartbeat, on_ready=ready)
     except KeyboardInterrupt as exc:  # our claims were handed back to the other workers
         for p in procs:
             p.terminate()
@@ -201,6 +203,7 @@ def _run_shared(args, study, s, out, url, name, plan) -> int:
     for p in procs:
         p.join()
         failed += p.exitcode != 0
+    claim = claims[0]
     claim.write_result(result, trials, study=study)
     st = result["storage"]
     if args.quiet:

@@ -509,9 +509,11 @@ class SharedStudy:
 def search_shared(prep, method: str, budget: int, seed: int, population: int, patience: int = 0,
                   min_delta: float = 1e-6, options: dict | None = None, show_progress: bool | None = None,
                   storage: str = "", run_name: str | None = None,
-                  heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT, chunk: int | None = None):
+                  heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT, chunk: int | None = None, on_ready=None):
     """One worker of a shared run (created on first use); returns (result dict, trials
-    DataFrame) like :func:`fusiontune.pipeline.search`, for the whole run."""
+    DataFrame) like :func:`fusiontune.pipeline.search`, for the whole run.  ``on_ready()`` is
+    called once the settings are checked, before the shared storage is opened (as in
+    :func:`fusiontune.pipeline.search`)."""
     from ..errors import StudyError
     from ..pipeline import on_bounds, summarise_params, trials_frame
     from .run import build_searcher
@@ -529,6 +531,8 @@ def search_shared(prep, method: str, budget: int, seed: int, population: int, pa
         warm_start=sdef.get("warm_start"), grad_options=prep.study.method_options.get("grad", {}))
     name = run_name or f"{prep.study.name}-{method}-{seed}"
     config = run_config(prep, method, seed, population, options, budget, patience, min_delta)
+    if on_ready is not None:
+        on_ready()
     shared = SharedStudy(storage, name, prep, config, heartbeat_timeout)
     try:
         k0 = prep.objective.kernel_seconds
