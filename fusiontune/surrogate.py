@@ -160,13 +160,13 @@ class PairSet:
                    valid, exact)
 
     @classmethod
-    def from_objective(cls, objective, n_pairs: int = 200_000, seed: int = 0) -> "PairSet":
+    def from_objective(cls, objective, n_pairs: int = 200_000, seed: int = 0, sample=None) -> "PairSet":
         """The pairs of a :class:`fusiontune.objective.Objective`: its tasks' metrics, signs,
-        GAUC weighting and row weights, rows in the order of ``objective.log``."""
-        log = objective.log
-        weighting = objective.gauc_weighting
-        return cls.from_labels(log.labels, [t.metric for t in objective.tasks], groups=log.groups,
-                               weights=log.weights, gauc_weighting=weighting,
+        GAUC weighting and row weights, rows in the order of ``objective.log``, or of
+        ``sample`` (a :class:`SurrogateSample` of it) when given."""
+        rows = objective.log if sample is None else sample
+        return cls.from_labels(rows.labels, [t.metric for t in objective.tasks], groups=rows.groups,
+                               weights=rows.weights, gauc_weighting=objective.gauc_weighting,
                                signs=[t.sign for t in objective.tasks], n_pairs=n_pairs, seed=seed)
 
     def subset(self, tasks: Sequence[int]) -> "PairSet":
@@ -387,9 +387,7 @@ class FormulaSurrogate:
         self.temperature = float(temperature)
         sample = surrogate_sample(objective, sample_rows)
         self.sample_fraction = sample.fraction
-        self.pairs = PairSet.from_labels(sample.labels, [t.metric for t in objective.tasks], groups=sample.groups,
-                                         weights=sample.weights, gauc_weighting=objective.gauc_weighting,
-                                         signs=[t.sign for t in objective.tasks], n_pairs=n_pairs, seed=seed)
+        self.pairs = PairSet.from_objective(objective, n_pairs=n_pairs, seed=seed, sample=sample)
         self.dtype = dtype or torch.float64
         prepared = sample.prepared[self.pairs.rows]
         self.x = torch.as_tensor(np.ascontiguousarray(prepared), dtype=self.dtype)
