@@ -32,9 +32,10 @@ def add_arguments(p) -> None:
     g = p.add_argument_group("training tables (--mtl)")
     g.add_argument("--mtl", action="store_true",
                    help="write a training table for `fusiontune train` instead of a prediction log")
-    g.add_argument("--kind", choices=("mmoe", "feed"), default="mmoe",
+    g.add_argument("--kind", choices=("mmoe", "feed", "feed5"), default="mmoe",
                    help="mmoe: the MMoE paper's two tasks (x0..x99; y1,y2 regression; c1,c2 binary); "
-                        "feed: numeric + categorical features, click/like/convert")
+                        "feed: numeric + categorical features, click/like/convert; feed5: five conflicting "
+                        "tasks (click/finish/like/share/convert) with request context (studies/mtlfeed5.toml)")
     g.add_argument("--correlation", type=float, default=0.5,
                    help="mmoe: cosine of the two tasks' weight vectors, in [-1, 1] (default 0.5)")
     g.add_argument("--rows", type=positive_int, default=20_000, help="rows of the training table")
@@ -52,13 +53,16 @@ def run(args) -> int:
     if args.out.suffix.lower() not in (".parquet", ".pq", ".csv"):
         raise InputError(f"{args.out}: unknown file type {args.out.suffix!r} (use .csv or .parquet)")
     if args.mtl:
-        from ..mtl.synthetic import feed_table, mmoe_synthetic
+        from ..mtl.synthetic import feed5_table, feed_table, mmoe_synthetic
 
         if args.kind == "mmoe":
             if not -1.0 <= args.correlation <= 1.0:
                 raise InputError(f"--correlation must be in [-1, 1], got {args.correlation}")
             df = mmoe_synthetic(args.rows, args.correlation, dim=args.dim, seed=args.seed)
             what = f"MMoE synthetic, correlation {args.correlation}"
+        elif args.kind == "feed5":
+            df = feed5_table(args.rows, seed=args.seed)
+            what = "feed5 table"
         else:
             df = feed_table(args.rows, seed=args.seed)
             what = "feed table"
