@@ -21,12 +21,20 @@ from the best formula, the fusers keep no guarded task below it on their validat
                                               # fusers started from the baseline too
     python benchmarks/bench_ltr.py --requests 20000,50000 --from-baseline
                                               # feed6's study on bigger logs of the same simulator
+    python benchmarks/bench_ltr.py --studies mtlfeed5 --methods grad,cma --from-baseline
+                                              # a log written by a model fusiontune trained itself
 
 ``--requests N,...`` asks whether the fusers only lack rows: for each N it simulates a feed6 log
 of N requests x 20 candidates (``simulate_feed6``, the generator of data/feed6_log.parquet, seed
 ``--data-seed``) under ``--data-dir`` (default /tmp; made once, reused), writes a copy of
 studies/feed6.toml whose ``log`` points at it (same tasks, formula, guardrails, time split and
 0.3 holdout) and runs the line-up on that study.  Nothing is downloaded or committed.
+
+``--studies mtlfeed5`` asks the same on a log whose task scores come from a multi-task model
+(MMoE) that ``fusiontune train`` fits on ``feed5_table`` (``--mtl-rows`` rows, seed
+``--data-seed``): studies/mtlfeed5.toml is both the training spec and the study; the model
+scores only the requests it did not train on, and the fusers also see the request context
+(``[ltr] features``).  Table, log and study copy are made once under ``--data-dir``.
 
 The machine may be shared: seconds are only indicative; compare within one run.
 """
@@ -41,6 +49,8 @@ from pathlib import Path
 import numpy as np
 
 from fusiontune.bootstrap import resample_fused
+from fusiontune.ltr.config import parse_config
+from fusiontune.ltr.fit import ensure_features
 from fusiontune.ltr.lineup import LINEUP, fit_lineup
 from fusiontune.pipeline import prepare, search
 from fusiontune.study import load_study
@@ -53,6 +63,58 @@ def ci(samples: np.ndarray) -> str:
 
 
 FEED6_STUDY = Path(__file__).resolve().parents[1] / "studies" / "feed6.toml"
+MTL_STUDIES = {"mtlfeed5": Path(__file__).resolve().parents[1] / "studies" / "mtlfeed5.toml"}
+
+
+def _study_copy(base: Path, out: Path, log: Path, name: str) -> str:
+    """``base`` with its top-level ``log`` and ``name`` replaced, written atomically to ``out``."""
+    text = Path(base).read_text(encoding="utf-8")
+    text, n = re.subn(r'(?m)^log\s*=.*$', f'log = "{log.resolve()}"', text, count=1)
+    text, _ = re.subn(r'(?m)^name\s*=.*$', f'name = "{name}"', text, count=1)
+    if n != 1:
+        raise SystemExit(f"bench_ltr: {base}: no top-level 'log = ...' line to point at the log")
+    tmp = out.with_suffix(".toml.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    return str(out)
+
+
+def trained_log(name: str, data_dir: str, rows: int, data_seed: int = 0, train_args: list[str] | None = None) -> str:
+    """A study whose log is written by a multi-task model fusiontune trains itself (issue 16).
+
+    ``name`` is a key of ``MTL_STUDIES`` (``mtlfeed5``): a study file that is also a
+    ``fusiontune train`` spec.  Under ``data_dir`` (made once, reused when the files exist):
+    the training table (``feed5_table(rows, data_seed)``), the log of ``fusiontune train
+    --spec <study>`` (the model scores only its test part, whole requests it never trained on)
+    and a copy of the study pointing at that log.  ``train_args``: more ``fusiontune train``
+    options over the spec's (e.g. ``["--epochs", "1"]``; they name the files too).  Returns the
+    copy's path."""
+    import hashlib
+
+    from fusiontune import cli
+    from fusiontune.mtl.synthetic import feed5_table
+    from fusiontune.simulate import write_table
+
+    base = MTL_STUDIES[name]
+    out = Path(data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{name}_{rows}rows_seed{data_seed}"
+    table = out / f"{stem}_table.parquet"
+    if train_args:
+        stem += "_" + hashlib.sha1(" ".join(train_args).encode()).hexdigest()[:8]
+    log = out / f"{stem}_log.parquet"
+    if not table.exists():
+        print(f"  simulating {table} ({rows} rows)", flush=True)
+        write_table(feed5_table(rows, data_seed), table)  # atomic: temp file, then rename
+    if not log.exists():
+        t0 = time.perf_counter()
+        print(f"  training {log} (fusiontune train --spec {base.name})", flush=True)
+        code = cli.main(["train", "--spec", str(base), "--data", str(table), "--out", str(log), "--quiet",
+                         *(train_args or [])])
+        if code:
+            raise SystemExit(f"bench_ltr: fusiontune train failed (exit {code})")
+        print(f"  ... {time.perf_counter() - t0:.1f}s", flush=True)
+    return _study_copy(base, out / f"{stem}.toml", log, stem)
 
 
 def bigger_feed6(requests: int, data_dir: str, data_seed: int = 0, base: Path = FEED6_STUDY) -> str:
@@ -68,16 +130,7 @@ def bigger_feed6(requests: int, data_dir: str, data_seed: int = 0, base: Path = 
         print(f"  simulating {log} ({requests} requests x 20 candidates)", flush=True)
         write_table(simulate_feed6(requests, 20, data_seed), log)  # atomic: temp file, then rename
         print(f"  ... {time.perf_counter() - t0:.1f}s", flush=True)
-    text = Path(base).read_text(encoding="utf-8")
-    text, n = re.subn(r'(?m)^log\s*=.*$', f'log = "{log.resolve()}"', text, count=1)
-    text, _ = re.subn(r'(?m)^name\s*=.*$', f'name = "feed6-{requests}r"', text, count=1)
-    if n != 1:
-        raise SystemExit(f"bench_ltr: {base}: no top-level 'log = ...' line to point at the bigger log")
-    study = out / f"feed6_{requests}r_seed{data_seed}.toml"
-    tmp = study.with_suffix(".toml.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(study)
-    return str(study)
+    return _study_copy(base, out / f"feed6_{requests}r_seed{data_seed}.toml", log, f"feed6-{requests}r")
 
 
 def best_formula(prep, methods: list[str], seed: int, budget: int | None, cache: Path | None = None):
@@ -136,7 +189,8 @@ def fuser_note(r: dict) -> str:
 def run_study(path: str, seed: int, methods: list[str], resamples: int, fusers: list[str], from_baseline: bool,
               budget: int | None, bar: str = "start", cache: Path | None = None) -> None:
     study = load_study(path)
-    prep = prepare(study)
+    # the log with the study's [ltr] context columns, so that the fusers can score the holdout
+    prep = ensure_features(prepare(study), parse_config(study.sections.get("ltr"), None, path).features)
     hobj = prep.holdout_objective
     print(f"\n## {study.name}: {len(study.tasks)} tasks, {study.formula} formula, {prep.search_log.n} search rows, "
           f"{hobj.n_rows} holdout rows", flush=True)
@@ -207,7 +261,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--full", action="store_true",
                     help="demo + feed6, methods grad,cma,cem, 1000 resamples, fusers from the baseline too")
-    ap.add_argument("--studies", default=None, help="comma-separated study files (default: feed6; --full: demo,feed6)")
+    ap.add_argument("--studies", default=None,
+                    help="comma-separated study files or names (default: feed6; --full: demo,feed6); "
+                         f"{', '.join(MTL_STUDIES)}: a log written by a multi-task model trained by "
+                         "`fusiontune train` (made under --data-dir)")
+    ap.add_argument("--mtl-rows", type=int, default=400_000,
+                    help="rows of the training table of a trained-model study (default 400000)")
+    ap.add_argument("--train-args", default="",
+                    help="more `fusiontune train` options for a trained-model study, over its spec's "
+                         "[train] table, e.g. \"--model shared_bottom\"")
     ap.add_argument("--methods", default=None, help="search methods for the best formula (default: grad; "
                                                     "--full: grad,cma,cem)")
     ap.add_argument("--fusers", default=",".join(LINEUP), help=f"line-up fusers (default: {','.join(LINEUP)})")
@@ -217,8 +279,10 @@ def main() -> None:
     ap.add_argument("--requests", default=None,
                     help="comma-separated request counts: run feed6's study on feed6 logs of that many requests "
                          "x 20 candidates, simulated under --data-dir (replaces --studies)")
-    ap.add_argument("--data-dir", default="/tmp/fusiontune-bench-ltr", help="where --requests logs are written")
-    ap.add_argument("--data-seed", type=int, default=0, help="simulator seed of the --requests logs")
+    ap.add_argument("--data-dir", default="/tmp/fusiontune-bench-ltr",
+                    help="where --requests logs and trained-model logs are written")
+    ap.add_argument("--data-seed", type=int, default=0,
+                    help="simulator seed of the --requests logs and of a trained-model study's table")
     ap.add_argument("--from-baseline", action="store_true",
                     help="fit the fusers from the baseline too (always on with --full)")
     ap.add_argument("--bar", choices=["start", "limit"], default="start",
@@ -240,9 +304,12 @@ def main() -> None:
           f"{'full' if args.full else 'quick'} run, guardrail_bar {args.bar}")
     t0 = time.perf_counter()
     for path in studies.split(","):
-        run_study(path.strip(), args.seed, [m.strip() for m in methods.split(",")], resamples, fusers,
-                  args.full or args.from_baseline, args.budget, args.bar,
-                  Path(args.data_dir) if args.requests else None)
+        path = path.strip()
+        made = bool(args.requests)
+        if path in MTL_STUDIES:
+            path, made = trained_log(path, args.data_dir, args.mtl_rows, args.data_seed, args.train_args.split()), True
+        run_study(path, args.seed, [m.strip() for m in methods.split(",")], resamples, fusers,
+                  args.full or args.from_baseline, args.budget, args.bar, Path(args.data_dir) if made else None)
     print(f"\ntotal {time.perf_counter() - t0:.0f}s")
 
 

@@ -23,6 +23,12 @@ replay against ``data/feed6_log.parquet`` (scores and labels) before using it.
     python benchmarks/bench_ltr_headroom.py [--cma-evals 1500] [--resamples 500]   # ~3 min quiet, 7 loaded
     python benchmarks/bench_ltr_headroom.py --requests 50000 --no-context            # a bigger feed6 log
 
+``--study mtlfeed5`` asks the same of a log written by a multi-task model that ``fusiontune
+train`` fitted (``bench_ltr.py --studies mtlfeed5``: made, or reused, under ``--data-dir``): the
+hidden truth is ``feed5_table(..., truth=True)``'s ``q_<task>`` of the logged rows (checked
+against the log's labels), and the context row uses the study's ``[ltr] features`` (the request
+context the fusers see) instead of the mean score logits.
+
 ``--requests N`` replays a feed6 log of N requests (the log ``bench_ltr.py --requests N`` runs on;
 the replay is checked against a fresh ``simulate_feed6`` call instead of the bundled file) and
 takes the best formula from ``bench_ltr.py``'s search cache in ``--data-dir`` when it is there.
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import re
 import shutil
 import tempfile
 import time
@@ -65,6 +72,30 @@ def hidden_truth(requests: int = 4000, candidates: int = 20, seed: int = 0,
     return df, q
 
 
+def mtl_truth(args):
+    """mtlfeed5's log (bench_ltr.py's, made or reused under --data-dir) with the hidden true
+    probabilities of its rows: (frame, tasks, study text, context columns, search cache name)."""
+    from bench_ltr import trained_log
+
+    from fusiontune.ltr.config import parse_config
+    from fusiontune.mtl.synthetic import FEED5_TASKS, feed5_table
+
+    path = Path(trained_log("mtlfeed5", args.data_dir, args.mtl_rows, args.data_seed))
+    text = path.read_text()
+    log_path = re.search(r'(?m)^log\s*=\s*"(.*)"$', text).group(1)
+    df = pd.read_parquet(log_path)
+    table = feed5_table(args.mtl_rows, args.data_seed, truth=True)
+    truth = table[table["request_id"].isin(set(df["request_id"]))].reset_index(drop=True)  # the log's row order
+    for t in FEED5_TASKS:  # the replay must be the logged rows: same requests, same labels
+        if len(truth) != len(df) or not np.array_equal(truth[t].to_numpy(), df[t].to_numpy(), equal_nan=True):
+            raise SystemExit(f"bench_ltr_headroom: the replayed table does not match {log_path} (task {t})")
+        df[f"q_{t}"] = truth[f"q_{t}"].to_numpy()
+    import tomllib
+
+    ctx = parse_config(tomllib.loads(text).get("ltr"), None, str(path)).features
+    return df, FEED5_TASKS, text, ctx, path.parent / (path.stem + ".grad-b{budget}-s{seed}.json")
+
+
 def logit(p):
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
     return np.log(p) - np.log1p(-p)
@@ -95,6 +126,10 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=4000, help="feed6 log size (4000: data/feed6_log.parquet)")
     ap.add_argument("--data-dir", default="/tmp/fusiontune-bench-ltr", help="bench_ltr.py's search cache")
     ap.add_argument("--no-context", action="store_true", help="skip the request-context row")
+    ap.add_argument("--study", choices=["feed6", "mtlfeed5"], default="feed6",
+                    help="feed6 (the simulator's log) or mtlfeed5 (a log written by a trained MMoE)")
+    ap.add_argument("--mtl-rows", type=int, default=400_000, help="mtlfeed5: rows of the training table")
+    ap.add_argument("--data-seed", type=int, default=0, help="mtlfeed5: seed of the training table")
     args = ap.parse_args()
     import json
 
@@ -102,22 +137,28 @@ def main() -> None:
 
     from fusiontune.ltr.fit import fused_metrics
     from fusiontune.pipeline import load_study_log, prepare, search
-    from fusiontune.simulate import FEED6_TASKS as T
     from fusiontune.study import load_study
 
     t0 = time.perf_counter()
-    df, q = hidden_truth(args.requests, check=args.requests == 4000)
-    for j, t in enumerate(T):
-        df[f"q_{t}"] = q[:, j]
-        df[f"gm_{t}"] = pd.Series(logit(df[f"p_{t}"])).groupby(df["request_id"]).transform("mean")
     tmp = tempfile.mkdtemp(prefix="bench_ltr_headroom-")  # the log must stay while runs fingerprint it
     atexit.register(shutil.rmtree, tmp, True)
-    df.to_parquet(Path(tmp) / "feed6_truth.parquet")
-    text = (ROOT / "studies" / "feed6.toml").read_text().replace('"../data/feed6_log.parquet"',
-                                                                 '"feed6_truth.parquet"')
-    (Path(tmp) / "feed6.toml").write_text(text)
-    study = load_study(Path(tmp) / "feed6.toml")
-    prep = prepare(study, load_study_log(study, True, extra=[f"{c}_{t}" for c in ("q", "gm") for t in T]))
+    if args.study == "mtlfeed5":
+        df, T, text, ctx_cols, cached = mtl_truth(args)
+    else:
+        from fusiontune.simulate import FEED6_TASKS as T
+
+        df, q = hidden_truth(args.requests, check=args.requests == 4000)
+        for j, t in enumerate(T):
+            df[f"q_{t}"] = q[:, j]
+            df[f"gm_{t}"] = pd.Series(logit(df[f"p_{t}"])).groupby(df["request_id"]).transform("mean")
+        text = (ROOT / "studies" / "feed6.toml").read_text()
+        ctx_cols = [f"gm_{t}" for t in T]
+        cached = None
+    df.to_parquet(Path(tmp) / "truth.parquet")
+    text = re.sub(r'(?m)^log\s*=.*$', 'log = "truth.parquet"', text, count=1)
+    (Path(tmp) / "study.toml").write_text(text)
+    study = load_study(Path(tmp) / "study.toml")
+    prep = prepare(study, load_study_log(study, True, extra=list(dict.fromkeys([*(f"q_{t}" for t in T), *ctx_cols]))))
     obj, hobj = prep.objective, prep.holdout_objective
     rows, held = [], []
 
@@ -131,8 +172,10 @@ def main() -> None:
     judge("baseline formula", obj.formula.scores(obj.prepared, prep.space.baseline[None])[0],
           hobj.formula.scores(hobj.prepared, prep.space.baseline[None])[0])
     s = study.search
-    cached = Path(args.data_dir) / f"feed6_{args.requests}r_seed0.grad-b{s['budget']}-s{args.seed}.json"
-    if args.requests != 4000 and cached.exists():  # the same log, split and study: bench_ltr's best formula
+    if cached is None and args.requests != 4000:
+        cached = Path(args.data_dir) / f"feed6_{args.requests}r_seed0.grad-b{s['budget']}-s{args.seed}.json"
+    cached = cached.with_name(cached.name.format(budget=s["budget"], seed=args.seed)) if cached else None
+    if cached is not None and cached.exists():  # the same log, split and study: bench_ltr's best formula
         res = json.loads(cached.read_text())
         print(f"  best formula read back from {cached}", flush=True)
     else:
@@ -150,7 +193,8 @@ def main() -> None:
     for ctx in (False,) if args.no_context else (False, True):
         xs, xh = logit(obj.log.scores), logit(hobj.log.scores)
         if ctx:
-            xs, xh = np.hstack([xs, cols(obj.log, "gm")]), np.hstack([xh, cols(hobj.log, "gm")])
+            xs = np.hstack([xs, np.column_stack([obj.log.extra[c].astype(np.float64) for c in ctx_cols])])
+            xh = np.hstack([xh, np.column_stack([hobj.log.extra[c].astype(np.float64) for c in ctx_cols])])
         ps, ph = np.empty_like(truth_s), np.zeros_like(truth_h)
         for j in range(len(T)):
             for f in (0, 1):
@@ -169,8 +213,9 @@ def main() -> None:
 
     j0, h0 = rows[0][1], rows[0][3]
     jf, hf = rows[1][1], rows[1][3]
-    print(f"\nfeed6: {obj.n_rows} search rows, {hobj.n_rows} holdout rows; guardrails click GAUC and convert AUC "
-          f"(max_drop 0.005) against the baseline formula")
+    print(f"\n{study.name}: {obj.n_rows} search rows, {hobj.n_rows} holdout rows; guardrails "
+          + ", ".join(f"{t.name} (max_drop {t.max_drop})" for t in study.tasks if t.max_drop is not None)
+          + f" against the baseline formula; context: {', '.join(ctx_cols)}")
     from fusiontune.bootstrap import resample_fused
 
     m, kind, n_units = resample_fused(hobj, np.vstack(held), args.resamples, args.seed)
