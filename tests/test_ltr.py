@@ -129,7 +129,7 @@ def signed(tmp_path_factory):
     df["hour"] = np.random.default_rng(0).integers(0, 24, len(df)).astype(float)
     # the baseline ignores the negative task (a formula weight >= 0 on it would rank dislikes up): the
     # residual DNN starts from that formula and is monotone only if the formula it starts from is
-    path = write_study(folder, df, signs={"like": -1}, ltr='[ltr]\nfeatures = ["hour"]\n', baseline={"a_like": 0.0})
+    path = write_study(folder, df, signs={"like": -1}, ltr='[ltr]\nfeatures = ["hour"]\ncontext_check = false\n', baseline={"a_like": 0.0})
     return path, prepare(load_study(path))
 
 
@@ -149,6 +149,29 @@ def test_monotone_in_every_task_score(signed, model):
         assert diff.max() > 0  # and it does react to the task
     # the context column is unconstrained: it may move the score either way without error
     assert fuser.spec.monotone(True) == [1, -1, 1, 0]
+
+
+@pytest.mark.parametrize("model", ["gbdt", "dnn"])
+def test_context_check_keeps_the_context_only_if_it_wins_on_validation(signed, model):
+    """[ltr] context_check (default on): the fuser is fitted with and without the context columns and
+    the one with the better penalised validation objective is kept; result.json records both."""
+    _, prep = signed
+    opts = {**FAST_DNN, "backend": "lightgbm", "context_check": True}
+    r, _, fuser = fit_ltr(prep, model, "combined", 0, opts)
+    cc = r["ltr"]["context_check"]
+    assert cc["context"] == ["hour"] and cc["kept_context"] == (cc["validation_with_context"]
+                                                                > cc["validation_without_context"])
+    assert fuser.spec.context == (["hour"] if cc["kept_context"] else [])
+    assert r["ltr"]["features"] == fuser.spec.names
+    best = max(cc["validation_with_context"], cc["validation_without_context"])
+    # the kept fuser is the better one on validation (no guardrail in this study: penalised = raw)
+    assert r["ltr"]["validation_objective"] == pytest.approx(best, abs=1e-9)
+    for with_ctx in (True, False):  # each side alone is the fuser fitted with / without the context
+        one, _, f1 = fit_ltr(prep, model, "combined", 0, {**opts, "context_check": False,
+                                                           **({} if with_ctx else {"features": []})})
+        assert "context_check" not in one["ltr"] and f1.spec.context == (["hour"] if with_ctx else [])
+        side = cc["validation_with_context" if with_ctx else "validation_without_context"]
+        assert one["ltr"]["validation_objective"] == pytest.approx(side, abs=1e-9)
 
 
 # --------------------------------------------------------------------------- save / load / score

@@ -30,7 +30,7 @@ def known(tmp_path_factory):
     folder = tmp_path_factory.mktemp("serving")
     df = simulate_known_optimum(A_STAR, rows=12_000, groups=600, seed=4)
     df["hour"] = np.random.default_rng(1).integers(0, 24, len(df)).astype(float)
-    path = write_study(folder, df, ltr='[ltr]\nfeatures = ["hour"]\n')
+    path = write_study(folder, df, ltr='[ltr]\nfeatures = ["hour"]\ncontext_check = false\n')
     return path, prepare(load_study(path))
 
 

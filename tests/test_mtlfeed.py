@@ -82,7 +82,9 @@ def test_trained_log_pipeline_end_to_end(tmp_path):
     hobj = prep.holdout_objective
     for name in ("ltr-gbdt", "ltr-dnn"):
         r, _, fuser = fit_lineup(prep, name, 0, start=res["best"]["params"], options={"dnn": {"epochs": 3}})
-        assert fuser.spec.context == list(FEED5_CONTEXT)
+        cc = r["ltr"]["context_check"]  # the context was offered, and kept only if it won on validation
+        assert cc["context"] == list(FEED5_CONTEXT)
+        assert fuser.spec.context == (list(FEED5_CONTEXT) if cc["kept_context"] else [])
         fused = fuser.predict(hobj.log)
         assert fused.shape == (hobj.log.n,) and np.isfinite(fused).all()
         j = float(hobj.score_metrics(np.asarray(fused, dtype=np.float64)[None, :])[0] @ hobj.w)

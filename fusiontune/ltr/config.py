@@ -4,6 +4,7 @@ Example (every key optional)::
 
     [ltr]
     features = ["hour"]      # numeric context columns of the log, besides the task scores
+    context_check = true     # also fit without the features; keep them only if they win on the validation part
     backend = "sklearn"      # gbdt: "sklearn" (HistGradientBoosting) or "lightgbm"
     monotone = true          # fused score monotone in every task score (sign from [[tasks]])
     validation = 0.2         # share of the search part held out for early stopping
@@ -66,7 +67,7 @@ DNN_DEFAULTS: dict[str, Any] = {"hidden": [32, 16], "epochs": 200, "batch_size":
 _INTS = {"max_iter", "max_leaf_nodes", "min_samples_leaf", "patience", "epochs", "batch_size", "threads",
          "finetune", "finetune_steps", "warmup"}
 _TOP = {"features", "backend", "monotone", "validation", "target", "guardrail_rounds", "guardrail_margin", "balance",
-        "residual", "guardrail_bar", "gbdt", "dnn"}
+        "residual", "guardrail_bar", "context_check", "gbdt", "dnn"}
 
 
 @dataclass
@@ -83,6 +84,7 @@ class LtrConfig:
     guardrail_bar: str = "start"
     gbdt: dict[str, float] = field(default_factory=lambda: dict(GBDT_DEFAULTS))
     dnn: dict[str, Any] = field(default_factory=lambda: dict(DNN_DEFAULTS))
+    context_check: bool = True
 
 
 def _merge(base: dict, over: dict | None) -> dict:
@@ -159,9 +161,12 @@ def parse_config(section: dict | None, options: dict | None = None, src: str = "
     bar = raw.get("guardrail_bar", "start")
     if bar not in GUARDRAIL_BARS:
         raise InputError(f"{src}: [ltr] guardrail_bar must be \"start\" or \"limit\", got {bar!r}")
+    context_check = raw.get("context_check", True)
+    if not isinstance(context_check, bool):
+        raise InputError(f"{src}: [ltr] context_check must be true or false, got {context_check!r}")
     for t in ("gbdt", "dnn"):
         if not isinstance(raw.get(t, {}), dict):
             raise InputError(f"{src}: [ltr.{t}] must be a table, got {raw[t]!r}")
     return LtrConfig(list(feats), backend, monotone, float(val), target, rounds, balance, float(margin), residual, bar,
                      _hyper(src, "ltr.gbdt", raw.get("gbdt", {}), GBDT_DEFAULTS),
-                     _hyper(src, "ltr.dnn", raw.get("dnn", {}), DNN_DEFAULTS))
+                     _hyper(src, "ltr.dnn", raw.get("dnn", {}), DNN_DEFAULTS), context_check)

@@ -204,12 +204,12 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
             j = float(pt @ val_obj.w)
             return j - val_obj.penalty * float(np.clip(over, 0.0, None).sum()), j, over > 0
 
-    mono = spec.monotone(cfg.monotone)
     t_fit = time.perf_counter()
     gbdt_base = (start_base if model == "gbdt" and cfg.residual and prep.formula.name in RESIDUAL_FORMULAS
                  and (cfg.backend == "lightgbm" or target == "lambdarank") else None)
 
-    def fit_once(task_w: np.ndarray):
+    def fit_once(task_w: np.ndarray, spec: FeatureSpec = spec):
+        mono = spec.monotone(cfg.monotone)
         train, val = _part(train_log, spec, task_w), _part(val_log, spec, task_w)
         if target == "lambdarank":
             grades, gains = relevance_grades(np.concatenate([train.rel, val.rel]))
@@ -238,6 +238,11 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
 
     w_train = task_balance(train_log.labels, w, cfg.balance)
     fuser, info, train, val, guard = _fit_with_guardrails(fit_once, w_train, val_obj, cfg.guardrail_rounds, bars)
+    if spec.context and cfg.context_check and val_score is not None:
+        # the same fuser without the context columns, kept when it scores better on the validation part
+        fuser, info, train, val, guard = _context_check(fit_once, spec, (fuser, info, train, val, guard), w_train,
+                                                        val_obj, cfg.guardrail_rounds, bars, val_score)
+        spec = fuser.spec
     guard["training_weights"] = {t.name: float(v) for t, v in zip(study.tasks, w_train)}
     if bars is not None:
         guard["bar"] = ("start formula" if start is not None and cfg.guardrail_bar == "start" else
@@ -270,6 +275,27 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
 
 
 BAR_TOL = 1e-6  # float32 vs float64 formula scores may re-order a few ties: not a broken bar
+
+
+def _context_check(fit_once, spec: FeatureSpec, fitted: tuple, w: np.ndarray, val_obj: Objective, rounds: int,
+                   bars: np.ndarray | None, val_score) -> tuple:
+    """Fit the fuser again without the context columns and keep whichever of the two has the
+    better guardrail-penalised objective on the validation part (``[ltr] context_check``).
+
+    Context columns such as a user segment or the device are constant within a request: a
+    tree or a network that splits on them alone moves whole requests up or down, which no
+    GAUC task rewards and which re-orders requests for the global-AUC tasks (a guardrail on
+    one then cuts the whole fit short).  Whether the context pays is therefore a choice made
+    like the number of trees, on the validation part; ``info["context_check"]`` records both
+    validation objectives."""
+    plain = FeatureSpec(spec.tasks, spec.scores, spec.scales, spec.signs, [])
+    other = _fit_with_guardrails(lambda task_w: fit_once(task_w, plain), w, val_obj, rounds, bars)
+    with_ctx = float(val_score(fitted[0].predict_matrix(fitted[3].x))[0])
+    without = float(val_score(other[0].predict_matrix(other[3].x))[0])
+    keep = fitted if with_ctx > without else other  # a tie: the simpler fuser
+    keep[1]["context_check"] = {"validation_with_context": with_ctx, "validation_without_context": without,
+                                "context": list(spec.context), "kept_context": keep is fitted}
+    return keep
 
 
 def guardrail_bars(val_obj: Objective, cfg: LtrConfig, start_base: dict | None, val_x: np.ndarray) -> np.ndarray:
@@ -451,6 +477,8 @@ def _result(prep, fuser, cfg, info, seed, seconds, fit_seconds, best_pt, ev, hol
     }
     if "history" in info:
         ltr["history"] = info["history"]
+    if "context_check" in info:
+        ltr["context_check"] = info["context_check"]
     if hasattr(fuser.estimator, "describe"):
         ltr["residual"] = {**fuser.estimator.describe(),
                            "start": "trees on top of scale * start formula + offset (init score)"}
