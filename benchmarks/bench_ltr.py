@@ -34,7 +34,8 @@ studies/feed6.toml whose ``log`` points at it (same tasks, formula, guardrails, 
 (MMoE) that ``fusiontune train`` fits on ``feed5_table`` (``--mtl-rows`` rows, seed
 ``--data-seed``): studies/mtlfeed5.toml is both the training spec and the study; the model
 scores only the requests it did not train on, and the fusers also see the request context
-(``[ltr] features``).  Table, log and study copy are made once under ``--data-dir``.
+(``[ltr] features``).  Table, log and study copy are made once under ``--data-dir``;
+``--train-args "--model shared_bottom"`` trains another model (the options name the files).
 
 The machine may be shared: seconds are only indicative; compare within one run.
 """
