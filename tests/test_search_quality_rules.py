@@ -310,8 +310,9 @@ def test_grad_sharpening_chain_improves_on_the_calibrated_best_and_stays_feasibl
     """After calibration, grad runs ``sharpen`` rounds at ``sharp_temperature`` from the best
     feasible exact point, each generation holding the fan of the last chain point and the next
     chain point: on this guardrailed case (click binds) it finds a better feasible point than
-    calibration at temperature 0.05 did.  Without sharpening the refiner follows calibration."""
-    opts = {"pairs": 5000, "maxiter": 60, "starts": 2, "margin_steps": 1, "calibrate": 6}
+    calibration at temperature 0.05 did.  Without sharpening the refiner follows calibration.
+    (Polishing chains and bisection are off: this checks the first chain's structure.)"""
+    opts = {"pairs": 5000, "maxiter": 60, "starts": 2, "margin_steps": 1, "calibrate": 6, "polish": 0, "bisect": 0}
     fan = [0.0, 0.01, 0.05]
     runs = {}
     for sharpen in (0, 3):
@@ -371,3 +372,55 @@ def test_grad_sharpening_options_are_checked(feed6_small):
         with pytest.raises(InputError, match=rf"\[search.grad\] {key}"):
             search(feed6_small, "grad", 20, seed=0, population=8, options={**GRAD_SMALL, key: bad},
                    show_progress=False)
+
+
+def test_grad_bisection_finds_the_exact_guardrail_between_a_feasible_and_an_infeasible_point(feed6_small):
+    """The bracket logic on a segment whose exact guardrail sits at t = 0.6 (the objective
+    grows with t): two levels of three points each bracket it to a quarter of a quarter, the
+    proposals lie on the segment, and nothing is proposed once the bracket is spent."""
+    p = feed6_small
+    g = make_searcher("grad", dim=p.space.dim, x0=p.space.baseline_unit, seed=0, population=8,
+                      options={"bisect": 2}, budget=100, objective=p.objective, space=p.space)
+    lo, hi = np.full(p.space.dim, 0.2), np.full(p.space.dim, 0.6)
+    t_of = lambda x: float((x[0] - lo[0]) / (hi[0] - lo[0]))  # noqa: E731
+    row = lambda x: (x.copy(), np.zeros(6), t_of(x) <= 0.6, t_of(x))  # noqa: E731  (point, per task, feasible, J)
+    g._scored = [row(lo), row(hi)]
+    g._open_bracket(g._scored)
+    proposed = []
+    while g._bisect_point():
+        x, g._pending = g._pending, None
+        assert len(x) == 3
+        t = np.array([t_of(xi) for xi in x])
+        np.testing.assert_allclose(x, lo + t[:, None] * (hi - lo), atol=1e-12)  # on the segment
+        new = [row(xi) for xi in x]
+        g._scored += new
+        g._narrow(g._asked_bisect, new)
+        proposed += list(t)
+    assert len(proposed) == 6  # two levels, then the bracket is spent
+    best = max(r[3] for r in g._scored if r[2])
+    assert 0.6 - 0.25 * 0.25 * 1.0 <= best <= 0.6
+    # an infeasible point no better than the best feasible one opens no bracket
+    g._open_bracket([row(lo), (hi.copy(), np.zeros(6), False, best - 0.1)])
+    assert g._bracket is None
+
+
+def test_grad_polishing_chains_and_bisection_keep_the_budget_and_feasibility(feed6_small):
+    """After the first sharpening chain, ``polish`` more chains run from the best feasible point
+    on the other surrogates, with fans bisected on the exact kernel: on this guardrailed case
+    they find a better feasible point than the refiner did from the first chain's end, the run
+    spends exactly its budget, and the best is feasible."""
+    opts = {"pairs": 5000, "maxiter": 60, "starts": 2, "margin_steps": 1, "calibrate": 6, "sharpen": 3,
+            "fan": [0.0, 0.01, 0.05]}
+    r0, t0 = search(feed6_small, "grad", 80, seed=1, population=8, options={**opts, "polish": 0, "bisect": 0},
+                    show_progress=False)
+    r1, t1 = search(feed6_small, "grad", 80, seed=1, population=8, options={**opts, "polish": 2, "bisect": 2},
+                    show_progress=False)
+    assert len(t1) == 80 and r1["evaluations"] == 80
+    assert r1["best"]["feasible"] is True
+    assert r1["lift"]["in_sample"] > r0["lift"]["in_sample"] + 1e-3
+    # bisection generations hold three points on one segment
+    sizes = t1.groupby("generation").size()
+    assert (sizes == 3).any()
+    for key, bad in (("polish", -1), ("polish", 1.5), ("bisect", "two")):
+        with pytest.raises(InputError, match=rf"\[search.grad\] {key}"):
+            search(feed6_small, "grad", 20, seed=0, population=8, options={**opts, key: bad}, show_progress=False)
