@@ -465,24 +465,35 @@ def evaluate(study, weights, *, log=None) -> dict:
 
 
 def fit_ltr(study, *, model: str = "gbdt", target: str | None = None, seed: int | None = None,
-            options: dict | None = None) -> SearchResult:
+            options: dict | None = None, vs=None, start="auto") -> SearchResult:
     """Fit a learn-to-rank fuser (``gbdt`` or ``dnn``) judged by the study's objective; the
     result has the same contract as a search's (``res.fuser`` is the fitted model).
+
+    ``vs``: a formula search run directory of this study to judge the fuser against (the
+    result's ``versus`` block). ``start``: where a residual fuser (the DNN, the LightGBM GBDT)
+    starts: ``"auto"`` (``vs`` when given, else the baseline), ``"baseline"``, ``"best"``
+    (``vs``, required) or a search run directory.
 
     Examples
     --------
     >>> res = ft.fit_ltr(study, model="gbdt")  # doctest: +SKIP
     >>> scores = res.fuser.predict(res.prep.log)  # doctest: +SKIP
+    >>> res = ft.fit_ltr(study, model="dnn", vs="runs/demo-cma-0")  # starts from that run  # doctest: +SKIP
     """
     from .ltr import fit_ltr as _fit
     from .ltr.config import parse_config
+    from .ltr.fit import starts_from_formula
+    from .ltr.versus import resolve_start
     from .pipeline import prepare
 
     cfg = _config(study)
     prep = prepare(cfg)
-    target = target or parse_config(cfg.sections.get("ltr"), options, str(cfg.path or "<study>")).target
+    lcfg = parse_config(cfg.sections.get("ltr"), options, str(cfg.path or "<study>"))
+    target = target or lcfg.target
     seed = cfg.search.get("seed", 0) if seed is None else seed
-    result, trials, fuser = _fit(prep, model, target, seed, options)
+    begin, begin_run = resolve_start(prep, start, vs, starts_from_formula(prep, model, lcfg, target),
+                                     where="vs")
+    result, trials, fuser = _fit(prep, model, target, seed, options, start=begin, start_run=begin_run, vs=vs)
     res = SearchResult(result, trials, prep, study if isinstance(study, Study) else None)
     res.fuser = fuser
     return res

@@ -220,11 +220,12 @@ def test_fuser_is_judged_against_the_best_formula(known, tmp_path, capsys):
     js = json.loads((runs / "strong" / "result.json").read_text())["best"]["objective"]
     best_name = "strong" if js >= jw else "weak"
     capsys.readouterr()
-    # a fuser that is the formula itself (wrecked fit): loses to the best formula, flagged
+    # a fuser that is the baseline formula itself (wrecked fit, started from the baseline): loses to
+    # the best formula, flagged
     wreck = path.parent / "wreck.toml"
     wreck.write_text(path.read_text() + "guardrail_rounds = 0\n[ltr.dnn]\nepochs = 2\nlr = 5.0\npatience = 1\n")
     assert main(["ltr", "--study", str(wreck), "--model", "dnn", "--out", str(runs / "dnn"), "--vs",
-                 str(runs / best_name)]) == 0
+                 str(runs / best_name), "--start", "baseline"]) == 0
     out = capsys.readouterr().out
     r = json.loads((runs / "dnn" / "result.json").read_text())
     v = r["versus"]
@@ -348,3 +349,48 @@ def test_start_from_the_best_formula(known, tmp_path):
     # guardrails and deltas stay against the baseline; never below the start formula on validation
     assert r["baseline"]["params"] == {"a_click": 1.0, "a_like": 1.0, "a_finish": 1.0}
     assert r["ltr"]["validation_objective"] >= r["ltr"]["validation_baseline"] - 1e-9
+
+
+def test_start_auto_is_the_best_formula_run_when_there_is_one(known, tmp_path, capsys):
+    """The default start: a residual fuser starts from the best formula run in the run folder,
+    the baseline without one; scikit-learn's GBDT (no init score) says it fits from scratch."""
+    import fusiontune as ft
+
+    path, _ = known
+    runs = tmp_path / "runs"
+    assert main(["ltr", "--study", str(path), "--model", "dnn", "--out", str(runs / "dnn0"), "--quiet"]) == 0
+    r0 = json.loads((runs / "dnn0" / "result.json").read_text())
+    assert "start_run" not in r0["ltr"] and r0["ltr"]["residual"]["a"] == pytest.approx([1.0, 1.0, 1.0])
+    assert main(["search", "--study", str(path), "--budget", "96", "--population", "16", "--out",
+                 str(runs / "cem"), "--quiet"]) == 0
+    best = json.loads((runs / "cem" / "result.json").read_text())["best"]["params"]
+    capsys.readouterr()
+    assert main(["ltr", "--study", str(path), "--model", "dnn", "--out", str(runs / "dnn")]) == 0
+    assert f"started from the formula run {runs / 'cem'} (--start auto)" in capsys.readouterr().out
+    r = json.loads((runs / "dnn" / "result.json").read_text())
+    assert r["ltr"]["start_run"] == str(runs / "cem")
+    assert r["ltr"]["residual"]["a"] == pytest.approx([best[f"a_{t}"] for t in A_STAR], rel=1e-12)
+    # --start baseline keeps today's weights as the start
+    assert main(["ltr", "--study", str(path), "--model", "dnn", "--start", "baseline", "--out",
+                 str(runs / "dnnb"), "--quiet"]) == 0
+    rb = json.loads((runs / "dnnb" / "result.json").read_text())
+    assert "start_run" not in rb["ltr"] and rb["ltr"]["residual"]["a"] == pytest.approx([1.0, 1.0, 1.0])
+    # the scikit-learn GBDT cannot start from a formula
+    capsys.readouterr()
+    assert main(["ltr", "--study", str(path), "--model", "gbdt", "--out", str(runs / "gbdt")]) == 0
+    assert "fitted from scratch" in capsys.readouterr().out
+    assert "start_run" not in json.loads((runs / "gbdt" / "result.json").read_text())["ltr"]
+    # the Python API: start="auto" starts from vs; without vs from the baseline
+    res = ft.fit_ltr(ft.Study.from_toml(path), model="dnn", vs=runs / "cem")
+    assert res.result["ltr"]["start_run"] == str(runs / "cem")
+    assert res.result["versus"]["best_formula"]["run"] == str(runs / "cem")
+    with pytest.raises(ft.RunError, match="no formula search run"):
+        ft.fit_ltr(ft.Study.from_toml(path), model="dnn", start="best")
+
+
+def test_start_names_a_missing_run_in_one_line(known, tmp_path, capsys):
+    path, _ = known
+    assert main(["ltr", "--study", str(path), "--model", "dnn", "--start", str(tmp_path / "nope"),
+                 "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope/result.json: not found" in err[0] and not (tmp_path / "r").exists()

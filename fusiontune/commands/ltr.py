@@ -20,9 +20,11 @@ def add_arguments(p) -> None:
     p.add_argument("--vs", type=Path, default=None, metavar="RUN",
                    help="formula search run to judge the fuser against (default: the study's search run with "
                         "the best in-sample objective in the folder of --out, e.g. runs/)")
-    p.add_argument("--start", default="baseline", metavar="baseline|best|RUN",
-                   help="formula the residual fusers (DNN, LightGBM GBDT) start from: the study's baseline weights "
-                        "(default), 'best' (the formula run --vs names or the one found), or a search run dir")
+    p.add_argument("--start", default="auto", metavar="auto|baseline|best|RUN",
+                   help="formula the residual fusers (DNN, LightGBM GBDT) start from: 'auto' (default: the best "
+                        "formula run, the one --vs names or the one found, if there is one, else the baseline), "
+                        "'baseline' (the study's baseline weights), 'best' (like auto, but an error without a "
+                        "formula run), or a search run dir")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
@@ -30,9 +32,9 @@ def run(args) -> int:
     from .. import rundir
     from ..fusion import make_formula
     from ..ltr.config import parse_config
-    from ..ltr.fit import fit_ltr
+    from ..ltr.fit import fit_ltr, starts_from_formula
     from ..ltr.io import save_fuser
-    from ..ltr.versus import best_formula_run, read_start, summary_lines
+    from ..ltr.versus import START_CHOICES, best_formula_run, resolve_start, summary_lines
     from ..pipeline import load_study_log, prepare
     from ..results import default_run_dir, print_summary, write_run
 
@@ -52,13 +54,11 @@ def run(args) -> int:
     if args.vs is not None and not (args.vs / "result.json").exists():
         raise RunError(f"{args.vs / 'result.json'}: not found (--vs names a finished formula search run)")
     vs_run = args.vs if args.vs is not None else best_formula_run(Path(out).parent, prep)
-    start, start_run = None, None
-    if args.start != "baseline":
-        start_run = vs_run if args.start == "best" else Path(args.start)
-        if start_run is None:
-            raise RunError(f"{Path(out).parent}: no formula search run of study {study.name!r} found to start from "
-                           f"(--start best); run `fusiontune search` first or name one with --vs")
-        start = read_start(prep, start_run)
+    if args.start not in START_CHOICES and not (Path(args.start) / "result.json").exists():
+        raise RunError(f"{Path(args.start) / 'result.json'}: not found (--start names auto, baseline, best or a "
+                       f"finished formula search run)")
+    residual = starts_from_formula(prep, args.model, cfg, target)
+    start, start_run = resolve_start(prep, args.start, vs_run, residual, where=str(Path(out).parent))
     result, trials, fuser = fit_ltr(prep, args.model, target, seed, show_progress=False if args.quiet else None,
                                     start=start, start_run=start_run, vs=vs_run)
 
@@ -84,6 +84,9 @@ def run(args) -> int:
         print(f"permutation importance (objective drop): {imp}")
         if ltr.get("recommendation"):
             print(f"WARNING: {ltr['recommendation']}")
+        print(f"started from {'the formula run ' + str(start_run) if start_run else 'the baseline formula'} "
+              f"(--start {args.start})" if residual else
+              f"fitted from scratch (the {ltr['backend']} GBDT has no formula to start from)")
         for line in summary_lines(result["versus"]):
             print(line)
         print(f"saved the fuser in {out} ({', '.join(result['model_files'])})")

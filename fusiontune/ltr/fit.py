@@ -38,7 +38,7 @@ from .config import MODELS, TARGETS, LtrConfig, parse_config
 from .features import FeatureSpec
 from .targets import combined_target, relevance, relevance_grades, task_balance
 
-__all__ = ["Fuser", "Part", "fit_ltr", "run_ltr", "fused_metrics", "ensure_features"]
+__all__ = ["Fuser", "Part", "fit_ltr", "run_ltr", "fused_metrics", "ensure_features", "starts_from_formula"]
 
 
 # --------------------------------------------------------------------------- the fitted fuser
@@ -186,8 +186,6 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
     if target == "combined" and not (combined_target(train_log.labels, w, np.asarray(spec.signs))[1] > 0).any():
         raise InputError(f"{search.source}: no training row has an observed label")
 
-    from .residual import RESIDUAL_FORMULAS
-
     start_base = _base_formula(prep, start)
     val_obj = _try_objective(study, val_log, prep.formula)
     val_score = bars = None
@@ -205,8 +203,7 @@ def fit_ltr(prep, model: str, target: str | None = "combined", seed: int = 0, op
             return j - val_obj.penalty * float(np.clip(over, 0.0, None).sum()), j, over > 0
 
     t_fit = time.perf_counter()
-    gbdt_base = (start_base if model == "gbdt" and cfg.residual and prep.formula.name in RESIDUAL_FORMULAS
-                 and (cfg.backend == "lightgbm" or target == "lambdarank") else None)
+    gbdt_base = start_base if model == "gbdt" and starts_from_formula(prep, model, cfg, target) else None
 
     def fit_once(task_w: np.ndarray, spec: FeatureSpec = spec):
         mono = spec.monotone(cfg.monotone)
@@ -296,6 +293,18 @@ def _context_check(fit_once, spec: FeatureSpec, fitted: tuple, w: np.ndarray, va
     keep[1]["context_check"] = {"validation_with_context": with_ctx, "validation_without_context": without,
                                 "context": list(spec.context), "kept_context": keep is fitted}
     return keep
+
+
+def starts_from_formula(prep, model: str, cfg: LtrConfig, target: str) -> bool:
+    """Whether this fuser is residual: it starts from a formula (the DNN; the GBDT with LightGBM
+    trees on the formula's init score), so a ``start`` formula changes it.  scikit-learn's
+    HistGradientBoosting has no init score and fits from scratch."""
+    from .residual import RESIDUAL_FORMULAS
+
+    if model == "dnn":
+        return True
+    return bool(cfg.residual and prep.formula.name in RESIDUAL_FORMULAS
+                and (cfg.backend == "lightgbm" or target == "lambdarank"))
 
 
 def guardrail_bars(val_obj: Objective, cfg: LtrConfig, start_base: dict | None, val_x: np.ndarray) -> np.ndarray:

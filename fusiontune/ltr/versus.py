@@ -36,8 +36,12 @@ import numpy as np
 
 from ..errors import RunError
 
-__all__ = ["best_formula_run", "versus", "versus_block", "summary_lines", "read_start", "formula_block",
-           "GUARD_TOL"]
+__all__ = ["best_formula_run", "versus", "versus_block", "summary_lines", "read_start", "resolve_start",
+           "formula_block", "GUARD_TOL"]
+
+#: where a residual fuser can start: ``auto`` (the best formula run when one is known and the
+#: fuser is residual, else the baseline), ``baseline``, ``best``, or a search run directory
+START_CHOICES = ("auto", "baseline", "best")
 
 #: a guarded metric this much below the best formula's is "paying in guardrails" (float noise below)
 GUARD_TOL = 1e-6
@@ -117,6 +121,28 @@ def _formula_block(prep, run: Path) -> dict:
 def read_start(prep, run: str | Path) -> dict:
     """The best weights of a formula search run of this study, to start a residual fuser from."""
     return _formula_block(prep, Path(run))["params"]
+
+
+def resolve_start(prep, how: "str | Path", best_run: "str | Path | None", residual: bool,
+                  where: str = "runs") -> "tuple[dict | None, Path | None]":
+    """``(start weights, start run)`` of a fuser; ``(None, None)`` is the study's baseline.
+
+    ``how``: ``"auto"`` starts a residual fuser (``residual``, see
+    :func:`fusiontune.ltr.fit.starts_from_formula`) from ``best_run`` when there is one, else
+    from the baseline: a fuser that starts from the baseline is judged against the best formula
+    anyway, and the early stopping ends long before it reaches that formula's weights (docs/ltr.md).
+    ``"baseline"``; ``"best"`` (``best_run``, an error without one); or a search run directory.
+    ``where`` names the folder searched for ``best_run``, for the error message."""
+    how = str(how)
+    if how == "baseline" or (how == "auto" and (best_run is None or not residual)):
+        return None, None
+    run = Path(best_run) if how in ("auto", "best") and best_run is not None else None
+    if how == "best" and run is None:
+        raise RunError(f"{where}: no formula search run of study {prep.study.name!r} found to start from "
+                       f"(start = best); run a search of this study first or name the run to judge against")
+    if run is None:
+        run = Path(how)
+    return read_start(prep, run), run
 
 
 def versus(prep, result: dict, formula_run: "str | Path | dict | None") -> dict:
