@@ -218,3 +218,39 @@ def test_score_dataset_bad_value_names_the_file_and_row(scored_run, tmp_path, ca
     code = main(["score", "--log", str(tmp_path / "nothing-*.parquet"), "--out", str(out), "--model", str(run)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no file matches" in err[0]
+
+
+def test_refits_bisect_the_multiplier_when_every_fit_keeps_the_formula(guarded):
+    """The guardrail refits bisect between the last blocked multiplier and the first unblocked
+    one, also when every fit ties (each kept its start formula): the bracket is (3, 9), not the
+    first fit's 1.  fit_once is scripted here (the fuser is the start formula itself, blocked by
+    the click guardrail below a multiplier of 5); the refit search is what is tested."""
+    from fusiontune.ltr.fit import _fit_with_guardrails
+    from fusiontune.ltr.residual import base_score
+
+    path, prep, best = guarded
+    cfg = parse_config({}, None, "t")
+    vo, vx = _validation(prep, cfg)
+    start = _base_formula(prep, best)
+    bars = guardrail_bars(vo, cfg, start, vx)
+
+    class Formula:  # the fuser a fit that keeps its start formula returns
+        def predict_matrix(self, x):
+            return base_score(x, start)
+
+    class Val:
+        x = vx
+
+    calls = []
+
+    def fit_once(w):
+        mult = float(w[0] / w0[0])
+        calls.append(mult)
+        return Formula(), {"blocked_by": [mult < 5.0] + [False] * (len(w) - 1)}, None, Val()
+
+    w0 = np.ones(len(prep.study.tasks))
+    *_, guard = _fit_with_guardrails(fit_once, w0, vo, 5, bars)
+    assert calls[:3] == pytest.approx([1.0, 3.0, 9.0])
+    assert calls[3] == pytest.approx(np.sqrt(27.0))          # between 3 (blocked) and 9 (free)
+    assert calls[4] == pytest.approx(np.sqrt(3.0 * np.sqrt(27.0)))  # 5.2 was free: (3, 5.2)
+    assert guard["feasible_on_validation"] and len(guard["trace"]) == 5

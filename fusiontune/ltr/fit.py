@@ -366,8 +366,11 @@ def _fit_with_guardrails(fit_once, w: np.ndarray, val_obj: Objective | None, rou
         r += 1
         if feas and (best is None or j > best[0]):
             best = (j, last)
-    if best is not None and r > 0 and not log[-1]["blocked"] and best[1] is last:
-        hi = best[1][0]
+    # bisect when the last fit is the first unblocked feasible one and no worse than the best (a
+    # fit that keeps its start formula ties the first fit, which must not stop the bisection)
+    if (best is not None and r > 0 and log[-1]["feasible"] and not log[-1]["blocked"]
+            and log[-1]["validation_objective"] >= best[0] - 1e-12):
+        hi = last[0]
         for _ in range(refine):
             mid = np.sqrt(lo * hi)
             cand = (mid, *fit_once(w * mid))
