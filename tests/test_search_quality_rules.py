@@ -424,3 +424,40 @@ def test_grad_polishing_chains_and_bisection_keep_the_budget_and_feasibility(fee
     for key, bad in (("polish", -1), ("polish", 1.5), ("bisect", "two")):
         with pytest.raises(InputError, match=rf"\[search.grad\] {key}"):
             search(feed6_small, "grad", 20, seed=0, population=8, options={**opts, key: bad}, show_progress=False)
+
+
+def test_grad_renews_polishing_when_the_refiner_converges_with_budget_left(feed6_small):
+    """A refiner that converges at once (a step below its tolx) used to end the run with the
+    budget unspent: grad now runs another round of polishing chains from the best feasible
+    point so far, as long as the last round improved on the best it started from.  The run
+    spends no more than its budget, its best is feasible and better than at the first
+    convergence, and it ends when a round brings nothing."""
+    import fusiontune.search.grad as G
+    from fusiontune.search.run import build_searcher, run_search
+
+    p = feed6_small
+    o, sp = p.objective, p.space
+    base_j = float(o.baseline_per_task @ o.w)
+    opts = {"pairs": 5000, "maxiter": 60, "starts": 2, "margin_steps": 1, "calibrate": 6, "sharpen": 3,
+            "fan": [0.0, 0.01, 0.05], "polish": 2, "restarts": 0, "refine_sigma": 0.0005}
+    s, _, _ = build_searcher("grad", o, sp, seed=0, population=8, options=opts, budget=400)
+    seen = []
+    renew = G.Grad._renew
+
+    def spy(self):
+        out = renew(self)
+        seen.append((self._told, out, self._best_feasible() - base_j))
+        return out
+    G.Grad._renew = spy
+    try:
+        run = run_search(s, o, sp, 400, show_progress=False)
+    finally:
+        G.Grad._renew = renew
+    feas, j = run.cat("feasible").astype(bool), run.cat("objective")
+    assert len(j) <= 400 and s.renewals >= 2
+    assert [out for _, out, _ in seen] == [True] * s.renewals + [False]  # renewed until a round brought nothing
+    assert run.stop_reason.startswith("converged") and len(j) < 400
+    first = seen[0][2]
+    assert j[feas].max() - base_j > first + 1e-3  # the renewed rounds found a better feasible point
+    i = int(np.argmax(np.where(feas, j, -np.inf)))
+    assert feas[i] and np.all((run.cat("unit").reshape(-1, sp.dim) >= 0) & (run.cat("unit").reshape(-1, sp.dim) <= 1))

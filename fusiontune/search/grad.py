@@ -366,7 +366,11 @@ class Grad(Searcher):
         self._sharp: dict | None = None  # the sharpening chain (surrogate, last exact point)
         self._sharp_rounds = 0
         self._asked_sharp: int | None = None  # the chain point's row in the pending sharpening generation
-        self._polished = 0  # polishing chains started so far (sharpening chains after the first)
+        self._polished = 0  # polishing chains started in this round (sharpening chains after the first)
+        self._chain_count = 0  # polishing chains started in all rounds (the surrogate they run on cycles)
+        self._round_best: float | None = None  # the best feasible objective when this polishing round began
+        self.renewals = 0  # polishing rounds started after the refiner converged with budget left
+        self._told = 0  # exact evaluations told so far
         self._asked_fan: tuple | None = None  # (rows, origin row in _scored) of the pending generation's fan
         self._bracket: dict | None = None  # the segment a bisection runs on (feasible lo, infeasible hi)
         self._asked_bisect: np.ndarray | None = None  # the segment positions of the pending bisection generation
@@ -389,7 +393,12 @@ class Grad(Searcher):
         return self.refiner.ask()
 
     def learn_evaluation(self, x: np.ndarray, ev) -> None:
-        if self.refiner is None:
+        self._told += len(x)
+        if self.refiner is not None:  # the refiner's points count for the next polishing round's start
+            self._scored += [(xi.copy(), m, bool(f), float(j)) for xi, m, f, j in
+                             zip(x, _quantised(ev.per_task), np.asarray(ev.feasible, dtype=bool),
+                                 _quantised(ev.objective))]
+        else:
             per_task = _quantised(ev.per_task)
             feasible = np.asarray(ev.feasible, dtype=bool)
             self._scored += [(xi.copy(), m, bool(f), float(j))
@@ -573,19 +582,47 @@ class Grad(Searcher):
         +0.00015 in one chain."""
         if self._sharp is None or self._polished >= self.polish:
             return False
+        if self._round_best is None:
+            self._round_best = self._best_feasible()
         self._polished += 1
+        self._chain_count += 1
         n = self.phase.opts["starts"]
         xb, pt, _, _ = max(self._scored, key=lambda r: (r[2], r[3]))
-        i = (self._sharp_first + self._polished) % n
+        i = (self._sharp_first + self._chain_count) % n
         self._sharp = {"i": i, "x": xb.copy(), "per_task": pt, "fanned": False}
         self._sharp_rounds = 0
         return True
+
+    def _best_feasible(self) -> float:
+        return max((r[3] for r in self._scored if r[2]), default=-np.inf)
+
+    def _renew(self) -> bool:
+        """The refiner converged with budget left: another round of ``polish`` chains from the
+        best feasible point so far (then a fresh refiner), if the last round improved on the
+        best it started from; otherwise the run ends (returns False).
+
+        On feed6 at budget 1000 the refiner used to stop with budget left: the chains, not the
+        refiner, are what moves the best along the guardrail."""
+        if self.budget is not None and self._told >= self.budget:
+            return False
+        best = self._best_feasible()
+        if self._round_best is None or not best > self._round_best:
+            return False
+        self._round_best, self._polished, self.refiner = best, 0, None
+        while self._next_polish_chain():
+            if self._bisect_point() or self._sharpen_point():
+                self.renewals += 1
+                return True
+        return False
 
     def update(self, x: np.ndarray, values: np.ndarray) -> None:
         if self.refiner is not None:
             self.refiner.tell(x, values)
             if self.refiner.stop_reason:
-                self.stop_reason = self.refiner.stop_reason
+                refiner = self.refiner
+                if not self._renew():
+                    self.refiner = refiner
+                    self.stop_reason = refiner.stop_reason
             return
         if self._chains is not None and self._rounds < self.calibrate:
             self._rounds += 1
