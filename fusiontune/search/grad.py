@@ -38,7 +38,9 @@ differentiable in its parameters.  The method:
    beats the best feasible point so far, the segment from the feasible point of that fan
    nearest to it is bisected on the exact kernel for where the guardrail really lies;
 7. **refinement**: CMA-ES (:mod:`fusiontune.search.cmaes`) from the best exact point with a
-   small step ``refine_sigma`` (one share of every bound width), for the rest of the budget.
+   small step ``refine_sigma`` (one share of every bound width), for the rest of the budget;
+   when it converges with budget left, another round of polishing chains and a fresh refiner
+   follow, while the last round improved on the best it started from.
 
 Every number reported comes from the exact kernel; the surrogate only proposes.  Options
 (``[search.grad]``): ``pairs`` (sampled pairs per task; all pairs when a task has fewer),
