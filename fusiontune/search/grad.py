@@ -523,7 +523,7 @@ class Grad(Searcher):
         self._bracket = None
         if self.bisect <= 0:
             return
-        best = max((r[3] for r in self._scored if r[2]), default=-np.inf)
+        best = self._best_feasible()
         bad = [r for r in rows if not r[2] and r[3] > best]
         good = [r for r in rows if r[2]]
         if not bad or not good:
@@ -540,7 +540,7 @@ class Grad(Searcher):
             return
         br["levels"] += 1
         lo_t, hi_t = br["t"]
-        best = max((r[3] for r in self._scored if r[2]), default=-np.inf)
+        best = self._best_feasible()
         hi_j = br["hi_j"]
         for t, r in sorted(zip(ts, rows), key=lambda z: z[0]):
             if r[2]:
