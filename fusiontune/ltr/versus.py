@@ -136,13 +136,12 @@ def resolve_start(prep, how: "str | Path", best_run: "str | Path | None", residu
     how = str(how)
     if how == "baseline" or (how == "auto" and (best_run is None or not residual)):
         return None, None
-    run = Path(best_run) if how in ("auto", "best") and best_run is not None else None
-    if how == "best" and run is None:
+    if how not in ("auto", "best"):
+        return read_start(prep, how), Path(how)
+    if best_run is None:
         raise RunError(f"{where}: no formula search run of study {prep.study.name!r} found to start from "
                        f"(start = best); run a search of this study first or name the run to judge against")
-    if run is None:
-        run = Path(how)
-    return read_start(prep, run), run
+    return read_start(prep, best_run), Path(best_run)
 
 
 def versus(prep, result: dict, formula_run: "str | Path | dict | None") -> dict:
